@@ -1,0 +1,55 @@
+"""The ``trapo`` command line: one sub-command per module in this package.
+
+Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (called with the parsed arguments). Adding a command is a new module plus one line here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from trapo import __version__
+
+# Sub-command modules, in the order ``--help`` lists them.
+COMMANDS = ("demo", "data", "base", "train", "eval", "compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trapo",
+        description=(
+            "Post-train language models with TRAPO (Trust-Region Adaptive Policy Optimization) "
+            "and its baselines (SFT, GRPO, SFT-then-GRPO, LUFFY)."
+        ),
+        epilog="Run `trapo COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"trapo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"trapo.cli.{name}")
+        except ModuleNotFoundError as err:  # a command still being built
+            if err.name != f"trapo.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"trapo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
