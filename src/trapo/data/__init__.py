@@ -1,5 +1,6 @@
-"""Data: the :class:`Example` record, loaders for verl parquet / JSONL, validation."""
+"""Data: the :class:`Example` record, token encoding, loaders for verl parquet / JSONL, validation."""
 
+from trapo.data.encoding import boundary_token_ids, encode_prompt, encode_response
 from trapo.data.schema import Example
 
-__all__ = ["Example"]
+__all__ = ["Example", "boundary_token_ids", "encode_prompt", "encode_response"]

@@ -1,0 +1,6 @@
+"""Rollout engines: generate continuations of prompt (+ expert prefix) token ids."""
+
+from trapo.rollout.base import RolloutEngine, SamplingParams
+from trapo.rollout.hf import HFEngine, HFGenerateEngine
+
+__all__ = ["HFEngine", "HFGenerateEngine", "RolloutEngine", "SamplingParams"]
