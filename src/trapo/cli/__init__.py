@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from transformers import HfArgumentParser
+
 from trapo import __version__
 
 # Sub-command modules, in the order ``--help`` lists them.
@@ -26,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `trapo COMMAND --help` for the options of one command.",
     )
     parser.add_argument("--version", action="version", version=f"trapo {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # HfArgumentParser is an ArgumentParser that can also turn a dataclass into flags (`trapo train`).
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HfArgumentParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"trapo.cli.{name}")
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # a command that layers a config file under its flags parses them again
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

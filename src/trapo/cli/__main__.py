@@ -1,0 +1,5 @@
+import sys
+
+from trapo.cli import main
+
+sys.exit(main())

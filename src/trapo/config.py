@@ -1,0 +1,210 @@
+"""``TRAPOConfig``: every knob of a training run, in one dataclass (TRL's naming where TRL has the name).
+
+Fields left at ``None`` take the value of the chosen method's preset (:mod:`trapo.methods`), so
+``TRAPOConfig(method="grpo")`` is a complete GRPO configuration. A config can be read from YAML
+(:func:`load_config`) and every field is a ``trapo train`` flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trapo.guidance import MicroGroupSchedule
+from trapo.methods import METHODS, Method, get_method
+
+
+def _help(text: str, **kw: Any) -> Any:
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class TRAPOConfig:
+    # --- what to run ---------------------------------------------------------------------------------
+    method: str = _help(f"Training method: {', '.join(METHODS)}.", default="trapo")
+    output_dir: str = _help("Where checkpoints, metrics.jsonl, samples.jsonl and the final model go.",
+                            default="runs/trapo")
+    seed: int = _help("Seed of data order, rollouts and initialisation.", default=0)
+    max_steps: int = _help("Optimizer steps.", default=100)
+    prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper: 8).", default=8)
+
+    # --- rollouts --------------------------------------------------------------------------------------
+    num_generations: int | None = _help(
+        "Trajectories per prompt (the paper: 8). Default: the method's micro-group sizes summed.", default=None)
+    max_prompt_length: int = _help("Longer prompts are skipped (counted), or an error with --strict.",
+                                   default=512)
+    max_completion_length: int = _help("Tokens per response, expert prefix included (the paper: 8192).",
+                                       default=256)
+    temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
+    top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
+    rollout_mode: Literal["speculative", "sequential"] = _help(
+        "speculative: sample every micro-group's candidates (guided and unguided) in one batched pass and "
+        "keep the ones the schedule picks (same distribution, one generation pass); sequential: one pass per "
+        "micro-group, generating only what is kept (less compute per step on large models).",
+        default="speculative")
+    generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
+
+    # --- guidance (None = the method's preset) ---------------------------------------------------------
+    micro_group_sizes: list[int] | None = _help("Micro-group sizes (TRAPO: 4 2 1 1).", default=None)
+    guidance_ratios: list[float] | None = _help("Prefix ratio of each level (TRAPO: 0 0.25 0.5 1).", default=None)
+    guidance_thresholds: list[float] | None = _help(
+        "Group g>0 is guided while the prompt's cumulative return is below threshold g (TRAPO: 2 4 7).",
+        default=None)
+    sft_counts: list[int] | None = _help(
+        "How many trajectories of each micro-group get the prefix loss (TRAPO: 0 1 1 1).", default=None)
+    adaptive_guidance: bool | None = _help("Adapt levels to the return (False: group g always level g).",
+                                           default=None)
+    prefix_boundary: str = _help("Paragraph marker prefix cuts move to.", default="\n\n")
+    prefix_slack: float = _help("A cut moves to the next boundary within +slack of the response.", default=0.3)
+
+    # --- losses ----------------------------------------------------------------------------------------
+    prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
+        "Loss on expert tokens (default: the method's).", default=None)
+    trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
+    prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
+    luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
+    entropy_coef: float = _help("Entropy bonus on model tokens (the paper: 0.001).", default=0.001)
+    beta: float = _help("KL penalty to a frozen copy of the initial model (k3 estimator); 0 keeps no copy.",
+                        default=0.0)
+    epsilon: float = _help("PPO clip range, low side.", default=0.2)
+    epsilon_high: float | None = _help("PPO clip range, high side (default: epsilon).", default=None)
+    num_iterations: int = _help("Policy updates per batch of rollouts (1: ratio is 1, clipping inert).",
+                                default=1)
+    loss_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
+        "constant: token sum / (max_completion_length x trajectories), as the authors and Dr. GRPO; "
+        "token_mean: mean over the batch's tokens; seq_mean_token_mean: per-sequence mean, then mean.",
+        default="constant")
+    sft_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
+        "Normalisation of the SFT steps of sft / sft-then-grpo.", default="token_mean")
+    scale_rewards: bool = _help("Divide advantages by the group's reward std (GRPO); the paper does not.",
+                                default=False)
+    advantage_baseline: Literal["all", "unguided"] = _help(
+        "Group mean over all trajectories, or over unguided ones only (TRAPO.md §3 variant).", default="all")
+    sft_fraction: float | None = _help("Share of steps (first) that are SFT (default: the method's).",
+                                       default=None)
+
+    # --- optimisation ----------------------------------------------------------------------------------
+    learning_rate: float = _help("Peak learning rate (the paper: 1e-6 on a 7B model).", default=1e-6)
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.",
+                                                                       default="constant")
+    warmup_steps: int = _help("Linear warm-up steps.", default=0)
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.999)
+    max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
+    mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).",
+                                 default=64)
+    bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+
+    # --- LoRA ------------------------------------------------------------------------------------------
+    lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
+    lora_alpha: int = _help("LoRA alpha.", default=16)
+    lora_target_modules: list[str] = _help("LoRA target modules ('all-linear' or names).",
+                                           default_factory=lambda: ["all-linear"])
+
+    # --- logging and checkpoints -----------------------------------------------------------------------
+    logging_steps: int = _help("Metrics every N steps (metrics.jsonl).", default=1)
+    save_steps: int = _help("Checkpoint every N steps (0: only at the end and on interrupt).", default=0)
+    save_total_limit: int = _help("Keep at most N checkpoints (0: keep all).", default=2)
+    sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).",
+                                  default=10)
+    report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
+    max_nonfinite_steps: int = _help("Stop after this many consecutive steps with a NaN/inf loss.", default=3)
+    strict: bool = _help("Bad data rows are errors instead of skipped-and-counted.", default=False)
+
+    def __post_init__(self) -> None:
+        method = get_method(self.method)
+        for name, value in (("max_steps", self.max_steps), ("prompts_per_step", self.prompts_per_step),
+                            ("max_completion_length", self.max_completion_length),
+                            ("num_iterations", self.num_iterations), ("mini_batch_size", self.mini_batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0 < self.trsft_alpha <= 1:
+            raise ValueError(f"trsft_alpha must be in (0, 1], got {self.trsft_alpha}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.sft_fraction is not None and not 0 <= self.sft_fraction <= 1:
+            raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
+        sizes = self.schedule().sizes  # validates the guidance fields
+        if self.num_generations is not None and self.num_generations != sum(sizes):
+            if len(method.sizes) == 1 and self.micro_group_sizes is None:  # GRPO-like: one group
+                self.micro_group_sizes = [self.num_generations]
+            elif method.name == "luffy" and self.micro_group_sizes is None:
+                self.micro_group_sizes = [self.num_generations - 1, 1]
+            else:
+                raise ValueError(
+                    f"num_generations={self.num_generations} but micro_group_sizes sum to {sum(sizes)}; "
+                    "set micro_group_sizes (and thresholds) to match")
+
+    # --- resolved views ------------------------------------------------------------------------------------
+    @property
+    def preset(self) -> Method:
+        return get_method(self.method)
+
+    def _pick(self, value: Any, preset_value: Any) -> Any:
+        return preset_value if value is None else value
+
+    def schedule(self) -> MicroGroupSchedule:
+        """The micro-group schedule: the method's preset with this config's overrides."""
+        m = self.preset
+        return MicroGroupSchedule(
+            sizes=tuple(self._pick(self.micro_group_sizes, m.sizes)),
+            ratios=tuple(self._pick(self.guidance_ratios, m.ratios)),
+            thresholds=tuple(self._pick(self.guidance_thresholds, m.thresholds)),
+            sft_counts=tuple(self._pick(self.sft_counts, m.sft_counts)),
+            adaptive=self._pick(self.adaptive_guidance, m.adaptive),
+        )
+
+    @property
+    def resolved_prefix_loss(self) -> str:
+        return self._pick(self.prefix_loss, self.preset.prefix_loss)
+
+    @property
+    def resolved_sft_fraction(self) -> float:
+        return self._pick(self.sft_fraction, self.preset.sft_fraction)
+
+    @property
+    def sft_steps(self) -> int:
+        """Steps (from the start) that are plain SFT."""
+        return round(self.max_steps * self.resolved_sft_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(TRAPOConfig)]
+
+
+def check_keys(values: dict[str, Any], source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` and the valid keys when ``values`` has unknown keys."""
+    unknown = sorted(set(values) - set(config_fields()))
+    if unknown:
+        raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {', '.join(config_fields())}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, keys checked against :class:`TRAPOConfig`."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read config file {path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    check_keys(values, str(path))
+    return values
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TRAPOConfig:
+    """A config from a YAML file (optional) with keyword overrides on top."""
+    values = read_yaml(path) if path else {}
+    check_keys(overrides, "overrides")
+    values.update(overrides)
+    return TRAPOConfig(**values)

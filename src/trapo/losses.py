@@ -1,0 +1,307 @@
+"""Per-token losses of TRAPO and its baselines, as pure functions over ``(batch, tokens)`` tensors.
+
+Every loss takes per-token tensors of shape ``(B, T)`` and a ``mask`` of the same shape (bool, or a
+float/integer tensor holding only 0 and 1) that marks the tokens the loss applies to, and reduces them
+with one shared :func:`aggregate`:
+
+- ``"token_mean"``: sum over all masked tokens / number of masked tokens (DAPO-style token mean).
+- ``"seq_mean_token_mean"``: masked mean per sequence, then mean over sequences with >= 1 token
+  (the original GRPO reduction).
+- ``"constant"``: sum over all masked tokens / a constant, e.g. the maximum response length
+  (Dr. GRPO; the TRAPO authors' choice, TRAPO.md §3).
+
+Shapes are checked, never silently broadcast; an empty mask gives a loss of exactly 0 with a zero
+gradient. Masked-out positions never contribute to the value or the gradient, even if they hold
+``-inf``/``nan`` log-probabilities (padding).
+
+Rules implemented (see /work/shared/TRAPO.md):
+
+- :func:`sft_loss`: plain NLL on expert tokens (forward KL to the expert).
+- :func:`trsft_loss`: Trust-Region SFT (TRAPO.md §1), ``-p / max(sg(p), alpha)`` per token.
+- :func:`policy_gradient_loss`: the GRPO/PPO clipped surrogate on the model's own tokens (TRAPO.md §3).
+- :func:`luffy_loss`: LUFFY's off-policy loss on expert tokens with policy shaping ``f(p) = p/(p+gamma)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+Normalization = Literal["token_mean", "seq_mean_token_mean", "constant"]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_2d(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"`{name}` must have shape (batch, tokens), got shape {tuple(x.shape)}")
+
+
+def _check_same_shape(ref_name: str, ref: Tensor, name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.shape != ref.shape:
+        raise ValueError(
+            f"shape mismatch: `{name}` has shape {tuple(x.shape)} but `{ref_name}` has shape "
+            f"{tuple(ref.shape)}; they must be equal (no broadcasting)"
+        )
+
+
+def _bool_mask(mask: Tensor, ref: Tensor, ref_name: str) -> Tensor:
+    """Validate ``mask`` against ``ref`` and return it as a bool tensor."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"`mask` must be a torch.Tensor, got {type(mask).__name__}")
+    _check_same_shape(ref_name, ref, "mask", mask)
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex():
+        raise ValueError(f"`mask` must be bool or hold only 0/1, got dtype {mask.dtype}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)]
+        raise ValueError(f"`mask` must be bool or hold only 0 and 1, found e.g. {bad.flatten()[0].item()!r}")
+    return mask != 0
+
+
+def _per_sequence_advantages(advantages: Tensor, ref: Tensor) -> Tensor:
+    """Advantages of shape (B,) are repeated over tokens explicitly; (B, T) must match ``ref``."""
+    if not isinstance(advantages, Tensor):
+        raise ValueError(f"`advantages` must be a torch.Tensor, got {type(advantages).__name__}")
+    if advantages.dim() == 1:
+        if advantages.shape[0] != ref.shape[0]:
+            raise ValueError(
+                f"shape mismatch: `advantages` has shape {tuple(advantages.shape)} but `logprobs` has "
+                f"shape {tuple(ref.shape)}; per-sequence advantages need shape ({ref.shape[0]},)"
+            )
+        advantages = advantages[:, None].expand(ref.shape)
+    else:
+        _check_same_shape("logprobs", ref, "advantages", advantages)
+    return advantages.detach().to(ref.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# reduction
+# --------------------------------------------------------------------------------------------------
+
+
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    normalization: Normalization = "token_mean",
+    constant: float | None = None,
+) -> Tensor:
+    """Reduce a per-token loss ``(B, T)`` over the tokens selected by ``mask`` to a scalar.
+
+    - ``token_mean``: ``sum(mask * x) / sum(mask)``.
+    - ``seq_mean_token_mean``: per-sequence masked mean, then the mean over sequences with >= 1 token.
+    - ``constant``: ``sum(mask * x) / constant`` (Dr. GRPO; TRAPO.md §3 divides by the maximum
+      response length). ``constant`` is required and must be > 0; it is ignored by the other modes.
+
+    Masked-out entries are replaced by 0 (``torch.where``), so they contribute neither value nor
+    gradient, even if they are ``inf``/``nan``. With no selected token the result is 0.0 and the
+    gradient is zero.
+    """
+    _check_2d("per_token", per_token)
+    m = _bool_mask(mask, per_token, "per_token")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}")
+    x = torch.where(m, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device))
+    if normalization == "token_mean":
+        count = m.sum().clamp(min=1).to(x.dtype)
+        return x.sum() / count
+    if normalization == "seq_mean_token_mean":
+        counts = m.sum(dim=1)
+        seq_means = x.sum(dim=1) / counts.clamp(min=1).to(x.dtype)  # 0 for empty sequences
+        num_seqs = (counts > 0).sum().clamp(min=1).to(x.dtype)
+        return seq_means.sum() / num_seqs
+    # constant
+    if constant is None or isinstance(constant, bool) or not constant > 0:
+        raise ValueError(f"`constant` must be a number > 0 when normalization='constant', got {constant!r}")
+    return x.sum() / float(constant)
+
+
+# --------------------------------------------------------------------------------------------------
+# log-probabilities and entropy from logits
+# --------------------------------------------------------------------------------------------------
+
+
+def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log p(labels[b, t])`` under ``softmax(logits[b, t])``: ``(B, T, V), (B, T) -> (B, T)``.
+
+    Memory-lean: for float32/float64 it uses ``logits.gather(label) - logsumexp(logits)``, which never
+    materialises a ``(B, T, V)`` log-softmax; lower precisions (bf16/fp16) are converted to float32 one
+    sequence at a time, since logsumexp in half precision is too lossy. Labels must lie in ``[0, V)``
+    (replace ignore-index positions such as -100 with any valid id and mask them in the loss).
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 3:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"`logits` must have shape (batch, tokens, vocab), got {shape}")
+    if not isinstance(labels, Tensor) or labels.shape != logits.shape[:2]:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(
+            f"shape mismatch: `labels` has shape {shape} but `logits` has shape {tuple(logits.shape)}; "
+            f"labels must have shape {tuple(logits.shape[:2])}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"`labels` must be an integer tensor, got dtype {labels.dtype}")
+    vocab = logits.shape[-1]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= vocab):
+        raise ValueError(f"`labels` must lie in [0, {vocab}), got values in [{int(labels.min())}, {int(labels.max())}]")
+    index = labels.long().unsqueeze(-1)
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = logits.gather(-1, index).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1)
+    rows = [
+        torch.log_softmax(row.float(), dim=-1).gather(-1, idx).squeeze(-1)
+        for row, idx in zip(logits, index, strict=True)
+    ]
+    return torch.stack(rows) if rows else logits.new_zeros(labels.shape, dtype=torch.float32)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Token entropy ``H = logsumexp(l) - sum(softmax(l) * l)``: ``(B, T, V) -> (B, T)``.
+
+    Computed in float32 (or float64 if given), one sequence at a time to bound the temporary memory.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 3:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"`logits` must have shape (batch, tokens, vocab), got {shape}")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    rows = []
+    for row in logits:
+        row = row.to(dtype)
+        probs = torch.softmax(row, dim=-1)
+        rows.append(torch.logsumexp(row, dim=-1) - (probs * row).sum(dim=-1))
+    return torch.stack(rows) if rows else logits.new_zeros(logits.shape[:2], dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------------
+
+
+def sft_loss(
+    logprobs: Tensor,
+    mask: Tensor,
+    *,
+    normalization: Normalization = "token_mean",
+    constant: float | None = None,
+) -> Tensor:
+    """Plain SFT: negative log-likelihood ``-log p_t`` of the expert tokens (forward KL, TRAPO.md §1)."""
+    _check_2d("logprobs", logprobs)
+    return aggregate(-logprobs, mask, normalization, constant)
+
+
+def _check_alpha(alpha: float) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < alpha <= 1.0:
+        raise ValueError(f"`alpha` must be a number in (0, 1], got {alpha!r}")
+
+
+def trsft_weights(logprobs: Tensor, alpha: float) -> Tensor:
+    """The TrSFT weight on ``-∇log p_t``: ``min(1, p_t / alpha)``, detached (TRAPO.md §1).
+
+    A weight below 1 means the token lies outside the trust region (``p_t < alpha``); the share of such
+    prefix tokens is a useful training metric.
+    """
+    _check_alpha(alpha)
+    _check_2d("logprobs", logprobs)
+    return (logprobs.detach().exp() / alpha).clamp(max=1.0)
+
+
+def trsft_loss(
+    logprobs: Tensor,
+    mask: Tensor,
+    *,
+    alpha: float = 0.1,
+    normalization: Normalization = "token_mean",
+    constant: float | None = None,
+) -> Tensor:
+    """Trust-Region SFT (TRAPO.md §1): per token ``-p_t / max(sg(p_t), alpha)`` with ``p_t = exp(logprob)``.
+
+    The gradient is ``-min(1, p_t/alpha) ∇log p_t``: exactly SFT's gradient inside the trust region
+    ``p_t >= alpha``, attenuated by ``p_t/alpha`` outside it (so it never exceeds ``∇p_t / alpha``).
+    ``alpha -> 0`` recovers SFT (forward KL); larger ``alpha`` is more mode-seeking (Proposition 1).
+    The loss *value* is ``-min(1, p_t/alpha)`` per token, in ``[-1, 0]``; log :func:`sft_loss` for an NLL.
+    """
+    _check_alpha(alpha)
+    _check_2d("logprobs", logprobs)
+    m = _bool_mask(mask, logprobs, "logprobs")
+    safe = torch.where(m, logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
+    p = safe.exp()
+    per_token = -p / p.detach().clamp(min=alpha)
+    return aggregate(per_token, m, normalization, constant)
+
+
+def policy_gradient_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps_low: float | None = 0.2,
+    clip_eps_high: float | None = 0.2,
+    normalization: Normalization = "token_mean",
+    constant: float | None = None,
+) -> Tensor:
+    """GRPO/PPO clipped surrogate on the model's own tokens (TRAPO.md §3).
+
+    Per token, with ``ratio = exp(logprobs - old_logprobs)``::
+
+        -min(ratio * A, clip(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * A)
+
+    ``advantages`` has shape ``(B,)`` (one value per sequence, repeated over its tokens) or ``(B, T)``;
+    it and ``old_logprobs`` are treated as constants (detached). ``None`` for an epsilon disables that
+    side of the clip. With one update per batch (``old_logprobs = logprobs.detach()``) the ratio is 1,
+    the clip is inert and the gradient is REINFORCE's ``-A ∇log p``.
+    """
+    _check_2d("logprobs", logprobs)
+    _check_same_shape("logprobs", logprobs, "old_logprobs", old_logprobs)
+    adv = _per_sequence_advantages(advantages, logprobs)
+    m = _bool_mask(mask, logprobs, "logprobs")
+    for name, eps in (("clip_eps_low", clip_eps_low), ("clip_eps_high", clip_eps_high)):
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
+            raise ValueError(f"`{name}` must be None or a number >= 0, got {eps!r}")
+    if clip_eps_low is not None and clip_eps_low > 1:
+        raise ValueError(f"`clip_eps_low` must be <= 1 (the ratio is never negative), got {clip_eps_low!r}")
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    log_ratio = torch.where(m, logprobs - old_logprobs.detach(), zero)
+    ratio = log_ratio.exp()
+    surrogate = ratio * adv
+    if clip_eps_low is not None or clip_eps_high is not None:
+        lo = None if clip_eps_low is None else 1.0 - clip_eps_low
+        hi = None if clip_eps_high is None else 1.0 + clip_eps_high
+        surrogate = torch.minimum(surrogate, ratio.clamp(min=lo, max=hi) * adv)
+    return aggregate(-surrogate, m, normalization, constant)
+
+
+def luffy_loss(
+    logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    gamma: float = 0.1,
+    normalization: Normalization = "token_mean",
+    constant: float | None = None,
+) -> Tensor:
+    """LUFFY's off-policy loss on expert tokens with policy shaping (Yan et al., 2025, "LUFFY").
+
+    Per token ``-A * f(p_t)`` with ``f(p) = p / (p + gamma)`` and ``p_t = exp(logprob)``; the behaviour
+    probability of the expert is taken as 1 and there is no clipping. The gradient is
+    ``-A * gamma / (p + gamma)^2 * p ∇log p``, which boosts low-probability expert tokens relative to
+    the plain importance-weighted ``-A p ∇log p``.
+    """
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ValueError(f"`gamma` must be a number > 0, got {gamma!r}")
+    _check_2d("logprobs", logprobs)
+    adv = _per_sequence_advantages(advantages, logprobs)
+    m = _bool_mask(mask, logprobs, "logprobs")
+    safe = torch.where(m, logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
+    p = safe.exp()
+    return aggregate(-adv * (p / (p + gamma)), m, normalization, constant)

@@ -1,0 +1,60 @@
+"""The embedded task: chain arithmetic in five tiers with expert solutions, plus retained skills.
+
+See :mod:`trapo.tasks.arithmetic` (problems, native and expert solution styles), :mod:`trapo.tasks.skills`
+(the "general" column) and :mod:`trapo.tasks.splits` (disjoint splits, the pre-training stream, files).
+"""
+
+from trapo.tasks.arithmetic import (
+    EXPERT_VARIANTS,
+    TIERS,
+    ChainProblem,
+    expert_solution,
+    native_solution,
+    parse_chain,
+    sample_chain,
+)
+from trapo.tasks.skills import SKILLS, SkillProblem, sample_skill, skill_solution
+from trapo.tasks.splits import (
+    PRETRAIN_TIER_WEIGHTS,
+    SPLIT_FILES,
+    TRAIN_TIER_WEIGHTS,
+    PretrainMix,
+    SplitConfig,
+    arithmetic_examples,
+    build_splits,
+    chain_example,
+    make_splits,
+    pool_of,
+    pretraining_stream,
+    skill_example,
+    skill_examples,
+    tier_counts,
+)
+
+__all__ = [
+    "EXPERT_VARIANTS",
+    "PRETRAIN_TIER_WEIGHTS",
+    "SKILLS",
+    "SPLIT_FILES",
+    "TIERS",
+    "TRAIN_TIER_WEIGHTS",
+    "ChainProblem",
+    "PretrainMix",
+    "SkillProblem",
+    "SplitConfig",
+    "arithmetic_examples",
+    "build_splits",
+    "chain_example",
+    "expert_solution",
+    "make_splits",
+    "native_solution",
+    "parse_chain",
+    "pool_of",
+    "pretraining_stream",
+    "sample_chain",
+    "sample_skill",
+    "skill_example",
+    "skill_examples",
+    "skill_solution",
+    "tier_counts",
+]

@@ -1,0 +1,5 @@
+"""The trainer layer: guided rollouts, the TRAPO objective, the training loop, checkpoints."""
+
+from trapo.trainer.loop import DataReport, TrainResult, TRAPOTrainer
+
+__all__ = ["DataReport", "TRAPOTrainer", "TrainResult"]

@@ -1,0 +1,89 @@
+"""Checkpoints in Hugging Face layout plus the training state, written atomically.
+
+``output_dir/checkpoint-STEP/`` holds the model (``save_pretrained``, safetensors; a LoRA run saves its
+adapter), the tokenizer, ``training_state.pt`` (optimizer, scheduler) and ``trainer_state.json`` (step,
+counters, config). Data order and rollout randomness are functions of ``(seed, step, process)``, so
+resuming from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE = "trainer_state.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (those with a trainer state) under ``output_dir``, oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.iterdir() if _CKPT.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler,
+                    state: dict[str, Any], keep: int = 0) -> Path:
+    """Write ``checkpoint-STEP`` through a temporary directory renamed at the end (a crash mid-write
+    leaves no directory that looks complete), then prune to the newest ``keep`` (0 keeps all)."""
+    out = Path(output_dir)
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "training_state.pt")
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    if keep > 0:
+        for old in checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_weights(model, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into ``model`` in place (full model or LoRA adapter)."""
+    from safetensors.torch import load_file, load_model
+
+    adapter = checkpoint / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(adapter))
+        return
+    files = sorted(checkpoint.glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{checkpoint}: no model*.safetensors to resume from")
+    if len(files) == 1:
+        missing, unexpected = load_model(model, files[0], strict=False)
+    else:
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(f))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{checkpoint}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]})")
+
+
+def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:
+    blob = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    return json.loads((checkpoint / STATE_FILE).read_text())
