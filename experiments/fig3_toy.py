@@ -64,13 +64,36 @@ def expert_distribution(
 
 
 def proposition1_solution(p_e: Tensor, alpha: float) -> tuple[float, Tensor]:
-    """Stable TrSFT solution (TRAPO.md §1, Proposition 1): λ and q* = p_E/λ on {p_E > αλ}, 0 elsewhere."""
-    ordered = torch.sort(p_e, descending=True).values.tolist()
-    for k in range(1, len(ordered) + 1):
-        lam = sum(ordered[:k])
-        if ordered[k - 1] > alpha * lam and (k == len(ordered) or ordered[k] <= alpha * lam):
-            return lam, torch.where(p_e > alpha * lam, p_e / lam, torch.zeros_like(p_e))
-    raise ValueError("no fixed point found")  # unreachable for a distribution
+    """Stable point of TrSFT on a free categorical (TRAPO.md §1, Proposition 1, with its boundary case).
+
+    Stationarity of E_{c~p_E}[-q(c)/max(sg(q(c)), α)] under q = softmax(θ) reads q(c) = p(c) w(c) / λ with
+    w = min(1, q/α) and λ = Σ_c p(c) w(c): every category either has q(c) = p(c)/λ >= α, or q(c) = 0, or
+    p(c) = αλ exactly. With S(λ) = {c : p(c) > αλ}, the function g(λ) = Σ_{S(λ)} p - λ decreases from 1
+    to below 0 and crosses 0 once:
+    - where it crosses continuously, λ = Σ_{S(λ)} p and q* = p/λ on S(λ), 0 elsewhere (as in TRAPO.md);
+    - where it crosses at a jump λ = v/α (v the probability of a boundary class of categories), the
+      categories with p = v share the rest of the mass, 1 - Σ_{S(λ)} p / λ, each below α (split equally
+      here; the dynamics are neutral between equal-probability categories). E.g. p = [.5, .3, .2],
+      α = .45: no λ solves λ = Σ_{S(λ)} p, and gradient descent converges to q = [.75, .25, 0], λ = 2/3.
+    """
+    if not 0 < alpha <= 1:
+        raise ValueError(f"`alpha` must be in (0, 1], got {alpha}")
+    values = torch.unique(p_e[p_e > 0]).flip(0).tolist()  # distinct probabilities, descending
+    mass_above = 0.0  # Σ p over categories with p > v_j
+    for j, v in enumerate(values):
+        cls = p_e == v
+        mass_with = mass_above + float(p_e[cls].sum())  # Σ p over categories with p >= v_j
+        next_v = values[j + 1] if j + 1 < len(values) else 0.0
+        if next_v / alpha <= mass_with < v / alpha:  # continuous crossing: S(λ) = {p >= v_j}
+            lam = mass_with
+            return lam, torch.where(p_e >= v, p_e / lam, torch.zeros_like(p_e))
+        if mass_above < v / alpha <= mass_with:  # crossing at the jump λ = v_j / α
+            lam = v / alpha
+            q = torch.where(p_e > v, p_e / lam, torch.zeros_like(p_e))
+            q[cls] = (1.0 - mass_above / lam) / int(cls.sum())
+            return lam, q
+        mass_above = mass_with
+    raise ValueError("no stationary point found; is `p_e` a distribution?")
 
 
 def policy_metrics(theta: Tensor, p_e: Tensor, void: Tensor) -> dict[str, float | None]:
@@ -94,8 +117,12 @@ def fit(
     lr: float = 0.02,
     seed: int = 0,
     eval_every: int = 50,
+    optimizer: str = "adam",
 ) -> dict:
-    """Fit q = softmax(θ), θ = 0 (uniform), to minibatches of expert samples with SFT or TrSFT (Adam).
+    """Fit q = softmax(θ), θ = 0 (uniform), to minibatches of expert samples with SFT or TrSFT.
+
+    ``optimizer`` is ``"adam"`` or ``"sgd"`` (plain gradient steps, which expose the raw gradient scale:
+    TrSFT's gradient is up to 1/α times smaller than SFT's for tokens below α).
 
     Returns ``{"steps": [...], "forward_kl": [...], "reverse_kl": [...], "void_mass": [...], "q": [...]}``
     with metrics at step 0, every ``eval_every`` steps and at the end.
@@ -106,7 +133,9 @@ def fit(
         raise ValueError("`steps`, `batch_size` and `eval_every` must be >= 1")
     gen = torch.Generator().manual_seed(seed)
     theta = torch.zeros_like(p_e, requires_grad=True)
-    opt = torch.optim.Adam([theta], lr=lr)
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = torch.optim.Adam([theta], lr=lr) if optimizer == "adam" else torch.optim.SGD([theta], lr=lr)
     mask = torch.ones(1, batch_size, dtype=torch.bool)
     history: dict[str, list] = {"steps": [], "forward_kl": [], "reverse_kl": [], "void_mass": []}
 
@@ -139,11 +168,13 @@ def run_experiment(
     batch_size: int = 64,
     lr: float = 0.02,
     eval_every: int = 50,
+    optimizer: str = "adam",
 ) -> dict:
     """SFT and TrSFT over ``seeds`` seeds; returns p_E, the void mask, Proposition 1's q* and every run."""
     p_e, void = expert_distribution(num_categories, void_floor=void_floor)
     lam, q_star = proposition1_solution(p_e, alpha)
     kwargs = {"alpha": alpha, "steps": steps, "batch_size": batch_size, "lr": lr, "eval_every": eval_every}
+    kwargs["optimizer"] = optimizer
     runs = {method: [fit(p_e, void, method, seed=s, **kwargs) for s in range(seeds)] for method in METHODS}
     return {
         "config": {
@@ -154,7 +185,7 @@ def run_experiment(
             "void_floor": void_floor,
             "batch_size": batch_size,
             "lr": lr,
-            "optimizer": "Adam",
+            "optimizer": optimizer,
             "init": "uniform",
             "modes": [list(m) for m in DEFAULT_MODES],
         },
@@ -226,29 +257,31 @@ def plot(result: dict, path: Path) -> None:
                 continue
             steps = runs[0]["steps"]
             values = torch.tensor([run[key] for run in runs])
-            ax.plot(steps, values.mean(0), color=colors[method], label=labels[method])
-            ax.fill_between(steps, values.min(0).values, values.max(0).values, color=colors[method], alpha=0.2)
+            ax.plot(steps, values.mean(0).tolist(), color=colors[method], label=labels[method])
+            lo, hi = values.min(0).values.tolist(), values.max(0).values.tolist()
+            ax.fill_between(steps, lo, hi, color=colors[method], alpha=0.2)
         if key == "void_mass":
             p_e, void = torch.tensor(result["p_e"]), torch.tensor(result["void"])
             ax.axhline(float(p_e[void].sum()) or 1e-12, color="k", ls=":", label="p_E's void mass")
-        if not ax.lines:
+        if ax.lines:
+            ax.legend()
+        else:
             ax.text(0.5, 0.5, "infinite (p_E has zeros)", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_yscale(yscale)
-        ax.legend()
 
     ax = axes[1, 1]
     p_e = torch.tensor(result["p_e"])
     void = torch.tensor(result["void"])
-    x = torch.arange(len(p_e))
+    x = list(range(len(p_e)))
     for start, stop in _runs_of_true(void.tolist()):
         ax.axvspan(start - 0.5, stop - 0.5, color="0.9", lw=0)
-    ax.bar(x, p_e, color="0.55", width=1.0, label="expert p_E (grey bands: void)")
+    ax.bar(x, p_e.tolist(), color="0.55", width=1.0, label="expert p_E (grey bands: void)")
     for method, runs in result["runs"].items():
         ax.plot(x, runs[0]["q"], color=colors[method], lw=1.5, label=f"{labels[method]}, seed 0")
     q_star = torch.tensor(result["proposition1"]["q_star"])
-    ax.plot(x, q_star, "k--", lw=1, label="Proposition 1: q*")
+    ax.plot(x, q_star.tolist(), "k--", lw=1, label="Proposition 1: q*")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_ylim(0, 1)
     ax.set_title(f"final distributions after {result['config']['steps']} steps")
@@ -283,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--categories", type=int, default=100, help="size of the categorical")
     parser.add_argument("--void-floor", type=float, default=1e-4, help="p_E of a void category before renormalising")
     parser.add_argument("--batch-size", type=int, default=64, help="expert samples per step")
-    parser.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (both methods)")
+    parser.add_argument("--lr", type=float, default=0.02, help="learning rate (both methods)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimizer (both methods)")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between metric records")
     parser.add_argument("--out", type=Path, default=Path("docs/results"), help="folder for fig3_toy.png/.json")
     args = parser.parse_args(argv)
@@ -299,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         eval_every=args.eval_every,
+        optimizer=args.optimizer,
     )
     summary = summarize(result)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)

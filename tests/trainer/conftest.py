@@ -47,3 +47,13 @@ def model(tokenizer):
 @pytest.fixture
 def rows():
     return make_rows()
+
+
+@pytest.fixture(name="make_model")
+def make_model_fixture():
+    return make_model
+
+
+@pytest.fixture(name="make_rows")
+def make_rows_fixture():
+    return make_rows

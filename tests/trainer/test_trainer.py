@@ -10,13 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from trapo.config import TRAPOConfig, load_config
+from trapo.data import Example
 from trapo.methods import METHODS
 from trapo.rollout import HFEngine, SamplingParams
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.objective import Normalizer, build_token_batch, rl_loss
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, Trajectory
-
-from .conftest import make_model, make_rows
 
 
 def small_config(tmp_path, **kw) -> TRAPOConfig:
@@ -167,7 +166,7 @@ def test_bad_config_inputs(tmp_path):
 
 
 def test_long_prompts_are_skipped_and_counted_or_rejected_with_strict(tmp_path, tokenizer, model, rows):
-    long_row = make_rows(1)[0].__class__(prompt=[{"role": "user", "content": "1+" * 40 + "1"}], answer="41")
+    long_row = Example(prompt=[{"role": "user", "content": "1+" * 40 + "1"}], answer="41")
     data = [*rows, long_row]
     trainer = TRAPOTrainer(model, tokenizer, data, small_config(tmp_path, max_prompt_length=20))
     assert trainer.data_report.too_long == [len(rows)] and trainer.data_report.kept == len(rows)
@@ -198,7 +197,7 @@ def test_nonfinite_losses_skip_steps_then_stop(tmp_path, tokenizer, model, rows)
     assert [x["skipped_nonfinite"] for x in lines] == [1.0, 1.0, 1.0]
 
 
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokenizer, rows):
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokenizer, rows, make_model):
     def cfg(name):
         return small_config(tmp_path / name, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1)
 

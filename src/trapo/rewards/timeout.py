@@ -1,0 +1,95 @@
+"""Run a Python callable with a wall-clock bound, in the main thread or any other.
+
+math-verify bounds its own work with ``signal.alarm``, which (a) only accepts whole seconds and (b) only
+works in the main thread: called from a worker thread (a data-loader, a thread pool scoring rewards) it
+raises. We switch math-verify's own timeouts off and bound the whole check here instead:
+
+- in the main thread, with no timer already armed, by ``signal.setitimer`` (fractions of a second; the
+  previous ``SIGALRM`` handler is restored afterwards);
+- anywhere else, by a watchdog timer thread that raises :class:`CallTimeout` inside the running thread
+  with CPython's ``PyThreadState_SetAsyncExc`` (the same mechanism as ``KeyboardInterrupt`` delivery).
+
+Both interrupt Python code between bytecodes, which is where sympy spends its time; neither can stop a
+single long call into C. :class:`CallTimeout` derives from ``BaseException`` so that the ``except Exception``
+blocks inside math-verify and sympy cannot swallow it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class CallTimeout(BaseException):  # noqa: N818 - mirrors math-verify's TimeoutException
+    """Raised inside a call that ran past its bound."""
+
+
+def _signal_handler(signum, frame):
+    raise CallTimeout("timed out")
+
+
+def _can_use_signal() -> bool:
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return False
+    return signal.getitimer(signal.ITIMER_REAL)[0] == 0  # don't clobber a timer someone else armed
+
+
+def _with_signal(fn: Callable[[], T], timeout_s: float) -> T:
+    previous = signal.signal(signal.SIGALRM, _signal_handler)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+
+
+def _with_watchdog(fn: Callable[[], T], timeout_s: float) -> T:
+    target = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                _set_async_exc(target, CallTimeout)
+
+    timer = threading.Timer(timeout_s, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = fn()
+    finally:
+        with lock:
+            state["done"] = True
+            fired = state["fired"]
+        timer.cancel()
+        if fired:
+            # The exception may still be pending (not yet delivered): clear it so it cannot surface later,
+            # outside this call, then report the timeout ourselves.
+            _set_async_exc(target, None)
+    if fired:
+        raise CallTimeout("timed out")
+    return result
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float | None) -> T:
+    """Return ``fn()``, or raise :class:`CallTimeout` once it has run for ``timeout_s`` seconds.
+
+    ``timeout_s=None`` (or ``<= 0``) runs ``fn`` unbounded.
+    """
+    if timeout_s is None or timeout_s <= 0:
+        return fn()
+    if _can_use_signal():
+        return _with_signal(fn, timeout_s)
+    return _with_watchdog(fn, timeout_s)

@@ -1,0 +1,42 @@
+"""Two processes under ``accelerate launch --cpu`` (gloo) make the same update as one process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.mark.slow
+def test_two_processes_update_like_one(tmp_path):
+    if shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("the accelerate launcher is not installed next to this Python")
+    sys.path.insert(0, str(HERE))
+    try:
+        import dist_worker
+    finally:
+        sys.path.remove(str(HERE))
+    methods = ["sft", "trapo"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+           str(HERE / "dist_worker.py"), str(tmp_path / "two"), *methods]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method in methods:
+        one = load_file(dist_worker.run(method, tmp_path / "one") / "model.safetensors")
+        two = load_file(tmp_path / "two" / method / "final" / "model.safetensors")
+        assert one.keys() == two.keys()
+        for k in one:
+            torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=f"{method}: {k} differs")
+        # the metrics of the 2-process run were written once, by the main process
+        lines = (tmp_path / "two" / method / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 2
