@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from trapo.data.encoding import encode_prompt, encode_response
 from trapo.data.schema import Example
+from trapo.rewards import math_reward
 from trapo.tasks import SKILLS, TIERS, PretrainMix, arithmetic_examples, pretraining_stream, skill_examples
 from trapo.tasks.splits import TRAIN_TIER_WEIGHTS, tier_counts
 
@@ -69,7 +70,8 @@ class BaseModelConfig:
     format: str = FORMAT
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "bucket_batches", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        positive = ("steps", "batch_size", "bucket_batches", "hidden_size", "num_layers", "num_heads")
+        for name in (*positive, "intermediate_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -105,7 +107,7 @@ def encode_pairs(tokenizer, prompts: Sequence[str], solutions: Sequence[str]) ->
     p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     s_ids = tokenizer(list(solutions), add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    return [([user, *p, assistant], [*s, eos]) for p, s in zip(p_ids, s_ids)]
+    return [([user, *p, assistant], [*s, eos]) for p, s in zip(p_ids, s_ids, strict=True)]
 
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,20 +266,6 @@ def probability_stats(probs: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _boxed_answer(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    end = text.find("}", start)
-    return text[start + len("\\boxed{") : end] if end >= 0 else None
-
-
-def _correct(completion: str, answer: str) -> bool:
-    # TODO(trapo.rewards): switch to trapo.rewards.math_reward once it lands.
-    got = _boxed_answer(completion)
-    return got is not None and got.strip() == answer.strip()
-
-
 @torch.no_grad()
 def accuracy_by_source(
     model: torch.nn.Module,
@@ -288,7 +276,8 @@ def accuracy_by_source(
     max_new_tokens: int = 160,
     seed: int = 0,
 ) -> dict[str, float]:
-    """pass@1 (one sample per problem; greedy when ``temperature == 0``) per ``data_source``."""
+    """pass@1 (one sample per problem; greedy when ``temperature == 0``) per ``data_source``, scored with
+    :func:`trapo.rewards.math_reward`."""
     from trapo.rollout import HFEngine, SamplingParams
 
     engine = HFEngine.from_tokenizer(model, tokenizer)
@@ -296,9 +285,9 @@ def accuracy_by_source(
     prompts = [encode_prompt(tokenizer, ex) for ex in examples]
     outputs = engine.generate(prompts, max_new_tokens, SamplingParams(temperature=temperature), generator)
     hits: dict[str, list[int]] = {}
-    for ex, out in zip(examples, outputs):
+    for ex, out in zip(examples, outputs, strict=True):
         text = tokenizer.decode(out, skip_special_tokens=True)
-        hits.setdefault(ex.data_source, []).append(int(_correct(text, ex.answer)))
+        hits.setdefault(ex.data_source, []).append(int(math_reward(text, ex.answer) == 1.0))
     return {source: round(sum(h) / len(h), 4) for source, h in hits.items()}
 
 
@@ -355,6 +344,7 @@ def build_base_model(
     max_seconds: float | None = 240.0,
     force: bool = False,
     progress: bool = True,
+    threads: int | None = None,
     config: BaseModelConfig | None = None,
     **overrides,
 ) -> Path:
@@ -364,6 +354,8 @@ def build_base_model(
     ``max_seconds`` and any other field in ``overrides``. Caching: if ``out_dir`` holds a complete build
     with the same config hash it is returned untouched; a complete build with another config, or a
     partial / corrupt directory, raises ``ValueError`` naming the path unless ``force`` (rebuild).
+    ``threads`` sets torch's CPU threads for the build only (on a busy machine 1 thread can be faster
+    than 2); it is not part of the config, since it changes speed, not the steps taken.
     """
     if config is None:
         config = BaseModelConfig(seed=seed, steps=steps, max_seconds=max_seconds, **overrides)
@@ -386,6 +378,18 @@ def build_base_model(
             )
         return out
 
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        return _build(out, config, progress=progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
     from transformers import Qwen2ForCausalLM
 
     from trapo.models import build_tokenizer, tiny_config

@@ -20,7 +20,10 @@ The rule (what :func:`check_answer` does, in order):
    either number is below 1e-3 in magnitude they must also agree to a relative 1e-6.
 
 The whole check runs under one wall-clock bound (``timeout_s``; see :mod:`trapo.rewards.timeout`), in any
-thread; running past it gives status ``timeout``. :func:`check_answer` and :func:`math_reward` never raise.
+thread; running past it gives status ``timeout``. That bound interrupts Python code only, so answers that
+would make sympy run one huge C-level integer operation (``9^{9^{9^{9}}}``, ``(10^{10})!``: numbers over
+``MAX_DIGITS`` digits) are refused as ``wrong`` before anything is evaluated, and answers longer than
+``MAX_ANSWER_CHARS`` are not parsed. :func:`check_answer` and :func:`math_reward` never raise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ Status = Literal["correct", "wrong", "no_answer", "unverifiable_ground_truth", "
 
 DEFAULT_TIMEOUT_S = 3.0
 MAX_ANSWER_CHARS = 1000  # a longer "final answer" is not an answer; parsing it could take seconds
+MAX_DIGITS = 1e6  # numbers larger than this are refused before sympy evaluates them (see _log10_size)
 
 _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -160,6 +164,48 @@ def _parse_candidate(candidate: str) -> tuple:
     return tuple(_parse(normalize_answer(candidate)))
 
 
+def _log10_size(expr) -> float | None:
+    """An upper bound on the number of decimal digits of a numeric expression (None: not purely numeric).
+
+    Used before sympy evaluates anything: ``9^{9^{9^{9}}}`` is one C-level integer power that no signal or
+    watchdog can interrupt, so answers whose numbers would exceed :data:`MAX_DIGITS` are refused instead.
+    """
+    if isinstance(expr, sympy.Rational):
+        return max(math.log10(abs(int(expr.p)) + 1), math.log10(int(expr.q) + 1))
+    if isinstance(expr, sympy.Number):
+        value = abs(float(expr))
+        return max(math.log10(value), 0.0) + 1 if math.isfinite(value) and value > 0 else (None if value else 1.0)
+    if isinstance(expr, (sympy.NumberSymbol, sympy.core.numbers.ImaginaryUnit)):
+        return 1.0
+    if isinstance(expr, sympy.Pow):
+        base, exponent = _log10_size(expr.base), _log10_size(expr.exp)
+        if base is None or exponent is None:
+            return None
+        return base * 10**exponent if exponent < 300 else math.inf
+    if isinstance(expr, sympy.factorial):
+        n = _log10_size(expr.args[0])
+        if n is None:
+            return None
+        return (10**n) * n if n < 300 else math.inf
+    if isinstance(expr, sympy.Basic) and expr.args:
+        sizes = [_log10_size(a) for a in expr.args]
+        return None if any(x is None for x in sizes) else sum(sizes)
+    return None
+
+
+def _too_large(parsed: tuple) -> bool:
+    """True when some power or factorial in the parsed answer would have more than MAX_DIGITS digits."""
+    for expr in parsed:
+        if not isinstance(expr, sympy.Basic):
+            continue
+        for node in sympy.preorder_traversal(expr):
+            if isinstance(node, (sympy.Pow, sympy.factorial)):
+                size = _log10_size(node)
+                if size is not None and size > MAX_DIGITS:
+                    return True
+    return False
+
+
 def _real_value(parsed: tuple) -> float | None:
     expr = parsed[0] if parsed else None
     if not isinstance(expr, sympy.Basic) or not expr.is_number or expr.is_real is not True:
@@ -182,6 +228,8 @@ def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
     gold = _parse_ground_truth(ground_truth)
     if not gold:
         return Verdict("unverifiable_ground_truth", detail=f"math-verify cannot parse ground truth {ground_truth!r}")
+    if _too_large(gold):
+        return Verdict("unverifiable_ground_truth", detail=f"ground truth has numbers over {MAX_DIGITS:.0e} digits")
     candidate = extract_answer(completion, fallback=fallback)
     if candidate is None or not candidate.strip():
         return Verdict("no_answer")
@@ -190,6 +238,8 @@ def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
     pred = _parse_candidate(candidate)
     if not pred:
         return Verdict("wrong", candidate, detail="math-verify cannot parse the answer")
+    if _too_large(pred):
+        return Verdict("wrong", candidate, detail=f"answer has numbers over {MAX_DIGITS:.0e} digits")
     ok = verify(list(gold), list(pred), timeout_seconds=None, raise_on_error=False)
     if ok and _tiny_numbers_differ(gold, pred):
         return Verdict("wrong", candidate, detail="numbers below 1e-3 that differ by more than 1e-6 relative")

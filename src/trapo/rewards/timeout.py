@@ -25,7 +25,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class CallTimeout(BaseException):  # noqa: N818 - mirrors math-verify's TimeoutException
+class CallTimeout(BaseException):
     """Raised inside a call that ran past its bound."""
 
 

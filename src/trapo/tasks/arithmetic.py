@@ -130,7 +130,7 @@ def boxed(answer: int | str) -> str:
 def native_solution(problem: ChainProblem) -> str:
     """One ``a op x = r`` per paragraph, then ``\\boxed{answer}``."""
     values = problem.values
-    lines = [f"{a}{op}{x}={r}" for a, (op, x), r in zip(values, problem.steps, values[1:])]
+    lines = [f"{a}{op}{x}={r}" for a, (op, x), r in zip(values, problem.steps, values[1:], strict=False)]
     return "\n\n".join([*lines, boxed(problem.answer)])
 
 
@@ -155,5 +155,5 @@ def expert_step(value: int, op: str, x: int, variant: str) -> str:
 def expert_solution(problem: ChainProblem, variant: str = "tens") -> str:
     """The expert-style solution of ``problem`` in one of :data:`EXPERT_VARIANTS`."""
     values = problem.values
-    lines = [expert_step(a, op, x, variant) for a, (op, x) in zip(values, problem.steps)]
+    lines = [expert_step(a, op, x, variant) for a, (op, x) in zip(values[:-1], problem.steps, strict=True)]
     return "\n\n".join([*lines, boxed(problem.answer)])

@@ -92,7 +92,7 @@ def tier_counts(n: int, weights: Sequence[float] = TRAIN_TIER_WEIGHTS) -> dict[i
     counts = [int(r) for r in raw]
     for i in sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))[: n - sum(counts)]:
         counts[i] += 1
-    return dict(zip(TIERS, counts))
+    return dict(zip(TIERS, counts, strict=True))
 
 
 def chain_example(problem: ChainProblem, split: str = "") -> Example:

@@ -70,16 +70,27 @@ def step_seed(*parts: int) -> int:
 
 
 class _Metrics:
-    """Sums and counts per name, reduced over processes at the end of a step."""
+    """Sums and counts per name, reduced over processes at the end of a step.
+
+    A mean metric is sum / count over every process; a total (``add_total``: a loss whose mini-batch
+    parts are already normalised to the batch) is the sum over mini-batches, averaged over processes
+    (as the gradients are).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, float] = defaultdict(float)
+        self.totals: set[str] = set()
 
     def add(self, name: str, value: float, count: float = 1.0) -> None:
         """Add ``value`` as a sum over ``count`` items (the metric is sum / count)."""
         self.sums[name] += float(value)
         self.counts[name] += float(count)
+
+    def add_total(self, name: str, value: float) -> None:
+        self.totals.add(name)
+        self.sums[name] += float(value)
+        self.counts[name] = 1.0  # one per process: the reduced metric is the mean over processes
 
     def reduce(self, accelerator: Accelerator) -> dict[str, float]:
         names = sorted(self.sums)
@@ -290,7 +301,7 @@ class TRAPOTrainer:
             )
             for name, value in (("loss/total", terms.total.detach()), ("loss/policy", terms.policy),
                                 ("loss/prefix", terms.prefix), ("loss/entropy", terms.entropy), ("loss/kl", terms.kl)):
-                metrics.add(name, float(value), 0)  # terms are already normalised: sums of parts
+                metrics.add_total(name, float(value))
             metrics.add("trust/prefix_below_alpha", float((logprobs.exp()[b.prefix_mask] < cfg.trsft_alpha).sum()),
                         float(b.prefix_mask.sum()))
             if entropy is not None:
@@ -309,7 +320,7 @@ class TRAPOTrainer:
         metrics.add("length/completion", sum(len(t.completion_ids) for t in generating), len(generating))
         metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
         metrics.add("length/prefix", sum(len(t.prefix_ids) for t in trajs if t.guided), float(guided.sum()))
-        metrics.add("reward/errors", batch.reward_errors, 0)
+        metrics.add_total("reward/errors", batch.reward_errors)
 
     def sft_update(self, step: int, metrics: _Metrics) -> None:
         """Plain SFT on expert solutions for this step's prompts (the SFT baseline / first stage)."""
@@ -328,8 +339,8 @@ class TRAPOTrainer:
             b = tokens[i]
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
             loss = sft_step_loss(logits, b, norm)
-            metrics.add("loss/sft", float(loss.detach()), 0)
-            metrics.add("loss/total", float(loss.detach()), 0)
+            metrics.add_total("loss/sft", float(loss.detach()))
+            metrics.add_total("loss/total", float(loss.detach()))
             return loss
 
         self._backward_all(len(chunks), loss_of)

@@ -1,0 +1,382 @@
+"""Load problems from verl parquet or JSONL into :class:`Example` records, validating every row.
+
+Input: one file, a directory (every ``*.parquet`` and ``*.jsonl`` in it, sorted by name) or several of
+either. JSONL rows have the same nesting as verl's parquet rows (see :mod:`trapo.data.schema`). Fields are
+addressed with dotted keys (``reward_model.ground_truth`` is ``row["reward_model"]["ground_truth"]``; a
+top-level column literally named with a dot wins).
+
+What each field may be:
+
+- prompt (``prompt_key``): chat messages ``[{"role", "content"}, ...]`` or a plain string (one user message).
+- answer (``answer_key``): a string; a number (``42`` in JSONL) is turned into its string.
+- expert solutions (``expert_key``, optional): a list of strings, one string, or chat messages (the
+  assistant messages' contents are taken: LUFFY's ``target`` column holds ``[{"role": "assistant", ...}]``).
+- ``data_source`` (the file name's stem when absent), ``extra_info`` → :attr:`Example.meta` (null fields and
+  the expert solutions themselves are left out).
+
+Aliases, used only while the key is left at its default and the default column is absent: prompt →
+``question``, ``problem``; answer → ``answer``, ``ground_truth``; expert solutions → ``target`` (LUFFY),
+``expert_solutions``, ``solutions``.
+
+Rows with a missing/empty answer or an empty/malformed prompt are skipped and listed in
+:attr:`LoadResult.skipped` (``strict=True`` turns the first one into a ``ValueError`` naming file, row and
+field). Rows are numbered from 0 in parquet files and by line number (from 1) in JSONL files. A column that
+no row has at all is an error naming the file, the column and the columns found.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from trapo.data.schema import Example
+
+DEFAULT_PROMPT_KEY = "prompt"
+DEFAULT_ANSWER_KEY = "reward_model.ground_truth"
+DEFAULT_EXPERT_KEY = "extra_info.expert_solutions"
+ALIASES = {
+    DEFAULT_PROMPT_KEY: ("question", "problem"),
+    DEFAULT_ANSWER_KEY: ("answer", "ground_truth"),
+    DEFAULT_EXPERT_KEY: ("target", "expert_solutions", "solutions"),
+}
+SUFFIXES = (".parquet", ".jsonl")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row that was not loaded, and why."""
+
+    file: str
+    row: int  # from 0 in parquet files, the line number (from 1) in JSONL files
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = "line" if self.file.endswith(".jsonl") else "row"
+        return f"{self.file}: {where} {self.row}: field {self.field!r}: {self.reason}"
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_examples` read: the examples, the skipped rows and where they came from."""
+
+    examples: list[Example]
+    skipped: list[SkippedRow] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    n_rows: int = 0  # rows read, before skipping and de-duplication
+    n_merged: int = 0  # rows folded into an earlier identical one by dedupe=True
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self):
+        return iter(self.examples)
+
+    def summary(self, max_rows: int = 5) -> str:
+        """One paragraph: how many examples from how many rows and files, and what was skipped (first rows)."""
+        text = f"loaded {len(self.examples)} examples from {self.n_rows} rows in {len(self.files)} file(s)"
+        if self.n_merged:
+            text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
+        if not self.skipped:
+            return text + "; skipped none"
+        reasons = Counter((s.field, s.reason) for s in self.skipped)
+        parts = []
+        for (fld, reason), count in reasons.items():
+            rows = [s for s in self.skipped if (s.field, s.reason) == (fld, reason)]
+            shown = ", ".join(f"{Path(s.file).name}:{s.row}" for s in rows[:max_rows])
+            more = ", ..." if len(rows) > max_rows else ""
+            parts.append(f"{count} with {fld!r} {reason} ({shown}{more})")
+        return f"{text}; skipped {len(self.skipped)} rows: " + "; ".join(parts)
+
+
+def _get(row: dict, key: str) -> Any:
+    """The value at a dotted key, or _MISSING when the row does not have it."""
+    if key in row:
+        return row[key]
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _column_names(rows: Sequence[dict], limit: int = 200) -> list[str]:
+    names: dict[str, None] = {}
+    for row in rows[:limit]:
+        for key, value in row.items():
+            names[key] = None
+            if isinstance(value, dict):
+                for sub in value:
+                    names[f"{key}.{sub}"] = None
+    return list(names)
+
+
+def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, required: bool) -> str | None:
+    """The key to read: ``key`` itself, or (for a default key absent from every row) its first alias present."""
+    def present(k: str) -> bool:
+        return any(_get(r, k) is not _MISSING for r in rows)
+
+    if present(key):
+        return key
+    if key == default:
+        for alias in ALIASES.get(default, ()):
+            if present(alias):
+                return alias
+    if not required:
+        return None
+    aliases = f" (nor its aliases {', '.join(ALIASES[key])})" if key == default and key in ALIASES else ""
+    raise ValueError(
+        f"{file}: no column {key!r}{aliases}; columns found: {', '.join(_column_names(rows)) or 'none'}"
+    )
+
+
+def _read_parquet(path: Path) -> list[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read as parquet: {err}") from err
+    return list(enumerate(table.to_pylist()))
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read: {err}") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            rows.append((number, err))
+    return rows
+
+
+def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+            if not found:
+                raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
+            files.extend(found)
+        elif not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        elif path.suffix not in SUFFIXES:
+            raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
+        else:
+            files.append(path)
+    if not files:
+        raise ValueError("no data files given")
+    return files
+
+
+def _prompt(value: Any) -> tuple[list[dict[str, str]] | None, str]:
+    """(messages, "") or (None, why not)."""
+    if value is None or value is _MISSING:
+        return None, "is missing"
+    if isinstance(value, str):
+        return ([{"role": "user", "content": value}], "") if value.strip() else (None, "is empty")
+    if not isinstance(value, (list, tuple)):
+        return None, f"must be chat messages or a string, got {type(value).__name__}"
+    messages = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            return None, f"message {i} is not a {{'role': str, 'content': str}} dict"
+        messages.append({"role": m["role"], "content": m["content"]})
+    if not any(m["content"].strip() for m in messages):
+        return None, "is empty"
+    return messages, ""
+
+
+def _answer(value: Any) -> tuple[str | None, str]:
+    if value is None or value is _MISSING:
+        return None, "is missing"
+    if isinstance(value, bool):
+        return None, "must be a string or a number, got bool"
+    if isinstance(value, (int, float)):
+        return (str(value), "") if math.isfinite(value) else (None, f"is not finite ({value})")
+    if not isinstance(value, str):
+        return None, f"must be a string or a number, got {type(value).__name__}"
+    return (value, "") if value.strip() else (None, "is empty")
+
+
+def _experts(value: Any) -> tuple[tuple[str, ...] | None, str]:
+    if value is None or value is _MISSING:
+        return (), ""
+    if isinstance(value, str):
+        return ((value,) if value.strip() else ()), ""
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return None, f"must be a list of strings, a string or chat messages, got {type(value).__name__}"
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict):  # chat messages: keep the assistant's
+            if item.get("role", "assistant") == "assistant" and isinstance(item.get("content"), str):
+                out.append(item["content"])
+        elif isinstance(item, str):
+            out.append(item)
+        else:
+            return None, f"item {i} is a {type(item).__name__}, not a string"
+    return tuple(s for s in out if s.strip()), ""
+
+
+def _meta(row: dict, expert_key: str | None) -> dict[str, Any]:
+    extra = row.get("extra_info")
+    if not isinstance(extra, dict):
+        return {}
+    leaf = expert_key.split(".", 1)[1] if expert_key and expert_key.startswith("extra_info.") else None
+    return {k: v for k, v in extra.items() if v is not None and k != leaf}
+
+
+def _load_file(
+    path: Path, prompt_key: str, answer_key: str, expert_key: str | None, strict: bool
+) -> tuple[list[Example], list[SkippedRow], int]:
+    file = str(path)
+    raw = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
+    skipped: list[SkippedRow] = []
+
+    def skip(row: int, fld: str, reason: str) -> None:
+        entry = SkippedRow(file, row, fld, reason)
+        if strict:
+            raise ValueError(str(entry))
+        skipped.append(entry)
+
+    rows: list[tuple[int, dict]] = []
+    for number, row in raw:
+        if isinstance(row, json.JSONDecodeError):
+            skip(number, "<row>", f"is not valid JSON ({row.msg})")
+        elif not isinstance(row, dict):
+            skip(number, "<row>", f"is a JSON {type(row).__name__}, not an object")
+        else:
+            rows.append((number, row))
+    if not rows:
+        return [], skipped, len(raw)
+    dicts = [r for _, r in rows]
+    p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
+    a_key = _resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
+    e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
+
+    examples = []
+    for number, row in rows:
+        prompt, why = _prompt(_get(row, p_key))
+        if prompt is None:
+            skip(number, p_key, why)
+            continue
+        answer, why = _answer(_get(row, a_key))
+        if answer is None:
+            skip(number, a_key, why)
+            continue
+        experts, why = _experts(_get(row, e_key)) if e_key else ((), "")
+        if experts is None:
+            skip(number, e_key, why)
+            continue
+        source = row.get("data_source")
+        examples.append(
+            Example(
+                prompt=prompt,
+                answer=answer,
+                expert_solutions=experts,
+                data_source=source if isinstance(source, str) and source else path.stem,
+                meta=_meta(row, e_key),
+            )
+        )
+    return examples, skipped, len(raw)
+
+
+def _dedupe(examples: list[Example]) -> tuple[list[Example], int]:
+    """Merge examples with the same data source, prompt and answer; ``meta["repeats"]`` counts the rows."""
+    merged: dict[tuple, Example] = {}
+    counts: Counter = Counter()
+    for ex in examples:
+        key = (ex.data_source, json.dumps(ex.prompt, sort_keys=True), ex.answer)
+        counts[key] += 1
+        if key not in merged:
+            merged[key] = ex
+        else:
+            first = merged[key]
+            experts = tuple(dict.fromkeys(first.expert_solutions + ex.expert_solutions))
+            merged[key] = replace(first, expert_solutions=experts)
+    out = [replace(ex, meta={**ex.meta, "repeats": counts[key]}) for key, ex in merged.items()]
+    return out, len(examples) - len(out)
+
+
+def load_examples(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    prompt_key: str = DEFAULT_PROMPT_KEY,
+    answer_key: str = DEFAULT_ANSWER_KEY,
+    expert_key: str | None = DEFAULT_EXPERT_KEY,
+    strict: bool = False,
+    dedupe: bool = False,
+) -> LoadResult:
+    """Read problems from verl parquet / JSONL files or directories (the rules are in the module docstring).
+
+    Args:
+        paths: a file, a directory, or several of either.
+        prompt_key, answer_key, expert_key: dotted keys of the prompt, the ground-truth answer and the
+            expert solutions (``expert_key=None``: don't read expert solutions).
+        strict: raise ``ValueError`` on the first bad row instead of skipping it.
+        dedupe: merge rows with the same data source, prompt and answer (AIME and AMC are stored 32 times
+            each for avg@32), recording the number of rows in ``meta["repeats"]``.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: an unreadable file, a column no row has, a bad row under ``strict``, or no examples at all.
+    """
+    result = LoadResult(examples=[])
+    for path in _expand(paths):
+        examples, skipped, n_rows = _load_file(path, prompt_key, answer_key, expert_key, strict)
+        result.examples.extend(examples)
+        result.skipped.extend(skipped)
+        result.files.append(str(path))
+        result.n_rows += n_rows
+    if dedupe:
+        result.examples, result.n_merged = _dedupe(result.examples)
+    if not result.examples:
+        raise ValueError(f"no usable examples in {', '.join(result.files)}: {result.summary()}")
+    return result
+
+
+def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> Path:
+    """Write examples as verl rows (:meth:`Example.to_verl_row`) to ``.parquet`` or ``.jsonl``, atomically
+    (a temporary file in the same directory, then a rename). Returns the path."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
+    rows = [ex.to_verl_row() for ex in examples]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            os.close(fd)
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
