@@ -15,7 +15,7 @@ from trapo.methods import METHODS
 from trapo.rollout import HFEngine, SamplingParams
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.objective import Normalizer, build_token_batch, rl_loss
-from trapo.trainer.rollouts import GuidedSampler, PreparedExample, Trajectory
+from trapo.trainer.rollouts import GuidedSampler, Trajectory
 
 
 def small_config(tmp_path, **kw) -> TRAPOConfig:
