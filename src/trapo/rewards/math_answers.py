@@ -159,7 +159,7 @@ def _parse_ground_truth(ground_truth: str) -> tuple:
     return tuple(_parse(normalize_answer(ground_truth)))
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def _parse_candidate(candidate: str) -> tuple:
     return tuple(_parse(normalize_answer(candidate)))
 
@@ -235,7 +235,8 @@ def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
         return Verdict("no_answer")
     if len(candidate) > MAX_ANSWER_CHARS:
         return Verdict("wrong", candidate[:80] + "...", detail=f"answer longer than {MAX_ANSWER_CHARS} characters")
-    pred = _parse_candidate(candidate)
+    same = normalize_answer(candidate) == normalize_answer(ground_truth)
+    pred = gold if same else _parse_candidate(candidate)  # the ground truth's parse is cached already
     if not pred:
         return Verdict("wrong", candidate, detail="math-verify cannot parse the answer")
     if _too_large(pred):

@@ -46,7 +46,7 @@ def _with_signal(fn: Callable[[], T], timeout_s: float) -> T:
         return fn()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
