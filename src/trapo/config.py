@@ -41,11 +41,12 @@ class TRAPOConfig:
                                        default=256)
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
-    rollout_mode: Literal["speculative", "sequential"] = _help(
-        "speculative: sample every micro-group's candidates (guided and unguided) in one batched pass and "
-        "keep the ones the schedule picks (same distribution, one generation pass); sequential: one pass per "
-        "micro-group, generating only what is kept (less compute per step on large models).",
-        default="speculative")
+    rollout_mode: Literal["sequential", "speculative"] = _help(
+        "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
+        "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
+        "(same distribution; fewer passes, about a third more rows). On CPU sequential measured faster "
+        "(docs/results/step_cost.md); speculative pays off where a pass's latency, not its rows, dominates.",
+        default="sequential")
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
 
     # --- guidance (None = the method's preset) ---------------------------------------------------------

@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     # HfArgumentParser is an ArgumentParser that can also turn a dataclass into flags (`trapo train`).
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HfArgumentParser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"trapo.cli.{name}")
-        except ModuleNotFoundError as err:  # a command still being built
-            if err.name != f"trapo.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"trapo.cli.{name}").register(subparsers)
     return parser
 
 

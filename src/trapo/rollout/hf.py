@@ -119,23 +119,32 @@ class HFEngine(RolloutEngine):
         ids, mask = _left_pad(prompts, self.pad_token_id, device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         budget = torch.tensor(budgets, device=device)
-        done = budget == 0
         outputs: list[list[int]] = [[] for _ in prompts]
-        steps = max(budgets)
+        rows = torch.arange(len(prompts), device=device)  # original row of each live batch row
+        live = budget > 0
         past = None
-        for step in range(steps):
+        for step in range(max(budgets)):
+            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
+            # different lengths, and computing finished rows is wasted work.
+            if not bool(live.all()) and (step == 0 or (~live).sum() * 4 >= live.numel()):
+                keep = live.nonzero().flatten()
+                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
+                budget, live = budget[keep], live[keep]
+                if past is not None:
+                    past.batch_select_indices(keep)
+                if rows.numel() == 0:
+                    break
             result = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
             )
             past = result.past_key_values
             tokens = sample_next(result.logits[:, -1, :], sampling, generator)
-            tokens = torch.where(done, torch.full_like(tokens, self.pad_token_id), tokens)
-            for row in (~done).nonzero().flatten().tolist():
-                outputs[row].append(int(tokens[row]))
-            done = done | (tokens == self.eos_token_id) | (budget <= step + 1)
-            if bool(done.all()):
+            for row, token in zip(rows[live].tolist(), tokens[live].tolist(), strict=True):
+                outputs[row].append(token)
+            live = live & (tokens != self.eos_token_id) & (budget > step + 1)
+            if not bool(live.any()):
                 break
-            ids = tokens.unsqueeze(-1)
+            ids = torch.where(live, tokens, self.pad_token_id).unsqueeze(-1)
             mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
             positions = positions[:, -1:] + 1
         return outputs

@@ -9,7 +9,8 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
   kept trajectory is an independent sample from the same conditional it would have had in sequential
   mode, so the distribution is unchanged; the price is the discarded candidates (3 of 11 with the
   authors' 4/2/1/1, since a whole-solution level needs no generation), the gain is one pass instead of
-  four, which dominates on CPU and for small models.
+  three or four. On CPU the rows cost more than the passes, and sequential is faster
+  (docs/results/step_cost.md); speculative is for engines where a pass's latency dominates.
 """
 
 from __future__ import annotations
