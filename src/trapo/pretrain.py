@@ -8,8 +8,10 @@ linear warm-up, cosine decay to 10% of the peak, batch 64, gradient clipping at 
 
 The run is bounded by ``steps`` and, optionally, ``max_seconds``: the cosine follows whichever bound is
 nearer (``progress = max(step / steps, elapsed / max_seconds)``) so the schedule always ends annealed.
-A step-bounded build (``max_seconds=None``) is deterministic given the seed; a time-bounded one stops at
-a machine-dependent step.
+The default is 1200 steps with a 900 s safety cap that binds only on a machine slower than 0.75 s/step
+(a 2-core machine shared with other jobs ran 0.33-0.48 s/step with one thread): the build is then
+deterministic given the seed. ``max_seconds=None`` removes the cap; a binding cap stops at a
+machine-dependent step (recorded in ``trapo_base.json``).
 
 The output directory holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
 files, and ``trapo_base.json``: the build config and its hash, per-tier pass@1 on validation problems,
@@ -29,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -37,7 +39,6 @@ import torch.nn.functional as F
 
 from trapo.data.encoding import encode_prompt, encode_response
 from trapo.data.schema import Example
-from trapo.rewards import math_reward
 from trapo.tasks import SKILLS, TIERS, PretrainMix, arithmetic_examples, pretraining_stream, skill_examples
 from trapo.tasks.splits import TRAIN_TIER_WEIGHTS, tier_counts
 
@@ -50,8 +51,8 @@ class BaseModelConfig:
     """Everything that determines the base model (its hash names the build)."""
 
     seed: int = 0
-    steps: int = 1500
-    max_seconds: float | None = 240.0
+    steps: int = 1200
+    max_seconds: float | None = 900.0
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -220,6 +221,29 @@ def pretrain(model: torch.nn.Module, tokenizer, config: BaseModelConfig, progres
 
 
 @torch.no_grad()
+def sequence_token_probabilities(
+    model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 64
+) -> list[torch.Tensor]:
+    """For each (prompt ids, response ids) pair, the probability of every response token given what
+    precedes it (teacher forcing); one 1-D tensor per pair."""
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            ids, labels = collate(chunk, pad)
+            logprobs = model(input_ids=ids).logits[:, :-1].float().log_softmax(-1)
+            target = labels[:, 1:]
+            picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).exp()
+            for row, (prompt, response) in enumerate(chunk):
+                out.append(picked[row, len(prompt) - 1 : len(prompt) - 1 + len(response)])
+    finally:
+        model.train(was_training)
+    return out
+
+
 def expert_token_probabilities(
     model: torch.nn.Module, tokenizer, examples: Sequence[Example], *, all_solutions: bool = True, batch_size: int = 64
 ) -> torch.Tensor:
@@ -235,22 +259,8 @@ def expert_token_probabilities(
         prompt = encode_prompt(tokenizer, ex)
         for solution in ex.expert_solutions if all_solutions else ex.expert_solutions[:1]:
             pairs.append((prompt, encode_response(tokenizer, solution)))
-    was_training = model.training
-    model.eval()
-    out = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    try:
-        for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i : i + batch_size]
-            ids, labels = collate(chunk, pad)
-            logprobs = model(input_ids=ids).logits[:, :-1].float().log_softmax(-1)
-            target = labels[:, 1:]
-            mask = target != -100
-            picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            out.append(picked[mask].exp())
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    probs = sequence_token_probabilities(model, tokenizer, pairs, batch_size)
+    return torch.cat(probs) if probs else torch.empty(0)
 
 
 def probability_stats(probs: torch.Tensor) -> dict[str, float]:
@@ -266,7 +276,6 @@ def probability_stats(probs: torch.Tensor) -> dict[str, float]:
     }
 
 
-@torch.no_grad()
 def accuracy_by_source(
     model: torch.nn.Module,
     tokenizer,
@@ -275,20 +284,24 @@ def accuracy_by_source(
     temperature: float = 1.0,
     max_new_tokens: int = 160,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """pass@1 (one sample per problem; greedy when ``temperature == 0``) per ``data_source``, scored with
-    :func:`trapo.rewards.math_reward`."""
-    from trapo.rollout import HFEngine, SamplingParams
+    """pass@1 (one sample per problem; greedy when ``temperature == 0``) per ``data_source``, measured
+    with :func:`trapo.evaluate.evaluate` (scored by :func:`trapo.rewards.math_reward`)."""
+    from trapo.evaluate import evaluate
+    from trapo.rollout import SamplingParams
 
-    engine = HFEngine.from_tokenizer(model, tokenizer)
-    generator = torch.Generator().manual_seed(seed)
-    prompts = [encode_prompt(tokenizer, ex) for ex in examples]
-    outputs = engine.generate(prompts, max_new_tokens, SamplingParams(temperature=temperature), generator)
-    hits: dict[str, list[int]] = {}
-    for ex, out in zip(examples, outputs, strict=True):
-        text = tokenizer.decode(out, skip_special_tokens=True)
-        hits.setdefault(ex.data_source, []).append(int(math_reward(text, ex.answer) == 1.0))
-    return {source: round(sum(h) / len(h), 4) for source, h in hits.items()}
+    report = evaluate(
+        model,
+        tokenizer,
+        examples,
+        k=1,
+        sampling=SamplingParams(temperature=temperature),
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        progress=progress,
+    )
+    return {name: round(group.avg_at_k or 0.0, 4) for name, group in report.groups.items()}
 
 
 def measure_base_model(model, tokenizer, config: BaseModelConfig, *, split: str = "val", n_per_tier: int | None = None,
@@ -306,16 +319,24 @@ def measure_base_model(model, tokenizer, config: BaseModelConfig, *, split: str 
             report["greedy_pass@1"] = accuracy_by_source(model, tokenizer, problems, temperature=0.0, seed=seed)
     if config.n_expert_probe > 0:
         train = arithmetic_examples("train", tier_counts(config.n_expert_probe, TRAIN_TIER_WEIGHTS), seed=seed)
-        probs = expert_token_probabilities(model, tokenizer, train)
-        report["expert_token_probability"] = probability_stats(probs)
-        native = [Example(ex.prompt, ex.answer, (ex.meta["native_solution"],), ex.data_source) for ex in train]
-        report["native_token_probability"] = probability_stats(expert_token_probabilities(model, tokenizer, native))
-        by_tier = {}
-        for tier in TIERS:
-            subset = [ex for ex in train if ex.meta["tier"] == tier]
-            if subset:
-                by_tier[f"arith-t{tier}"] = probability_stats(expert_token_probabilities(model, tokenizer, subset))
-        report["expert_token_probability_by_tier"] = by_tier
+        pairs, tags = [], []
+        for ex in train:
+            prompt = encode_prompt(tokenizer, ex)
+            for kind, solutions in (("expert", ex.expert_solutions), ("native", (ex.meta["native_solution"],))):
+                for solution in solutions:
+                    pairs.append((prompt, encode_response(tokenizer, solution)))
+                    tags.append((kind, ex.data_source))
+        probs = sequence_token_probabilities(model, tokenizer, pairs)
+
+        def pooled(keep) -> torch.Tensor:
+            return torch.cat([p for p, tag in zip(probs, tags, strict=True) if keep(tag)])
+
+        report["expert_token_probability"] = probability_stats(pooled(lambda t: t[0] == "expert"))
+        report["native_token_probability"] = probability_stats(pooled(lambda t: t[0] == "native"))
+        report["expert_token_probability_by_tier"] = {
+            source: probability_stats(pooled(lambda t, s=source: t == ("expert", s)))
+            for source in sorted({tag[1] for tag in tags})
+        }
     return report
 
 
@@ -338,29 +359,29 @@ def _is_complete(path: Path) -> bool:
 
 def build_base_model(
     out_dir: str | os.PathLike = "artifacts/base",
+    config: BaseModelConfig | None = None,
     *,
-    seed: int = 0,
-    steps: int = 1500,
-    max_seconds: float | None = 240.0,
     force: bool = False,
     progress: bool = True,
     threads: int | None = None,
-    config: BaseModelConfig | None = None,
     **overrides,
 ) -> Path:
     """Pre-train the embedded base model into ``out_dir`` (or reuse it) and return the path.
 
-    ``config`` gives the full :class:`BaseModelConfig`; otherwise it is built from ``seed``, ``steps``,
-    ``max_seconds`` and any other field in ``overrides``. Caching: if ``out_dir`` holds a complete build
-    with the same config hash it is returned untouched; a complete build with another config, or a
-    partial / corrupt directory, raises ``ValueError`` naming the path unless ``force`` (rebuild).
-    ``threads`` sets torch's CPU threads for the build only (on a busy machine 1 thread can be faster
-    than 2); it is not part of the config, since it changes speed, not the steps taken.
+    The build is :class:`BaseModelConfig` ``config`` (default: the recipe) with any of its fields replaced
+    by keyword ``overrides``, e.g. ``build_base_model("artifacts/base", seed=1, steps=800, max_seconds=None)``.
+    Caching: if ``out_dir`` holds a complete build with the same config hash it is returned untouched; a
+    complete build with another config, or a partial / corrupt directory, raises ``ValueError`` naming
+    the path unless ``force`` (rebuild). ``threads`` sets torch's CPU threads for the build only (on a
+    busy machine 1 thread can be faster than 2); it is not part of the config: it changes speed, not
+    the steps taken.
     """
-    if config is None:
-        config = BaseModelConfig(seed=seed, steps=steps, max_seconds=max_seconds, **overrides)
-    elif overrides:
-        raise ValueError(f"pass either config or field overrides, not both (got {sorted(overrides)})")
+    config = config or BaseModelConfig()
+    unknown = sorted(set(overrides) - {f.name for f in fields(BaseModelConfig)})
+    if unknown:
+        raise ValueError(f"unknown base-model setting(s) {unknown}; see trapo.pretrain.BaseModelConfig")
+    if overrides:
+        config = replace(config, **overrides)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"base model path {out} exists and is not a directory")
@@ -421,6 +442,13 @@ def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
         "torch_threads": torch.get_num_threads(),
         **measured,
     }
+    return save_base_model(model, tokenizer, info, out)
+
+
+def save_base_model(model: torch.nn.Module, tokenizer, info: dict, out_dir: str | os.PathLike) -> Path:
+    """Write ``model`` (safetensors), ``tokenizer`` and ``info`` (as ``trapo_base.json``, last) into a
+    temporary sibling of ``out_dir``, then rename it into place (replacing ``out_dir`` if it exists)."""
+    out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -450,4 +478,5 @@ __all__ = [
     "pretrain",
     "probability_stats",
     "read_base_info",
+    "save_base_model",
 ]

@@ -158,3 +158,19 @@ def test_two_expert_solutions_where_a_step_decomposes(small_splits):
             for v, (op, x), r in zip(problem.values, problem.steps, problem.values[1:], strict=False)
         )
         assert len(ex.expert_solutions) == (2 if decomposable else 1)
+
+
+def test_solution_style_detector(small_splits):
+    from trapo.tasks import solution_style
+
+    assert solution_style(expert_solution(WORKED, "tens")) == "expert"
+    assert solution_style(expert_solution(WORKED, "units")) == "expert"
+    assert solution_style(native_solution(WORKED)) == "native"
+    assert solution_style("13*7=70+21=91\n\n91-3=88\n\n\\boxed{88}") == "expert"
+    assert solution_style("4*5=20\n\n\\boxed{20}") == "native"
+    for other in ("\\boxed{20}", "", "4*5=20\n\nthe answer", "4*5=\n\n\\boxed{20}", "R:123"):
+        assert solution_style(other) == "other"
+    for ex in small_splits["train"]:
+        assert solution_style(ex.meta["native_solution"]) == "native"
+        styles = {solution_style(s) for s in ex.expert_solutions}
+        assert styles == ({"expert"} if len(ex.expert_solutions) == 2 else {"native"})

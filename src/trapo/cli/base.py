@@ -38,7 +38,15 @@ def register(subparsers) -> None:
         default=None,
         help="share of expert-style solutions in pre-training (sets how off-policy the expert is)",
     )
-    parser.add_argument("--eval-per-tier", type=int, default=None, help="validation problems per tier measured")
+    parser.add_argument(
+        "--eval-per-tier", type=int, default=None, help="validation problems per tier and skill measured (0 = skip)"
+    )
+    parser.add_argument(
+        "--expert-probe",
+        type=int,
+        default=None,
+        help="post-training problems whose expert-token probabilities are measured (0 = skip)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a busy machine)")
     parser.add_argument("--force", action="store_true", help="rebuild even if OUTPUT holds a (different) build")
     parser.set_defaults(func=run)
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, mix=replace(config.mix, expert_share=args.expert_share))
     if args.eval_per_tier is not None:
         config = replace(config, eval_per_tier=args.eval_per_tier)
+    if args.expert_probe is not None:
+        config = replace(config, n_expert_probe=args.expert_probe)
     config = replace(config, seed=args.seed)
     path = build_base_model(args.output, config=config, force=args.force, threads=args.threads)
     info = read_base_info(path) or {}

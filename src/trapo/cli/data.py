@@ -63,23 +63,20 @@ def register(subparsers) -> None:
 
 
 def run_make(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from trapo.tasks import TRAIN_TIER_WEIGHTS, make_splits
 
-    with tqdm(total=1, desc=f"writing splits to {args.output}", unit="dir") as bar:
-        paths = make_splits(
-            args.output,
-            seed=args.seed,
-            n_train=args.n_train,
-            n_val_per_tier=args.n_val_per_tier,
-            n_test_per_tier=args.n_test_per_tier,
-            train_tier_weights=tuple(args.train_tier_weights or TRAIN_TIER_WEIGHTS),
-            n_skill_val=args.n_skill_val,
-            n_skill_test=args.n_skill_test,
-            force=args.force,
-        )
-        bar.update(1)
+    paths = make_splits(
+        args.output,
+        seed=args.seed,
+        n_train=args.n_train,
+        n_val_per_tier=args.n_val_per_tier,
+        n_test_per_tier=args.n_test_per_tier,
+        train_tier_weights=tuple(args.train_tier_weights or TRAIN_TIER_WEIGHTS),
+        n_skill_val=args.n_skill_val,
+        n_skill_test=args.n_skill_test,
+        force=args.force,
+        progress=True,
+    )
     _print_counts(Path(args.output))
     for split, path in paths.items():
         print(f"{split:12s} {path}")

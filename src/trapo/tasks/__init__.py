@@ -12,6 +12,7 @@ from trapo.tasks.arithmetic import (
     native_solution,
     parse_chain,
     sample_chain,
+    solution_style,
 )
 from trapo.tasks.skills import SKILLS, SkillProblem, sample_skill, skill_solution
 from trapo.tasks.splits import (
@@ -21,6 +22,7 @@ from trapo.tasks.splits import (
     PretrainMix,
     SplitConfig,
     arithmetic_examples,
+    build_split,
     build_splits,
     chain_example,
     make_splits,
@@ -43,6 +45,7 @@ __all__ = [
     "SkillProblem",
     "SplitConfig",
     "arithmetic_examples",
+    "build_split",
     "build_splits",
     "chain_example",
     "expert_solution",
@@ -56,5 +59,6 @@ __all__ = [
     "skill_example",
     "skill_examples",
     "skill_solution",
+    "solution_style",
     "tier_counts",
 ]

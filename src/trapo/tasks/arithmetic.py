@@ -28,6 +28,7 @@ with ``\\boxed{N}``:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 TIERS = (1, 2, 3, 4, 5)
@@ -157,3 +158,24 @@ def expert_solution(problem: ChainProblem, variant: str = "tens") -> str:
     values = problem.values
     lines = [expert_step(a, op, x, variant) for a, (op, x) in zip(values[:-1], problem.steps, strict=True)]
     return "\n\n".join([*lines, boxed(problem.answer)])
+
+
+_NATIVE_STEP = re.compile(r"^\d+[-+*]\d+=\d+$")
+_EXPERT_STEP = re.compile(r"^\d+[-+*]\d+=\d+[-+]\d+=\d+$")
+
+
+def solution_style(text: str) -> str:
+    """Which style a (generated) solution is written in: ``"expert"`` if any paragraph is a two-move
+    place-value step (``180-28=160-8=152``, ``13*7=70+21=91``), else ``"native"`` if its steps are all
+    single moves (``180-28=152``), else ``"other"`` (no step at all, or a malformed paragraph).
+
+    Only the form is judged, not the arithmetic. An expert solution with nothing to decompose reads as
+    native. Used to measure style switching: how many of a trained model's outputs copy the expert's
+    style (MINIATURE.md, second pilot).
+    """
+    steps = [p.strip() for p in text.split("\n\n") if p.strip() and not p.strip().startswith("\\boxed")]
+    if not steps:
+        return "other"
+    if any(_EXPERT_STEP.match(p) for p in steps):
+        return "expert"
+    return "native" if all(_NATIVE_STEP.match(p) for p in steps) else "other"

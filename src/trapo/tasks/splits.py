@@ -198,19 +198,29 @@ class SplitConfig:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def build_split(config: SplitConfig, name: str) -> list[Example]:
+    """One split in memory: ``train`` (shuffled tier mix), ``val`` / ``test`` (per tier, tier order),
+    ``val_skills`` / ``test_skills`` (per skill)."""
+    seed = config.seed
+    if name == "train":
+        train = arithmetic_examples("train", tier_counts(config.n_train, config.train_tier_weights), seed=seed)
+        random.Random(f"{seed}:shuffle").shuffle(train)
+        return train
+    if name == "val":
+        return arithmetic_examples("val", dict.fromkeys(TIERS, config.n_val_per_tier), seed=seed)
+    if name == "test":
+        return arithmetic_examples("test", dict.fromkeys(TIERS, config.n_test_per_tier), seed=seed)
+    if name == "val_skills":
+        return skill_examples("val", config.n_skill_val, seed=seed, skills=config.skills)
+    if name == "test_skills":
+        return skill_examples("test", config.n_skill_test, seed=seed, skills=config.skills)
+    raise ValueError(f"split must be one of {SPLIT_FILES}, got {name!r}")
+
+
 def build_splits(config: SplitConfig | None = None, **kwargs) -> dict[str, list[Example]]:
-    """The splits in memory: ``train`` (shuffled tier mix), ``val`` / ``test`` (per tier, tier order),
-    ``val_skills`` / ``test_skills`` (per skill). ``kwargs`` are :class:`SplitConfig` fields."""
+    """All splits in memory (see :func:`build_split`); ``kwargs`` are :class:`SplitConfig` fields."""
     config = config or SplitConfig(**kwargs)
-    train = arithmetic_examples("train", tier_counts(config.n_train, config.train_tier_weights), seed=config.seed)
-    random.Random(f"{config.seed}:shuffle").shuffle(train)
-    return {
-        "train": train,
-        "val": arithmetic_examples("val", dict.fromkeys(TIERS, config.n_val_per_tier), seed=config.seed),
-        "test": arithmetic_examples("test", dict.fromkeys(TIERS, config.n_test_per_tier), seed=config.seed),
-        "val_skills": skill_examples("val", config.n_skill_val, seed=config.seed, skills=config.skills),
-        "test_skills": skill_examples("test", config.n_skill_test, seed=config.seed, skills=config.skills),
-    }
+    return {name: build_split(config, name) for name in SPLIT_FILES}
 
 
 def _write_split(examples: list[Example], split: str, directory: Path) -> dict[str, str]:
@@ -241,6 +251,7 @@ def make_splits(
     n_skill_val: int = 200,
     n_skill_test: int = 500,
     force: bool = False,
+    progress: bool = False,
 ) -> dict[str, Path]:
     """Write the embedded task's splits to ``out_dir`` as verl parquet and JSONL (same nesting) plus a
     ``manifest.json`` (config, its hash, counts per split and data source); return ``{split: parquet path}``
@@ -249,6 +260,7 @@ def make_splits(
     Files are written to a temporary sibling directory renamed into place, so an interrupted run leaves
     no half-written ``out_dir``. If ``out_dir`` already holds splits made with the same config they are
     reused; any other non-empty ``out_dir`` is an error unless ``force`` (which replaces it).
+    ``progress`` shows a tqdm bar over the splits.
     """
     config = SplitConfig(
         seed=seed,
@@ -274,12 +286,16 @@ def make_splits(
             f"output directory {out} already exists and does not hold splits made with this config; "
             "choose another directory or pass force=True (--force) to replace it"
         )
-    splits = build_splits(config)
+    from tqdm.auto import tqdm
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = {split: _write_split(splits[split], split, tmp) for split in SPLIT_FILES}
-        counts = {split: dict(Counter(ex.data_source for ex in splits[split])) for split in SPLIT_FILES}
+        files, counts = {}, {}
+        for split in tqdm(SPLIT_FILES, desc=f"writing {out}", unit="split", disable=not progress):
+            examples = build_split(config, split)
+            files[split] = _write_split(examples, split, tmp)
+            counts[split] = dict(Counter(ex.data_source for ex in examples))
         manifest = {
             "format": FORMAT,
             "config": asdict(config),
@@ -308,7 +324,11 @@ def _read_manifest(directory: Path) -> dict | None:
 # --- the pre-training stream -------------------------------------------------------------------
 
 
-PRETRAIN_TIER_WEIGHTS = (0.56, 0.42, 0.015, 0.004, 0.001)
+# Pre-training tier mix. MINIATURE.md's (0.56, 0.42, 0.015, 0.004, 0.001) assumed tier-1 test problems could
+# be pre-trained on; here tier 1 has only 204 training problems (memorised quickly), so weight moves to
+# tier 2, whose first steps teach every tier-1 computation, and to tiers 3..5 for longer chains. Measured
+# (1200 steps, seed 0, 200 validation problems per tier, sampled pass@1): see docs/results/base_model.md.
+PRETRAIN_TIER_WEIGHTS = (0.335, 0.5, 0.11, 0.04, 0.015)
 
 
 @dataclass(frozen=True)
@@ -318,14 +338,17 @@ class PretrainMix:
     ``tier_weights``: share of each tier among arithmetic examples, skewed to easy tiers so that the base
     solves tier 1, sometimes tier 3 and almost never tier 5 (MINIATURE.md). ``skill_share``: share of
     retained-skill examples (split evenly over ``skills``). ``expert_share``: share of arithmetic examples
-    written in the expert style (variant drawn uniformly) — a small share makes the style *unlikely but
-    not unseen* to the base, which sets how off-policy the expert solutions are.
+    written in the expert style (variant drawn uniformly), the knob that sets how off-policy the expert
+    solutions are. Default 0: the base never sees the place-value decomposition, only its characters and
+    its single moves; the default base gives 25% of the post-training set's expert tokens probability
+    < 0.1 (issue 6's target: 20–40%; native solutions: 2%), while development builds with
+    ``expert_share`` 0.01 and 0.03 gave 18% and 19% (docs/results/base_model.md).
     """
 
     tier_weights: tuple[float, ...] = PRETRAIN_TIER_WEIGHTS
-    skill_share: float = 0.15
+    skill_share: float = 0.12
     skills: tuple[str, ...] = SKILLS
-    expert_share: float = 0.03
+    expert_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check_weights("tier_weights", self.tier_weights, len(TIERS))
