@@ -66,6 +66,10 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 300; quick: 6)")
     parser.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (default: 8)")
     parser.add_argument("--test-per-tier", type=int, default=None, help="test problems per tier (default: 500)")
+    parser.add_argument("--curve-points", type=int, default=None,
+                        help="checkpoints per run evaluated on validation for the curves (default: 10)")
+    parser.add_argument("--passk-per-tier", type=int, default=None,
+                        help="test problems per tier in the pass@k set (default: 100)")
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS, help="where runs are cached")
     parser.add_argument("--out", default=None, help=f"report directory (default: {DEFAULT_OUT}; quick: {QUICK_OUT})")
     parser.add_argument("--data", default=DEFAULT_DATA, help="data directory (`trapo data make`); built if missing")
@@ -120,6 +124,10 @@ def spec_from_args(args: argparse.Namespace):
     if args.test_per_tier is not None:
         values["n_test_per_tier"] = args.test_per_tier
         values["n_passk_per_tier"] = min(base.n_passk_per_tier, args.test_per_tier)
+    if args.curve_points is not None:
+        values["curve_points"] = args.curve_points
+    if args.passk_per_tier is not None:
+        values["n_passk_per_tier"] = args.passk_per_tier
     from dataclasses import replace
 
     return replace(base, **values)
