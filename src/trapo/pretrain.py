@@ -27,8 +27,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trapo.atomic import atomic_directory
 from trapo.data.encoding import encode_prompt, encode_response
 from trapo.data.schema import Example
 from trapo.tasks import SKILLS, TIERS, PretrainMix, arithmetic_examples, pretraining_stream, skill_examples
@@ -449,20 +448,12 @@ def save_base_model(model: torch.nn.Module, tokenizer, info: dict, out_dir: str 
     """Write ``model`` (safetensors), ``tokenizer`` and ``info`` (as ``trapo_base.json``, last) into a
     temporary sibling of ``out_dir``, then rename it into place (replacing ``out_dir`` if it exists)."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / BASE_INFO).write_text(json.dumps(info, indent=2) + "\n")  # written last: marks completeness
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

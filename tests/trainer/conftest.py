@@ -10,8 +10,6 @@ from trapo.data import Example
 from trapo.models.config import tiny_config
 from trapo.models.tokenizer import build_tokenizer
 
-torch.set_num_threads(1)
-
 
 def make_rows(n: int = 6) -> list[Example]:
     rows = []

@@ -21,13 +21,12 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trapo.atomic import atomic_directory
 from trapo.data.schema import Example
 from trapo.tasks.arithmetic import (
     EXPERT_VARIANTS,
@@ -288,9 +287,7 @@ def make_splits(
         )
     from tqdm.auto import tqdm
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         files, counts = {}, {}
         for split in tqdm(SPLIT_FILES, desc=f"writing {out}", unit="split", disable=not progress):
             examples = build_split(config, split)
@@ -305,12 +302,6 @@ def make_splits(
             "pools": "a seed-free hash of the prompt assigns every problem to one pool (trapo.tasks.pool_of)",
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return paths
 
 

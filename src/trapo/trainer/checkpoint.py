@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from trapo.atomic import atomic_directory
+
 STATE_FILE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -40,16 +42,13 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
     leaves no directory that looks complete), then prune to the newest ``keep`` (0 keeps all)."""
     out = Path(output_dir)
     final = out / f"checkpoint-{step}"
-    tmp = out / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "training_state.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_directory(final) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "training_state.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
     if keep > 0:
         for old in checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
