@@ -182,6 +182,7 @@ class TRAPOTrainer:
             prefix_slack=config.prefix_slack, speculative=config.rollout_mode == "speculative",
         )
         self.step = 0
+        self._last_batch: RolloutBatch | None = None  # for samples.jsonl
         self._nonfinite_in_a_row = 0
         self.totals: dict[str, int] = defaultdict(int)
 
@@ -273,10 +274,10 @@ class TRAPOTrainer:
             baseline_mask=~guided if cfg.advantage_baseline == "unguided" else None,
         )
         for t, a in zip(trajs, advantages.tolist(), strict=True):
-            t.advantage = a  # type: ignore[attr-defined]
+            t.advantage = a
         chunks = self._mini_batches(trajs)
         tokens = [build_token_batch(c, self.tokenizer.pad_token_id, device) for c in chunks]
-        advs = [torch.tensor([t.advantage for t in c], device=device) for c in chunks]  # type: ignore[attr-defined]
+        advs = [torch.tensor([t.advantage for t in c], device=device) for c in chunks]
         norm_model = self._normalizer(cfg.loss_normalization, [b.model_mask for b in tokens])
         norm_prefix = self._normalizer(cfg.loss_normalization, [b.prefix_mask for b in tokens])
 
@@ -476,7 +477,7 @@ class TRAPOTrainer:
         return final
 
     def _log_samples(self) -> None:
-        batch = getattr(self, "_last_batch", None)
+        batch = self._last_batch
         if batch is None:
             return
         decode = self.tokenizer.decode

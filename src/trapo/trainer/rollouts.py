@@ -48,6 +48,7 @@ class Trajectory:
     completion_ids: list[int]
     prefix_loss: bool = False
     reward: float = 0.0
+    advantage: float = 0.0
 
     @property
     def response_ids(self) -> list[int]:
