@@ -34,8 +34,9 @@ def test_extract_boxed(text, expected):
         ("The answer is 42.", "42"),
         ("Final answer: $\\frac{1}{2}$.", "\\frac{1}{2}"),
         ("so the answer is x = 3. Done", "x = 3"),
-        ("we get 3 then 7/8", "7/8"),  # last number
-        ("We get -2.5 in the end", "-2.5"),
+        ("we get 3 then 7/8", None),  # a trailing number is not an answer
+        ("We get -2.5 in the end", None),
+        ("the answer is -2.5", "-2.5"),
         ("nothing numeric", None),
         ("The answer is \\boxed{9}. 10", "9"),  # a box wins over phrases and numbers
     ],

@@ -6,8 +6,10 @@ The rule (what :func:`check_answer` does, in order):
    the content of the *last* ``\\boxed{...}`` or ``\\fbox{...}`` (balanced braces; ``\\boxed 5`` also works).
    If the last one is cut off (unbalanced: the model ran out of tokens), there is no answer: an earlier box
    is an intermediate result, not the final answer. Without any box, and with ``fallback=True``, the text
-   after the last "answer is" / "answer:" phrase (up to the end of its line or sentence), else the last
-   number in the completion (``-3``, ``2.5``, ``7/8``). No candidate → status ``no_answer``.
+   after the last "answer is" / "answer:" phrase (up to the end of its line or sentence). A bare trailing
+   number is *not* taken as the answer: on the shared benchmarks that credited an untrained model's
+   truncated gibberish whenever it happened to end near a small-integer ground truth (3 of 60 problems).
+   No candidate → status ``no_answer``.
 2. **Normalise** both the ground truth and the candidate the same way: an enclosing ``\\boxed{}`` is
    unwrapped, ``$`` delimiters and ``\\$`` currency signs are dropped, and a plain number in e-notation
    (``4.5e33``) is rewritten as ``4.5\\times10^{33}`` (LaTeX would read ``e`` as Euler's number).
@@ -49,7 +51,6 @@ MAX_DIGITS = 1e6  # numbers larger than this are refused before sympy evaluates 
 _EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:)\s*:?[ \t]*([^\n]*)", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?")
 _E_NOTATION = re.compile(r"^([-+]?\d*\.?\d+)[eE]([-+]?\d+)$")
 
 
@@ -129,11 +130,7 @@ def extract_answer(completion: str, *, fallback: bool = True) -> str | None:
         return extract_boxed(completion)
     if not fallback:
         return None
-    phrase = _phrase_answer(completion)
-    if phrase:
-        return phrase
-    numbers = _NUMBER.findall(completion)
-    return numbers[-1] if numbers else None
+    return _phrase_answer(completion) or None
 
 
 def normalize_answer(answer: str) -> str:
@@ -257,7 +254,7 @@ def check_answer(
         ground_truth: the reference answer: bare LaTeX (``\\frac{1}{2}``), or wrapped in ``$...$`` or
             ``\\boxed{}``.
         timeout_s: wall-clock bound on the whole check (None: unbounded).
-        fallback: when the completion has no box, look for "answer is X", then the last number.
+        fallback: when the completion has no box, look for "answer is X" / "answer: X".
     """
     if not isinstance(completion, str) or not isinstance(ground_truth, str):
         return Verdict("wrong", detail="completion and ground truth must be strings")
