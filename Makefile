@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/trapo demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/python -m pytest
 
 .PHONY: install demo test
