@@ -13,7 +13,8 @@ def register(subparsers) -> None:
         help="pre-train the embedded ~1M-parameter base model on CPU",
         description=(
             "Build the tokenizer offline and pre-train a ~1M-parameter Qwen2 from scratch on the embedded "
-            "task (chain arithmetic skewed to easy tiers, a few expert-style solutions, retained skills). "
+            "task (chain arithmetic skewed to easy tiers in the native solution style, plus retained skills; "
+            "--expert-share mixes in expert-style solutions, 0 by default). "
             "OUTPUT gets config.json + model.safetensors, the tokenizer files and trapo_base.json (build "
             "config and hash, per-tier pass@1 on validation problems, retained-skill accuracy, share of "
             "expert tokens the model gives probability < 0.1, build time). It loads with "
