@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trapo.config import TRAPOConfig
 from trapo.data import load_examples
-from trapo.trainer import TRAPOTrainer
+from trapo.trainer import TRAPOTrainer, read_metrics
 
 VARIANTS = {
     "grpo": dict(method="grpo"),
@@ -42,7 +42,7 @@ def run_variant(base: Path, examples, overrides: dict, steps: int, seed: int) ->
                           max_completion_length=128, sample_log_steps=0, **overrides)
         trainer = TRAPOTrainer(model, tokenizer, examples, cfg)
         trainer.train()
-        rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
     return {
         "step_s": statistics.median(r["perf/step_s"] for r in rows),
         "generation_s": statistics.median(r.get("perf/generation_s", 0.0) for r in rows),

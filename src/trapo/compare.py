@@ -47,6 +47,7 @@ from typing import Any
 from trapo.config import TRAPOConfig, check_keys
 from trapo.data import Example
 from trapo.methods import METHODS
+from trapo.trainer import read_metrics
 
 FORMAT = "trapo-compare-v1"
 EVAL_VERSION = 2  # bump when an evaluation records new measures: cached evaluations are then recomputed
@@ -283,14 +284,6 @@ def format_lr(lr: float) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def read_step_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl`` (empty when missing)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -367,7 +360,7 @@ def ensure_inputs(data_dir: str | os.PathLike, base_dir: str | os.PathLike, *, p
     if not (base_dir / "config.json").is_file():
         from trapo.pretrain import build_base_model
 
-        log(f"no base model in {base_dir}: pre-training it (trapo base; about 5 minutes on 2 CPU cores)")
+        log(f"no base model in {base_dir}: pre-training it (trapo base; 7 minutes on a busy 2-core machine)")
         build_base_model(base_dir, progress=progress)
     return data_dir, base_dir
 
@@ -461,9 +454,9 @@ class Comparison:
         return run_dir, config
 
     def load_base(self):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trapo.models import load_model_and_tokenizer
 
-        return AutoModelForCausalLM.from_pretrained(self.base_dir), AutoTokenizer.from_pretrained(self.base_dir)
+        return load_model_and_tokenizer(self.base_dir)
 
     def ensure_trained(self, key: RunKey) -> Path:
         """Train ``key`` unless it is finished; resume it from its last checkpoint if it was interrupted."""
@@ -487,7 +480,7 @@ class Comparison:
         trainer = TRAPOTrainer(model, tokenizer, self.data.train, config)
         self.trained.append((key, resumed_from))
         result = trainer.train(resume_from_checkpoint=True if latest is not None else None)
-        rows = read_step_metrics(run_dir)
+        rows = read_metrics(run_dir)
         _write_json(run_dir / "done.json", {
             "steps": result.steps, "train_seconds": sum(r.get("perf/step_s", 0.0) for r in rows),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed_from": resumed_from,
@@ -536,15 +529,14 @@ class Comparison:
         return result
 
     def _evaluate(self, model_dir: Path, examples: Sequence[Example], *, k: int, curve: bool) -> dict[str, Any]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from trapo.evaluate import evaluate
+        from trapo.models import load_model_and_tokenizer
         from trapo.rewards import extract_boxed
         from trapo.rollout import SamplingParams
         from trapo.tasks import solution_style
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model, tokenizer = load_model_and_tokenizer(model_dir)
         started = time.perf_counter()
         report = evaluate(model, tokenizer, examples, k=k, sampling=SamplingParams(temperature=self.spec.temperature),
                           max_new_tokens=self.spec.max_new_tokens, seed=self.spec.eval_seed,
@@ -678,7 +670,7 @@ class Comparison:
                 key = RunKey(method, lr, seed)
                 run_dir = self.run_dir(key)
                 per_seed[seed] = self._row(self.evaluation(key, "test", spec.max_steps)["groups"])
-                rows = read_step_metrics(run_dir)
+                rows = read_metrics(run_dir)
                 step_s = {int(r["step"]): float(r.get("perf/step_s", 0.0)) for r in rows}
                 seconds[seed] = sum(step_s.values())
                 cumulative[method][seed] = cumulative_seconds(step_s, [0, *spec.checkpoint_steps])

@@ -9,9 +9,9 @@ import shutil
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trapo.compare import Comparison, RunKey, StopRequested, read_step_metrics
+from trapo.compare import Comparison, RunKey, StopRequested
 from trapo.report import write_report
-from trapo.trainer import TRAPOTrainer
+from trapo.trainer import TRAPOTrainer, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     assert {"test@2", "passk@2", "val@1", "val@2"} <= set(cache)
     measured = cache["test@2"]["result"]["groups"]["arith-t1"]
     assert {"acc", "degenerate", "expert_style"} <= set(measured) and measured["n"] == 2
-    assert len(read_step_metrics(run_dir)) == 2
+    assert len(read_metrics(run_dir)) == 2
     summary = result.summary
     assert set(summary["equal_steps"]) == {"base", "trapo", "grpo"}
     assert summary["equal_steps"]["trapo"]["summary"]["in_domain"]["n"] == 2

@@ -37,13 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(model_dir: Path, examples, seed: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from trapo.evaluate import evaluate
+    from trapo.models import load_model_and_tokenizer
     from trapo.rollout import SamplingParams
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     report = evaluate(model, tokenizer, examples, k=1, sampling=SamplingParams(temperature=1.0),
                       max_new_tokens=256, seed=seed, progress=True)
     return {name: g.avg_at_k for name, g in report.groups.items()}
@@ -78,14 +76,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"[3/5] evaluating the base model on {len(eval_set)} held-out problems")
     before = _evaluate(base, eval_set, args.seed)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trapo.models import load_model_and_tokenizer
 
     out = work / "runs" / f"demo-{args.method}"
     config = TRAPOConfig(method=args.method, output_dir=str(out), max_steps=args.steps, seed=args.seed,
                          learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10)
     print(f"[4/5] training {args.method} for {args.steps} steps into {out}")
-    trainer = TRAPOTrainer(AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base),
-                           load_examples([data / "train.parquet"]).examples, config)
+    trainer = TRAPOTrainer(*load_model_and_tokenizer(base), load_examples([data / "train.parquet"]).examples, config)
     result = trainer.train()
 
     print(f"[5/5] evaluating the trained model ({result.final_model_dir})")

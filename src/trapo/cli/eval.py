@@ -65,34 +65,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_model_and_tokenizer(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """Load a local ``save_pretrained`` directory with AutoModelForCausalLM and its tokenizer.
-
-    A checkpoint whose ``tokenizer_config.json`` names ``TokenizersBackend`` / ``PreTrainedTokenizerFast``
-    is loaded as exactly that: transformers 5's AutoTokenizer otherwise substitutes the model type's own
-    tokenizer class (Qwen2Tokenizer for a Qwen2 model), which re-tokenizes a custom vocabulary differently.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model {str(path)!r} is not a directory")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"--model {str(path)!r} has no config.json (expected a save_pretrained directory)")
-    tok_config = path / "tokenizer_config.json"
-    declared = json.loads(tok_config.read_text()).get("tokenizer_class") if tok_config.is_file() else None
-    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device), tokenizer
-
-
 def run(args: argparse.Namespace) -> int:
     from trapo.data.loaders import load_examples
     from trapo.evaluate import evaluate
@@ -114,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             by_file.setdefault(ex.data_source, []).append(ex)
         for group in by_file.values():
             examples.extend(group[: args.limit] if args.limit else group)
+
+    from trapo.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
     report = evaluate(

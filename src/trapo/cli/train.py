@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from trapo.config import TRAPOConfig, read_yaml
 from trapo.methods import METHODS
@@ -60,18 +59,13 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from trapo.data import load_examples
+    from trapo.models import load_model_and_tokenizer
     from trapo.rewards import load_reward
     from trapo.trainer import TRAPOTrainer
 
     config = config_from_args(args)
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model, tokenizer = load_model_and_tokenizer(args.model)
     data = load_examples(args.data, prompt_key=args.prompt_key, answer_key=args.answer_key,
                          expert_key=args.expert_key, strict=config.strict)
     print(f"data: {data.summary()}")

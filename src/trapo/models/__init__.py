@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from trapo.models.config import tiny_config
+from trapo.models.loading import load_model_and_tokenizer
 from trapo.models.tokenizer import (
     CHAT_TEMPLATE,
     EOS_TOKEN,
@@ -14,14 +13,6 @@ from trapo.models.tokenizer import (
     SPECIAL_TOKENS,
     build_tokenizer,
 )
-
-
-def load_model_and_tokenizer(path: str | os.PathLike):
-    """``AutoModelForCausalLM`` and ``AutoTokenizer`` from a model directory (e.g. ``trapo base``'s output)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-
 
 __all__ = [
     "CHAT_TEMPLATE",

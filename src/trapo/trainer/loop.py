@@ -506,6 +506,9 @@ def _truncate_jsonl(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def metrics_table(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` (one per logged step; empty when the run logged none)."""
+    path = Path(output_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

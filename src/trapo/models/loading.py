@@ -1,0 +1,36 @@
+"""Load any local ``save_pretrained`` directory: the one loader every command and run uses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto"):
+    """``AutoModelForCausalLM`` and its tokenizer from a local directory (nothing is downloaded).
+
+    A tokenizer whose ``tokenizer_config.json`` names ``TokenizersBackend`` / ``PreTrainedTokenizerFast``
+    is loaded as exactly that: transformers 5's AutoTokenizer otherwise substitutes the model type's own
+    tokenizer class (Qwen2Tokenizer for a Qwen2 model), which can re-tokenize a custom vocabulary
+    differently. ``device="auto"`` picks CUDA when available.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json; expected save_pretrained output)")
+    tok_config = path / "tokenizer_config.json"
+    declared = json.loads(tok_config.read_text()).get("tokenizer_class") if tok_config.is_file() else None
+    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), tokenizer
