@@ -16,7 +16,7 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -127,11 +127,11 @@ class GuidedSampler:
         return self.schedule.prefix_ratio(level) < 1.0
 
     def _generate(self, items: Sequence[PreparedExample], requests: list[_Request],
-                  generator: torch.Generator) -> dict[_Request, list[int]]:
+                  generator: torch.Generator, prefix_of: Callable[[_Request], list[int]]) -> dict[_Request, list[int]]:
         todo = [r for r in requests if self._generates(r.level)]
         if not todo:
             return {}
-        prefixes = [self.prefix(items[r.prompt], r.group, r.level) for r in todo]
+        prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
         budgets = [max(self.max_completion_length - len(p), 0) for p in prefixes]
         outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
@@ -141,6 +141,14 @@ class GuidedSampler:
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
         """Micro-group sampling for every prompt of ``items`` (TRAPO.md §2, Algorithm 1's rollout phase)."""
         schedule = self.schedule
+        cuts: dict[tuple[int, int, int], list[int]] = {}
+
+        def prefix_of(r: _Request) -> list[int]:  # one cut per (prompt, group, level), not per member
+            key = (r.prompt, r.group, r.level)
+            if key not in cuts:
+                cuts[key] = self.prefix(items[r.prompt], r.group, r.level)
+            return cuts[key]
+
         start = time.perf_counter()
         pool: dict[_Request, list[int]] = {}
         if self.speculative:
@@ -150,7 +158,7 @@ class GuidedSampler:
                 for g, size in enumerate(schedule.sizes)
                 for level in self.candidate_levels(item, g)
                 for m in range(size)
-            ], generator)
+            ], generator, prefix_of)
         generation_seconds = time.perf_counter() - start
 
         returns = [0.0] * len(items)
@@ -159,18 +167,16 @@ class GuidedSampler:
         for g, size in enumerate(schedule.sizes):
             chosen = []
             for p, item in enumerate(items):
-                level = schedule.level(g, returns[p]) if item.expert_ids else 0
-                if level not in self.candidate_levels(item, g):  # non-adaptive with no expert
-                    level = 0
+                level = schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
                 chosen.extend(_Request(p, g, level, m) for m in range(size))
             if not self.speculative:
                 t0 = time.perf_counter()
-                pool = self._generate(items, chosen, generator)
+                pool = self._generate(items, chosen, generator, prefix_of)
                 generation_seconds += time.perf_counter() - t0
             group_trajs = []
             for r in chosen:
                 item = items[r.prompt]
-                prefix = self.prefix(item, r.group, r.level)
+                prefix = prefix_of(r)
                 completion = pool.get(r, []) if self._generates(r.level) else []
                 group_trajs.append(Trajectory(
                     prompt_index=r.prompt, group=g, level=r.level, prompt_ids=item.prompt_ids,
