@@ -225,3 +225,12 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokeni
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_num_iterations_takes_one_optimizer_step_per_pass(tmp_path, tokenizer, model, rows):
+    """num_iterations=2: two policy updates on the same rollouts (the second with ratio != 1)."""
+    trainer = TRAPOTrainer(model, tokenizer, rows, small_config(tmp_path, num_iterations=2))
+    metrics = trainer.training_step(0)
+    steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert steps == {2}
+    assert math.isfinite(metrics["loss/total"])

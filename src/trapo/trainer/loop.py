@@ -290,6 +290,8 @@ class TRAPOTrainer:
                 if self.ref_model is not None:
                     ref[i] = _logprobs(self.ref_model, b)
 
+        record = cfg.num_iterations == 1  # metrics describe the last policy update of the batch
+
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
@@ -300,6 +302,8 @@ class TRAPOTrainer:
                 epsilon_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
                 old_logprobs=old[i], ref_logprobs=ref[i], beta=cfg.beta,
             )
+            if not record:
+                return terms.total
             for name, value in (("loss/total", terms.total.detach()), ("loss/policy", terms.policy),
                                 ("loss/prefix", terms.prefix), ("loss/entropy", terms.entropy), ("loss/kl", terms.kl)):
                 metrics.add_total(name, float(value))
@@ -309,7 +313,10 @@ class TRAPOTrainer:
                 metrics.add("entropy", float(entropy[b.model_mask].sum()), float(b.model_mask.sum()))
             return terms.total
 
-        for _ in range(cfg.num_iterations):
+        for iteration in range(cfg.num_iterations):
+            if iteration > 0:  # PPO-style: one optimizer step per pass over the batch; the last is the caller's
+                self._apply_gradients(metrics)
+            record = iteration == cfg.num_iterations - 1
             self._backward_all(len(chunks), loss_of)
 
         metrics.add("reward/mean", float(rewards.sum()), len(trajs))
@@ -347,6 +354,19 @@ class TRAPOTrainer:
         self._backward_all(len(chunks), loss_of)
         metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
 
+    def _apply_gradients(self, metrics: _Metrics) -> tuple[float, bool]:
+        """Clip and take an optimizer step on the accumulated gradients, unless the loss or the gradient is
+        NaN/inf (then the step is skipped); gradients are cleared either way. Returns (grad norm, finite)."""
+        grad_norm = torch.tensor(0.0)
+        if self.config.max_grad_norm > 0:
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
+        if finite:
+            self.optimizer.step()
+            self.engine.sync_weights(self.unwrapped)
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm), finite
+
     def training_step(self, step: int) -> dict[str, float]:
         """One optimizer step; returns the metrics reduced over processes."""
         cfg = self.config
@@ -364,20 +384,14 @@ class TRAPOTrainer:
             metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
             self._last_batch = batch
             self.update(batch, metrics)
-        grad_norm = torch.tensor(0.0)
-        if cfg.max_grad_norm > 0:
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
+        grad_norm, finite = self._apply_gradients(metrics)
         if finite:
-            self.optimizer.step()
             self.scheduler.step()
             self._nonfinite_in_a_row = 0
-            self.engine.sync_weights(self.unwrapped)
         else:
-            self.optimizer.zero_grad(set_to_none=True)
             self._nonfinite_in_a_row += 1
             self.totals["nonfinite_steps"] += 1
-        metrics.add("grad_norm", float(grad_norm), 1)
+        metrics.add("grad_norm", grad_norm, 1)
         metrics.add("perf/step_s", time.perf_counter() - t0, 1)
         metrics.add("perf/generated_tokens", generated, 1)
         out = metrics.reduce(self.accelerator)
