@@ -308,7 +308,8 @@ def plot_dynamics(condensed: dict[str, Any], path: str | os.PathLike, *, window:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
+    if labels:  # a comparison of rollout-free methods (sft only) has no curve here
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
     fig.suptitle("Training dynamics (smoothed; mean over seeds, band ±1 std)")
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return _save(fig, path)

@@ -94,3 +94,13 @@ def test_spec_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CompareSpec(**kwargs)
 
+
+
+def test_dynamics_plot_of_a_comparison_without_rollouts(tmp_path):
+    # sft logs a loss but none of the rollout panels' metrics: the figure is written with empty panels
+    # (it used to fail on a zero-column legend).
+    from trapo.report import plot_dynamics
+
+    condensed = {"sft": {"steps": [1, 2, 3], "metrics": {"loss/total": {"mean": [1.0, 0.8, 0.7], "std": [0, 0, 0]}}}}
+    path = plot_dynamics(condensed, tmp_path / "dynamics.png")
+    assert path.exists() and path.stat().st_size > 0
