@@ -22,6 +22,9 @@ def test_data_make_and_show(tmp_path, capsys):
     assert "train.parquet" in printed and "arith-t3" in printed
     assert main(["data", "show", "--output", str(out), "--examples", "1"]) == 0
     assert "expert 1:" in capsys.readouterr().out
+    native = tmp_path / "native"
+    assert main(["data", "make", "-o", str(native), *SMALL, "--expert-style", "native"]) == 0
+    assert json.loads((native / "manifest.json").read_text())["config"]["expert_style"] == "native"
 
 
 def test_data_make_tier_weights_and_errors(tmp_path, capsys):

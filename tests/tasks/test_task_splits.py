@@ -176,3 +176,28 @@ def test_tier1_pools_match_the_documented_sizes():
     pools = [pool_of("arith-t1", p) for p in problems]
     assert len(problems) == 970
     assert (pools.count("test"), pools.count("val"), pools.count("train")) == (542, 224, 204)
+
+
+def test_native_expert_style_is_the_on_policy_control_on_the_same_problems():
+    place_value = build_splits(**SMALL)
+    native = build_splits(**SMALL, expert_style="native")
+    for name in place_value:  # same problems, answers and native solutions in every split
+        assert [(ex.prompt_text, ex.answer, ex.meta) for ex in native[name]] == [
+            (ex.prompt_text, ex.answer, ex.meta) for ex in place_value[name]
+        ]
+    chains = [ex for ex in native["train"] if ex.data_source.startswith("arith")]
+    assert chains and all(ex.expert_solutions == (ex.meta["native_solution"],) for ex in chains)
+    # the default style differs from native wherever there is something to decompose
+    pairs = zip(place_value["train"], native["train"], strict=True)
+    differ = [a for a, b in pairs if a.expert_solutions != b.expert_solutions]
+    assert len(differ) > len(chains) // 2
+    with pytest.raises(ValueError, match="expert_style"):
+        build_splits(**SMALL, expert_style="verbose")
+
+
+def test_default_expert_style_keeps_the_config_hash_of_existing_splits():
+    from trapo.tasks import SplitConfig
+
+    # the hash a default directory written before --expert-style existed carries (artifacts/data/manifest.json)
+    assert SplitConfig().hash() == "c3a175a4f0cec7ae"
+    assert SplitConfig(expert_style="native").hash() != SplitConfig().hash()

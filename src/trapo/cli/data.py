@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from trapo.tasks.splits import EXPERT_STYLES
+
 DEFAULT_OUTPUT = "artifacts/data"
 
 
@@ -49,6 +51,13 @@ def register(subparsers) -> None:
     make.add_argument("--n-test-per-tier", type=int, default=500, help="test problems per tier")
     make.add_argument("--n-skill-val", type=int, default=200, help="validation problems per retained skill")
     make.add_argument("--n-skill-test", type=int, default=500, help="test problems per retained skill")
+    make.add_argument(
+        "--expert-style",
+        choices=EXPERT_STYLES,
+        default="place-value",
+        help="expert solutions: place-value (off-policy for the base model: 25%% of tokens below p = 0.1) or "
+        "native (the base model's own format, 2%%: the on-policy control of docs/results/compare_native)",
+    )
     make.add_argument("--force", action="store_true", help="replace OUTPUT if it holds anything else")
     make.set_defaults(func=run_make)
     show = actions.add_parser(
@@ -74,6 +83,7 @@ def run_make(args: argparse.Namespace) -> int:
         train_tier_weights=tuple(args.train_tier_weights or TRAIN_TIER_WEIGHTS),
         n_skill_val=args.n_skill_val,
         n_skill_test=args.n_skill_test,
+        expert_style=args.expert_style,
         force=args.force,
         progress=True,
     )

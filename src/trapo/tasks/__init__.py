@@ -16,6 +16,7 @@ from trapo.tasks.arithmetic import (
 )
 from trapo.tasks.skills import SKILLS, SkillProblem, sample_skill, skill_solution
 from trapo.tasks.splits import (
+    EXPERT_STYLES,
     PRETRAIN_TIER_WEIGHTS,
     SPLIT_FILES,
     TRAIN_TIER_WEIGHTS,
@@ -34,6 +35,7 @@ from trapo.tasks.splits import (
 )
 
 __all__ = [
+    "EXPERT_STYLES",
     "EXPERT_VARIANTS",
     "PRETRAIN_TIER_WEIGHTS",
     "SKILLS",

@@ -94,10 +94,26 @@ def tier_counts(n: int, weights: Sequence[float] = TRAIN_TIER_WEIGHTS) -> dict[i
     return dict(zip(TIERS, counts, strict=True))
 
 
-def chain_example(problem: ChainProblem, split: str = "") -> Example:
-    """An :class:`Example` of a chain problem: both expert variants (one when they coincide), the native
-    solution in ``meta["native_solution"]``."""
-    experts = tuple(dict.fromkeys(expert_solution(problem, v) for v in EXPERT_VARIANTS))
+EXPERT_STYLES = ("place-value", "native")  # what `trapo data make --expert-style` offers
+
+
+def check_expert_style(style: str) -> str:
+    if style not in EXPERT_STYLES:
+        raise ValueError(f"expert_style must be one of {EXPERT_STYLES}, got {style!r}")
+    return style
+
+
+def chain_example(problem: ChainProblem, split: str = "", expert_style: str = "place-value") -> Example:
+    """An :class:`Example` of a chain problem, the native solution in ``meta["native_solution"]``.
+
+    ``expert_style`` "place-value" (the default, off-policy for the base model): both expert variants
+    (one when they coincide). "native": the native solution is the one expert solution, the on-policy
+    control (2% of its tokens below p = 0.1 under the default base model, against 25%).
+    """
+    if check_expert_style(expert_style) == "native":
+        experts: tuple[str, ...] = (native_solution(problem),)
+    else:
+        experts = tuple(dict.fromkeys(expert_solution(problem, v) for v in EXPERT_VARIANTS))
     return Example(
         prompt=[{"role": "user", "content": problem.expression}],
         answer=str(problem.answer),
@@ -139,8 +155,11 @@ def _draw_unique(draw, data_source: str, pool: str, n: int, what: str) -> list:
     return out
 
 
-def arithmetic_examples(split: str, counts: dict[int, int], *, seed: int = 0) -> list[Example]:
-    """``counts[tier]`` distinct chain problems per tier from ``split``'s pool, tiers in order."""
+def arithmetic_examples(
+    split: str, counts: dict[int, int], *, seed: int = 0, expert_style: str = "place-value"
+) -> list[Example]:
+    """``counts[tier]`` distinct chain problems per tier from ``split``'s pool, tiers in order, with expert
+    solutions in ``expert_style`` (:func:`chain_example`)."""
     if split not in POOLS:
         raise ValueError(f"split must be one of {POOLS}, got {split!r}")
     out: list[Example] = []
@@ -149,7 +168,7 @@ def arithmetic_examples(split: str, counts: dict[int, int], *, seed: int = 0) ->
         _check_count(f"counts[{tier}]", n, allow_zero=True)
         rng = random.Random(f"{seed}:{split}:arith-t{tier}")
         problems = _draw_unique(lambda rng=rng, t=tier: sample_chain(rng, t), f"arith-t{tier}", split, n, split)
-        out.extend(chain_example(p, split) for p in problems)
+        out.extend(chain_example(p, split, expert_style) for p in problems)
     return out
 
 
@@ -179,6 +198,7 @@ class SplitConfig:
     skills: tuple[str, ...] = SKILLS
     n_skill_val: int = 200
     n_skill_test: int = 500
+    expert_style: str = "place-value"
     format: str = field(default=FORMAT)
 
     def __post_init__(self) -> None:
@@ -192,23 +212,28 @@ class SplitConfig:
             check_skill(skill)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        check_expert_style(self.expert_style)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if fields["expert_style"] == "place-value":  # the default: hashes of splits made before the option stay
+            del fields["expert_style"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_split(config: SplitConfig, name: str) -> list[Example]:
     """One split in memory: ``train`` (shuffled tier mix), ``val`` / ``test`` (per tier, tier order),
     ``val_skills`` / ``test_skills`` (per skill)."""
-    seed = config.seed
+    seed, style = config.seed, config.expert_style
     if name == "train":
-        train = arithmetic_examples("train", tier_counts(config.n_train, config.train_tier_weights), seed=seed)
+        counts = tier_counts(config.n_train, config.train_tier_weights)
+        train = arithmetic_examples("train", counts, seed=seed, expert_style=style)
         random.Random(f"{seed}:shuffle").shuffle(train)
         return train
     if name == "val":
-        return arithmetic_examples("val", dict.fromkeys(TIERS, config.n_val_per_tier), seed=seed)
+        return arithmetic_examples("val", dict.fromkeys(TIERS, config.n_val_per_tier), seed=seed, expert_style=style)
     if name == "test":
-        return arithmetic_examples("test", dict.fromkeys(TIERS, config.n_test_per_tier), seed=seed)
+        return arithmetic_examples("test", dict.fromkeys(TIERS, config.n_test_per_tier), seed=seed, expert_style=style)
     if name == "val_skills":
         return skill_examples("val", config.n_skill_val, seed=seed, skills=config.skills)
     if name == "test_skills":
@@ -249,6 +274,7 @@ def make_splits(
     skills: Sequence[str] = SKILLS,
     n_skill_val: int = 200,
     n_skill_test: int = 500,
+    expert_style: str = "place-value",
     force: bool = False,
     progress: bool = False,
 ) -> dict[str, Path]:
@@ -270,6 +296,7 @@ def make_splits(
         skills=tuple(skills),
         n_skill_val=n_skill_val,
         n_skill_test=n_skill_test,
+        expert_style=expert_style,
     )
     out = Path(out_dir)
     paths = {split: out / f"{split}.parquet" for split in SPLIT_FILES}
