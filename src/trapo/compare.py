@@ -323,18 +323,18 @@ class CompareData:
         passk_n = spec.n_passk_per_tier
         return cls(
             train=train,
-            val=_first_per_source(val, spec.n_val_per_tier, "val") + _first_per_source(
+            val=first_per_source(val, spec.n_val_per_tier, "val") + first_per_source(
                 val_skills, spec.n_val_skill, "val_skills"),
-            test=_first_per_source(test, spec.n_test_per_tier, "test") + _first_per_source(
+            test=first_per_source(test, spec.n_test_per_tier, "test") + first_per_source(
                 test_skills, spec.n_test_skill, "test_skills"),
-            passk=_first_per_source(test, passk_n, "test"),
+            passk=first_per_source(test, passk_n, "test"),
             in_domain=in_domain,
             retained=retained if spec.n_test_skill else [],
             identity=examples_identity(train),
         )
 
 
-def _first_per_source(examples: Sequence[Example], n: int, split: str) -> list[Example]:
+def first_per_source(examples: Sequence[Example], n: int, split: str) -> list[Example]:
     """The first ``n`` examples of each data source (sources in order of first appearance)."""
     if n == 0:
         return []
