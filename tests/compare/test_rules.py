@@ -95,7 +95,6 @@ def test_spec_rejects_bad_values(kwargs, message):
         CompareSpec(**kwargs)
 
 
-
 def test_dynamics_plot_of_a_comparison_without_rollouts(tmp_path):
     # sft logs a loss but none of the rollout panels' metrics: the figure is written with empty panels
     # (it used to fail on a zero-column legend).
