@@ -19,7 +19,7 @@ from the base model and sampled accuracy on the validation split, in-domain tier
 
     python experiments/expert_styles.py --steps 400 --lr 1e-4 --out docs/results
 
-(about 6 minutes on one CPU thread; writes expert_styles.md and expert_styles.json).
+(13 minutes on one CPU thread with two comparisons running beside it; writes expert_styles.md and .json).
 """
 
 from __future__ import annotations
