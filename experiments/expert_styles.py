@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Expert styles: how off-policy, and what imitating them does",
         "",
-        "Reproduce with `python experiments/expert_styles.py "
-        f"--steps {args.steps} --lr {format_lr(args.lr)} --seed {args.seed} --out {args.out}` "
+        f"Reproduce with `python experiments/expert_styles.py --data {args.data} --base {args.base} "
+        f"--styles {' '.join(args.styles)} --steps {args.steps} --lr {format_lr(args.lr)} --seed {args.seed} "
+        f"--out {args.out}` "
         "(its docstring says what each style is).",
         "",
         f"Off-policy share: expert tokens of {args.probe} training problems with base-model probability below "
