@@ -1,6 +1,6 @@
 """Build the default embedded base model and measure it: docs/results/base_model.{json,md}.
 
-Measures, for a fresh build with the default recipe (``trapo.pretrain.BaseModelConfig()``):
+Measures, for a fresh build with the default recipe (``trapo_lab.pretrain.BaseModelConfig()``):
 - build wall time (pre-training + the build's own validation measurements) and peak resident memory;
 - per-tier pass@1 on the *test* split, sampled (T = 1) and greedy, and the retained skills;
 - the share of expert-solution tokens (post-training set) the base model gives probability < 0.1.
@@ -25,9 +25,9 @@ import torch
 
 from trapo.evaluate import evaluate
 from trapo.models import load_model_and_tokenizer
-from trapo.pretrain import BaseModelConfig, build_base_model, read_base_info
 from trapo.rollout import SamplingParams
-from trapo.tasks import TIERS, arithmetic_examples, skill_examples
+from trapo_lab.pretrain import BaseModelConfig, build_base_model, read_base_info
+from trapo_lab.tasks import TIERS, arithmetic_examples, skill_examples
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 

@@ -8,13 +8,13 @@ training problems:
 
 - ``native``: the base model's own format (``180-28=152``), the on-policy control;
 - ``place-value``: the embedded default, tens-first and units-first place-value decompositions
-  (``180-28=160-8=152``; :func:`trapo.tasks.expert_solution`);
+  (``180-28=160-8=152``; :func:`trapo_lab.tasks.expert_solution`);
 - ``commuted``: native, but ``+`` and ``*`` steps written operand first (``26+152=178``);
 - ``restated``: native, and after each step a paragraph restating what is left of the chain
   (``152+26-23``), a verbose, state-tracking style.
 
 For each style: the share of expert tokens with base-model probability below 0.1 and 0.01 (teacher-forced,
-:func:`trapo.pretrain.expert_token_probabilities`), then plain SFT (``trapo`` method ``sft``, token-mean NLL)
+:func:`trapo_lab.pretrain.expert_token_probabilities`), then plain SFT (``trapo`` method ``sft``, token-mean NLL)
 from the base model and sampled accuracy on the validation split, in-domain tiers and retained skills.
 
     python experiments/expert_styles.py --steps 400 --lr 1e-4 --out docs/results
@@ -34,16 +34,16 @@ from pathlib import Path
 
 import torch
 
-from trapo.compare import first_per_source, format_lr
 from trapo.config import TRAPOConfig
 from trapo.data import Example, load_examples
 from trapo.evaluate import evaluate
 from trapo.models import load_model_and_tokenizer
-from trapo.pretrain import expert_token_probabilities, probability_stats
 from trapo.rollout import SamplingParams
-from trapo.tasks import EXPERT_VARIANTS, ChainProblem, expert_solution, native_solution, parse_chain
-from trapo.tasks.arithmetic import boxed
 from trapo.trainer import TRAPOTrainer
+from trapo_lab.compare import first_per_source, format_lr
+from trapo_lab.pretrain import expert_token_probabilities, probability_stats
+from trapo_lab.tasks import EXPERT_VARIANTS, ChainProblem, expert_solution, native_solution, parse_chain
+from trapo_lab.tasks.arithmetic import boxed
 
 
 def commuted_solution(problem: ChainProblem) -> str:

@@ -1,7 +1,10 @@
-"""The ``trapo`` command line: one sub-command per module in this package.
+"""The ``trapo`` command line: ``train`` and ``eval`` from the library, more commands from plug-ins.
 
-Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets
-``func`` (called with the parsed arguments). Adding a command is a new module plus one line here.
+Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (called
+with the parsed arguments). The library's own commands are listed in :data:`COMMANDS`; other packages
+add theirs through the ``trapo.commands`` entry-point group (``name = "package.module"``), which is how
+the lab (:mod:`trapo_lab`: ``demo``, ``data``, ``base``, ``compare``) plugs in without the library ever
+importing it.
 """
 
 from __future__ import annotations
@@ -9,13 +12,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 
 from transformers import HfArgumentParser
 
 from trapo import __version__
 
-# Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("demo", "data", "base", "train", "eval", "compare")
+# The library's own sub-command modules, in the order ``--help`` lists them.
+COMMANDS = ("train", "eval")
+PLUGIN_GROUP = "trapo.commands"
+
+
+def command_modules() -> dict[str, str]:
+    """Sub-command name -> module: the library's, then every installed plug-in's (by entry-point name)."""
+    modules = {name: f"trapo.cli.{name}" for name in COMMANDS}
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        modules.setdefault(ep.name, ep.value)
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trapo {__version__}")
     # HfArgumentParser is an ArgumentParser that can also turn a dataclass into flags (`trapo train`).
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HfArgumentParser)
-    for name in COMMANDS:
-        importlib.import_module(f"trapo.cli.{name}").register(subparsers)
+    for module in command_modules().values():
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
@@ -45,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         print(f"trapo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

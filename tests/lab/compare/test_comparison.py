@@ -1,0 +1,149 @@
+"""The comparison end to end on a random tiny model: caching, resuming, learning-rate selection, the report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trapo.trainer import TRAPOTrainer, read_metrics
+from trapo_lab.compare import Comparison, RunKey, StopRequested
+from trapo_lab.report import write_report
+
+
+@pytest.fixture(scope="module")
+def finished(data_dir, base_dir, tmp_path_factory, tiny_spec):
+    """One complete comparison (trapo at two rates, grpo at one; two seeds), run once for the module."""
+    runs = tmp_path_factory.mktemp("runs")
+    comparison = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False,
+                            log=lambda _: None)
+    result = comparison.run()
+    return comparison, result, runs
+
+
+def test_every_run_is_trained_once_and_evaluated(finished):
+    comparison, result, runs = finished
+    trained = sorted((k.method, k.lr, k.seed) for k, _ in comparison.trained)
+    chosen = result.summary["equal_steps"]["trapo"]["lr"]
+    # stage 1: trapo at both rates + grpo at seed 0; stage 2: seed 1 at the chosen rates
+    assert trained == sorted([("trapo", 1e-4, 0), ("trapo", 3e-4, 0), ("grpo", 1e-4, 0),
+                              ("trapo", chosen, 1), ("grpo", 1e-4, 1)])
+    run_dirs = sorted(p.name for p in runs.iterdir() if not p.name.startswith("base-"))
+    assert len(run_dirs) == 5 and all(p.count("-") >= 3 for p in run_dirs)
+    key = RunKey("trapo", chosen, 1)
+    run_dir = comparison.run_dir(key)
+    assert run_dir.name.startswith("trapo-lr") and (run_dir / "done.json").is_file()
+    cache = json.loads((run_dir / "eval.json").read_text())
+    assert {"test@2", "passk@2", "val@1", "val@2"} <= set(cache)
+    measured = cache["test@2"]["result"]["groups"]["arith-t1"]
+    assert {"acc", "degenerate", "expert_style"} <= set(measured) and measured["n"] == 2
+    assert len(read_metrics(run_dir)) == 2
+    summary = result.summary
+    assert set(summary["equal_steps"]) == {"base", "trapo", "grpo"}
+    assert summary["equal_steps"]["trapo"]["summary"]["in_domain"]["n"] == 2
+    assert set(summary["paired_vs_trapo"]["equal_steps"]) == {"grpo"}
+    assert summary["equal_wallclock"]["reference"] == "grpo"
+    assert summary["curves"]["grpo"]["steps"] == [0, 1, 2]
+    assert summary["passk"]["trapo"]["k"] == [1, 2]
+
+
+def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, base_dir, tiny_spec):
+    _, result, runs = finished
+    weights = sorted(runs.glob("*/final/model.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in weights}
+    again = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False,
+                       log=lambda _: None)
+    second = again.run()
+    assert again.trained == [] and again.evaluations == 0
+    assert {p: p.stat().st_mtime_ns for p in weights} == before
+    assert second.summary["equal_steps"] == result.summary["equal_steps"]
+    status = again.status()
+    assert (status["runs_done"], status["runs_total"]) == (5, 5)
+    assert status["methods"]["grpo"] == {"runs_done": 2, "runs_total": 2, "chosen_lr": "1e-4"}
+
+
+def test_a_changed_config_is_a_different_run(finished, data_dir, base_dir, tiny_spec):
+    comparison, _, runs = finished
+    other = Comparison(tiny_spec(max_completion_length=20), data_dir=data_dir, base_dir=base_dir, runs_dir=runs,
+                       progress=False, log=lambda _: None)
+    key = RunKey("grpo", 1e-4, 0)
+    assert other.run_dir(key) != comparison.run_dir(key)
+    assert not other.is_trained(key) and comparison.is_trained(key)
+
+
+class _InterruptedTrainer(TRAPOTrainer):
+    """Ctrl-C during the second step (the first step is finished and gets checkpointed by the trainer)."""
+
+    def training_step(self, step):
+        if step == 1:
+            raise KeyboardInterrupt
+        return super().training_step(step)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(data_dir, base_dir, tmp_path, tiny_spec):
+    spec = tiny_spec(methods=("grpo",), seeds=(0,), lr_grid={"grpo": (1e-4,)})
+    comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=tmp_path, progress=False,
+                            log=lambda _: None)
+    key = RunKey("grpo", 1e-4, 0)
+    run_dir, config = comparison.prepare_run(key)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _InterruptedTrainer(model, tokenizer, comparison.data.train, config).train()
+    assert (run_dir / "checkpoint-1").is_dir() and not comparison.is_trained(key)
+    first_line = (run_dir / "metrics.jsonl").read_text().splitlines()[0]
+
+    comparison.ensure_trained(key)
+    assert comparison.trained == [(key, 1)]
+    assert comparison.is_trained(key)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == first_line  # step 1 kept from before the interruption, not redone
+    assert json.loads((run_dir / "done.json").read_text())["resumed_from"] == 1
+
+
+def test_learning_rate_is_chosen_on_validation_not_test(finished, data_dir, base_dir, tmp_path, tiny_spec):
+    _, _, runs = finished
+    runs_copy = tmp_path / "runs"
+    shutil.copytree(runs, runs_copy)
+    comparison = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs_copy, progress=False,
+                            log=lambda _: None)
+    # make validation and test disagree: 3e-4 is better on validation, 1e-4 on test
+    for lr, val_acc, test_acc in ((1e-4, 0.1, 0.9), (3e-4, 0.8, 0.2)):
+        path = comparison.run_dir(RunKey("trapo", lr, 0)) / "eval.json"
+        cache = json.loads(path.read_text())
+        for name, acc in (("val@2", val_acc), ("test@2", test_acc)):
+            if name not in cache:  # the unchosen rate was never tested: give it a test entry anyway
+                cache[name] = {**copy.deepcopy(cache["val@2"]), "key": "never-read"}
+            for group in cache[name]["result"]["groups"].values():
+                group["acc"] = acc
+        path.write_text(json.dumps(cache))
+    selection = comparison.lr_selection("trapo")
+    assert selection["chosen"] == 3e-4
+    assert selection["scores"] == {"1e-4": pytest.approx(0.1), "3e-4": pytest.approx(0.8)}
+    assert comparison.trained == []  # both rates were cached
+    # the seed-1 run at the newly chosen rate does not exist yet: a budget of 0 new runs stops cleanly
+    with pytest.raises(StopRequested, match="max-runs 0"):
+        comparison.run(max_runs=0)
+
+
+def test_report_writes_tables_json_and_plots(finished, tmp_path):
+    _, result, _ = finished
+    paths = write_report(result.summary, result.dynamics, tmp_path / "report", command="trapo compare --test",
+                         wall_seconds=12.0)
+    assert set(paths) == {"results.md", "results.json", "dynamics.json", "dynamics.png", "guidance.png",
+                          "curves.png", "passk.png"}
+    for name, path in paths.items():
+        assert path.stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = paths["results.md"].read_text()
+    for heading in ("Equal optimizer steps", "Equal wall-clock", "Paired comparison against TRAPO",
+                    "Learning-rate selection", "trapo compare --test"):
+        assert heading in text
+    data = json.loads(paths["results.json"].read_text())
+    assert data["equal_steps"]["grpo"]["lr"] == 1e-4 and data["wall_seconds"] == 12.0
+    dynamics = json.loads(paths["dynamics.json"].read_text())
+    assert dynamics["trapo"]["steps"] == [1, 2] and "guidance/level_3" in dynamics["trapo"]["metrics"]
