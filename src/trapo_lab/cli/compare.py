@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 
 from trapo_lab.cli import lab_command
 
@@ -14,15 +15,21 @@ COMMAND = "compare"
 
 DEFAULT_DATA = "artifacts/data"
 DEFAULT_BASE = "artifacts/base"
-DEFAULT_RUNS = "runs/compare"
-DEFAULT_OUT = "docs/results/compare"
-QUICK_OUT = "docs/results/compare_quick"
+# The report goes into the runs directory unless --out or --publish says otherwise.
+REPORT_SUBDIR = "report"
+QUICK_REPORT_SUBDIR = "report-quick"
+# --publish: the report directories committed with the repository.
+PUBLISH_DIR = "docs/results/compare"
+QUICK_PUBLISH_DIR = "docs/results/compare_quick"
 EXIT_STOPPED = 3
 
 DESCRIPTION = """\
 Train TRAPO, its ablations and its baselines from the same base model on the embedded task, over several
-seeds, evaluate them the same way, and write the tables and plots (results.md / results.json / *.png in
---out).
+seeds, evaluate them the same way, and write the tables and plots (results.md / results.json / *.png).
+
+Where the report goes: by default into the runs directory, RUNS_DIR/report (RUNS_DIR/report-quick with
+--quick), next to the runs it summarizes; --out DIR writes it to DIR; --publish writes it over the
+committed results in docs/results/compare (docs/results/compare_quick with --quick).
 
 Protocol: (1) per method, one run per learning rate of the grid at the first seed; the rate with the best
 in-domain VALIDATION accuracy is chosen (never the test split). (2) every seed at that rate, the same number
@@ -52,30 +59,49 @@ If --data or --base do not exist they are built with the default recipes (`trapo
 
 def register(subparsers) -> None:
     from trapo.methods import METHODS
+    from trapo_lab.compare.cache import DEFAULT_RUNS_DIR
+    from trapo_lab.compare.spec import CompareSpec
+
+    full, quick = CompareSpec(), CompareSpec.quick()
+
+    def defaults(name: str) -> str:
+        """``default: X; quick: Y`` of a spec field (``default: X`` when both agree), from the spec itself."""
+        a, b = _default_text(getattr(full, name)), _default_text(getattr(quick, name))
+        return f"default: {a}" if a == b else f"default: {a}; quick: {b}"
 
     parser = subparsers.add_parser(
         "compare", help="compare TRAPO with SFT, GRPO, SFT-then-GRPO, LUFFY and the ablations over seeds",
         description=DESCRIPTION, formatter_class=_Formatter,
     )
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-test sizes: 6 steps, 2 seeds, 2 learning rates, tiny evaluation sets "
+                        help=f"smoke-test sizes: {quick.max_steps} steps, {len(quick.seeds)} seeds, "
+                             f"{len(next(iter(quick.lr_grid.values())))} learning rates, tiny evaluation sets "
                              "(checks the machinery; its numbers say nothing about the methods)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
                         help=f"methods to compare, of {', '.join(METHODS)} (default: all)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: 0 1 2; quick: 0 1)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds ({defaults('seeds')})")
     parser.add_argument("--lrs", nargs="+", type=float, default=None,
-                        help="learning-rate grid for every method (default: 1e-5 3e-5 1e-4; quick: 3e-5 1e-4)")
+                        help=f"learning-rate grid for every method ({defaults('lr_grid')})")
     parser.add_argument("--lr-for", action="append", default=[], metavar="METHOD=LR[,LR...]",
                         help="learning-rate grid of one method (repeatable; overrides --lrs for it)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 300; quick: 6)")
-    parser.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step (default: 8)")
-    parser.add_argument("--test-per-tier", type=int, default=None, help="test problems per tier (default: 500)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps per run ({defaults('max_steps')})")
+    parser.add_argument("--prompts-per-step", type=int, default=None,
+                        help=f"prompts per step ({defaults('prompts_per_step')})")
+    parser.add_argument("--test-per-tier", type=int, default=None,
+                        help=f"test problems per tier ({defaults('n_test_per_tier')})")
     parser.add_argument("--curve-points", type=int, default=None,
-                        help="checkpoints per run evaluated on validation for the curves (default: 10)")
+                        help=f"checkpoints per run evaluated on validation for the curves ({defaults('curve_points')})")
     parser.add_argument("--passk-per-tier", type=int, default=None,
-                        help="test problems per tier in the pass@k set (default: 100)")
-    parser.add_argument("--runs-dir", default=DEFAULT_RUNS, help="where runs are cached")
-    parser.add_argument("--out", default=None, help=f"report directory (default: {DEFAULT_OUT}; quick: {QUICK_OUT})")
+                        help=f"test problems per tier in the pass@k set ({defaults('n_passk_per_tier')})")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are cached")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, metavar="DIR",
+                       help=f"report directory (default: RUNS_DIR/{REPORT_SUBDIR}; "
+                            f"quick: RUNS_DIR/{QUICK_REPORT_SUBDIR})")
+    where.add_argument("--publish", action="store_true",
+                       help=f"write the report over the committed results in {PUBLISH_DIR} "
+                            f"(quick: {QUICK_PUBLISH_DIR}) instead of the runs directory")
     parser.add_argument("--data", default=DEFAULT_DATA, help="data directory (`trapo data make`); built if missing")
     parser.add_argument("--base", default=DEFAULT_BASE, help="base model directory (`trapo base`); built if missing")
     parser.add_argument("--max-runs", type=int, default=None,
@@ -91,6 +117,16 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lab_command(COMMAND, run))
 
 
+def _default_text(value) -> str:
+    from trapo_lab.compare.cache import format_lr
+
+    if isinstance(value, dict):  # a learning-rate grid: the defaults give every method the same one
+        value = next(iter(value.values()))
+    if isinstance(value, tuple):
+        return " ".join(format_lr(v) if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, except where the text already says them (quick and full defaults differ)."""
 
@@ -101,8 +137,19 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def report_dir(args: argparse.Namespace) -> Path:
+    """Where the report goes: ``--out``, the published directory with ``--publish``, else in the runs directory."""
+    if args.out:
+        return Path(args.out)
+    if args.publish:
+        return Path(QUICK_PUBLISH_DIR if args.quick else PUBLISH_DIR)
+    return Path(args.runs_dir) / (QUICK_REPORT_SUBDIR if args.quick else REPORT_SUBDIR)
+
+
 def spec_from_args(args: argparse.Namespace):
     """The :class:`~trapo_lab.compare.CompareSpec` the flags describe."""
+    from dataclasses import replace
+
     from trapo.methods import METHODS
     from trapo_lab.compare import CompareSpec
 
@@ -132,8 +179,6 @@ def spec_from_args(args: argparse.Namespace):
         values["curve_points"] = args.curve_points
     if args.passk_per_tier is not None:
         values["n_passk_per_tier"] = args.passk_per_tier
-    from dataclasses import replace
-
     return replace(base, **values)
 
 
@@ -141,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from trapo_lab.compare import Comparison, StopRequested, ensure_inputs
-    from trapo_lab.report import write_report
+    from trapo_lab.compare import Comparison, StopRequested, ensure_inputs, write_report
 
     started = time.perf_counter()
     if args.threads < 0:
@@ -153,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     hf_logging.disable_progress_bar()  # per-checkpoint "Loading weights" bars would drown the output
     spec = spec_from_args(args)
-    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    out = report_dir(args)
     data_dir, base_dir = ensure_inputs(args.data, args.base, progress=not args.no_progress)
     comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=args.runs_dir,
                             progress=not args.no_progress)
@@ -185,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                          title="TRAPO vs baselines (quick smoke run)" if args.quick else "TRAPO vs baselines")
     _print_table(result.summary)
     print(f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, 4 PNGs); "
-          f"{len(comparison.trained)} runs trained and {comparison.evaluations} evaluations computed in "
+          f"{len(comparison.trained_runs)} runs trained and {comparison.evaluations_computed} evaluations computed in "
           f"{wall / 60:.1f} min")
     return 0
 
@@ -195,13 +239,13 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def _print_table(summary: dict) -> None:
-    from trapo_lab.report import cell
+    from trapo_lab.compare.report import mean_std_cell
 
     print(f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   "
           "(test accuracy %, mean ± std over seeds)")
     for name in ["base", *summary["spec"]["methods"]]:
         entry = summary["equal_steps"][name]
         lr = "-" if entry["lr"] is None else summary["lr_selection"][name]["chosen"]
-        print(f"{name:14s} {lr:>6s} {cell(entry['summary']['in_domain']):>14s} "
-              f"{cell(entry['summary'].get('retained')):>14s}")
+        print(f"{name:14s} {lr:>6s} {mean_std_cell(entry['summary']['in_domain']):>14s} "
+              f"{mean_std_cell(entry['summary'].get('retained')):>14s}")
     print()

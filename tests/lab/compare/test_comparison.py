@@ -10,8 +10,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trapo.trainer import TRAPOTrainer, read_metrics
-from trapo_lab.compare import Comparison, RunKey, StopRequested
-from trapo_lab.report import write_report
+from trapo_lab.compare import Comparison, RunKey, StopRequested, write_report
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def finished(data_dir, base_dir, tmp_path_factory, tiny_spec):
 
 def test_every_run_is_trained_once_and_evaluated(finished):
     comparison, result, runs = finished
-    trained = sorted((k.method, k.lr, k.seed) for k, _ in comparison.trained)
+    trained = sorted((k.method, k.lr, k.seed) for k, _ in comparison.trained_runs)
     chosen = result.summary["equal_steps"]["trapo"]["lr"]
     # stage 1: trapo at both rates + grpo at seed 0; stage 2: seed 1 at the chosen rates
     assert trained == sorted([("trapo", 1e-4, 0), ("trapo", 3e-4, 0), ("grpo", 1e-4, 0),
@@ -57,7 +56,7 @@ def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, ba
     again = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False,
                        log=lambda _: None)
     second = again.run()
-    assert again.trained == [] and again.evaluations == 0
+    assert again.trained_runs == [] and again.evaluations_computed == 0
     assert {p: p.stat().st_mtime_ns for p in weights} == before
     assert second.summary["equal_steps"] == result.summary["equal_steps"]
     status = again.status()
@@ -88,7 +87,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(data_dir, base_dir, tmp_
     comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=tmp_path, progress=False,
                             log=lambda _: None)
     key = RunKey("grpo", 1e-4, 0)
-    run_dir, config = comparison.prepare_run(key)
+    run_dir, config = comparison.cache.prepare_run(key)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with pytest.raises(KeyboardInterrupt):
@@ -97,7 +96,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(data_dir, base_dir, tmp_
     first_line = (run_dir / "metrics.jsonl").read_text().splitlines()[0]
 
     comparison.ensure_trained(key)
-    assert comparison.trained == [(key, 1)]
+    assert comparison.trained_runs == [(key, 1)]
     assert comparison.is_trained(key)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and lines[0] == first_line  # step 1 kept from before the interruption, not redone
@@ -123,7 +122,7 @@ def test_learning_rate_is_chosen_on_validation_not_test(finished, data_dir, base
     selection = comparison.lr_selection("trapo")
     assert selection["chosen"] == 3e-4
     assert selection["scores"] == {"1e-4": pytest.approx(0.1), "3e-4": pytest.approx(0.8)}
-    assert comparison.trained == []  # both rates were cached
+    assert comparison.trained_runs == []  # both rates were cached
     # the seed-1 run at the newly chosen rate does not exist yet: a budget of 0 new runs stops cleanly
     with pytest.raises(StopRequested, match="max-runs 0"):
         comparison.run(max_runs=0)

@@ -98,8 +98,19 @@ def test_spec_rejects_bad_values(kwargs, message):
 def test_dynamics_plot_of_a_comparison_without_rollouts(tmp_path):
     # sft logs a loss but none of the rollout panels' metrics: the figure is written with empty panels
     # (it used to fail on a zero-column legend).
-    from trapo_lab.report import plot_dynamics
+    from trapo_lab.compare.plots import plot_dynamics
 
     condensed = {"sft": {"steps": [1, 2, 3], "metrics": {"loss/total": {"mean": [1.0, 0.8, 0.7], "std": [0, 0, 0]}}}}
     path = plot_dynamics(condensed, tmp_path / "dynamics.png")
     assert path.exists() and path.stat().st_size > 0
+
+
+def test_evaluation_cache_keys_are_stable():
+    # Pinned: a change here invalidates every cached evaluation (bump EVAL_VERSION on purpose instead).
+    from trapo.data import Example
+    from trapo_lab.compare.cache import eval_settings, examples_identity, json_digest
+
+    problems = [Example(prompt=[{"role": "user", "content": "1+1="}], answer="2", data_source="arith-t1",
+                        expert_solutions=("1+1=2\n\n\\boxed{2}",))]
+    assert examples_identity(problems) == "b2f26f4b9a2dcc5c"
+    assert json_digest(eval_settings(CompareSpec(), "test", 1, problems))[:16] == "1b5d836f31ef0e7f"
