@@ -55,7 +55,7 @@ class TRAPOConfig:
     guidance_thresholds: list[float] | None = _help(
         "Group g>0 is guided while the prompt's cumulative return is below threshold g (TRAPO: 2 4 7).",
         default=None)
-    sft_counts: list[int] | None = _help(
+    prefix_loss_counts: list[int] | None = _help(
         "How many trajectories of each micro-group get the prefix loss (TRAPO: 0 1 1 1).", default=None)
     adaptive_guidance: bool | None = _help("Adapt levels to the return (False: group g always level g).",
                                            default=None)
@@ -146,27 +146,28 @@ class TRAPOConfig:
     def preset(self) -> Method:
         return get_method(self.method)
 
-    def _pick(self, value: Any, preset_value: Any) -> Any:
+    def _or_preset(self, value: Any, preset_value: Any) -> Any:
+        """``value`` where the user set it, else the method preset's value."""
         return preset_value if value is None else value
 
     def schedule(self) -> MicroGroupSchedule:
         """The micro-group schedule: the method's preset with this config's overrides."""
         m = self.preset
         return MicroGroupSchedule(
-            sizes=tuple(self._pick(self.micro_group_sizes, m.sizes)),
-            ratios=tuple(self._pick(self.guidance_ratios, m.ratios)),
-            thresholds=tuple(self._pick(self.guidance_thresholds, m.thresholds)),
-            sft_counts=tuple(self._pick(self.sft_counts, m.sft_counts)),
-            adaptive=self._pick(self.adaptive_guidance, m.adaptive),
+            sizes=tuple(self._or_preset(self.micro_group_sizes, m.sizes)),
+            ratios=tuple(self._or_preset(self.guidance_ratios, m.ratios)),
+            thresholds=tuple(self._or_preset(self.guidance_thresholds, m.thresholds)),
+            prefix_loss_counts=tuple(self._or_preset(self.prefix_loss_counts, m.prefix_loss_counts)),
+            adaptive=self._or_preset(self.adaptive_guidance, m.adaptive),
         )
 
     @property
     def resolved_prefix_loss(self) -> str:
-        return self._pick(self.prefix_loss, self.preset.prefix_loss)
+        return self._or_preset(self.prefix_loss, self.preset.prefix_loss)
 
     @property
     def resolved_sft_fraction(self) -> float:
-        return self._pick(self.sft_fraction, self.preset.sft_fraction)
+        return self._or_preset(self.sft_fraction, self.preset.sft_fraction)
 
     @property
     def sft_steps(self) -> int:

@@ -36,8 +36,8 @@ class MicroGroupSchedule:
             micro-group g gets when guided). ``ratios[0]`` must be 0 (unguided).
         thresholds: micro-group ``g > 0`` is guided iff the cumulative return of the groups before it
             is ``< thresholds[g-1]``.
-        sft_counts: how many trajectories of micro-group ``g`` get the (Tr)SFT loss on their prefix when
-            guided (authors: one of the two level-1, the level-2 and the level-3 trajectory).
+        prefix_loss_counts: how many trajectories of micro-group ``g`` get the prefix loss ((Tr)SFT) on
+            their prefix when guided (authors: one of the two level-1, the level-2 and the level-3 trajectory).
         adaptive: ``False`` gives micro-group ``g`` level ``g`` regardless of returns (the "fixed prefix"
             ablation).
     """
@@ -45,17 +45,18 @@ class MicroGroupSchedule:
     sizes: tuple[int, ...] = (4, 2, 1, 1)
     ratios: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     thresholds: tuple[float, ...] = (2, 4, 7)
-    sft_counts: tuple[int, ...] = (0, 1, 1, 1)
+    prefix_loss_counts: tuple[int, ...] = (0, 1, 1, 1)
     adaptive: bool = True
 
     def __post_init__(self) -> None:
         # Accept lists (e.g. from YAML) but store tuples so the schedule stays hashable.
-        for name in ("sizes", "ratios", "thresholds", "sft_counts"):
+        for name in ("sizes", "ratios", "thresholds", "prefix_loss_counts"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
                 raise ValueError(f"`{name}` must be a sequence of numbers, got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        sizes, ratios, thresholds, sft_counts = self.sizes, self.ratios, self.thresholds, self.sft_counts
+        sizes, ratios, thresholds = self.sizes, self.ratios, self.thresholds
+        prefix_loss_counts = self.prefix_loss_counts
 
         if len(sizes) == 0:
             raise ValueError("`sizes` must name at least one micro-group")
@@ -76,11 +77,13 @@ class MicroGroupSchedule:
             raise ValueError(f"`thresholds` must be numbers, got {thresholds!r}")
         if any(b < a for a, b in itertools.pairwise(thresholds)):
             raise ValueError(f"`thresholds` must be non-decreasing, got {thresholds!r}")
-        if len(sft_counts) != len(sizes):
-            raise ValueError(f"`sft_counts` must have one entry per micro-group ({len(sizes)}), got {sft_counts!r}")
-        for g, (count, size) in enumerate(zip(sft_counts, sizes, strict=True)):
+        if len(prefix_loss_counts) != len(sizes):
+            raise ValueError(f"`prefix_loss_counts` must have one entry per micro-group ({len(sizes)}), "
+                             f"got {prefix_loss_counts!r}")
+        for g, (count, size) in enumerate(zip(prefix_loss_counts, sizes, strict=True)):
             if isinstance(count, bool) or not isinstance(count, Integral) or not 0 <= count <= size:
-                raise ValueError(f"`sft_counts[{g}]` must be an integer in [0, sizes[{g}]={size}], got {count!r}")
+                raise ValueError(f"`prefix_loss_counts[{g}]` must be an integer in [0, sizes[{g}]={size}], "
+                                 f"got {count!r}")
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"`adaptive` must be a bool, got {self.adaptive!r}")
 
@@ -115,14 +118,6 @@ class MicroGroupSchedule:
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < self.num_groups:
             raise ValueError(f"`level` must be an int in [0, {self.num_groups}), got {level!r}")
         return float(self.ratios[level])
-
-    def group_slices(self) -> list[slice]:
-        """Positions of each micro-group in the trajectory order ``0..N-1`` (e.g. 0:4, 4:6, 6:7, 7:8)."""
-        slices, start = [], 0
-        for size in self.sizes:
-            slices.append(slice(start, start + size))
-            start += size
-        return slices
 
 
 def cut_prefix(

@@ -14,12 +14,16 @@ Shapes are checked, never silently broadcast; an empty mask gives a loss of exac
 gradient. Masked-out positions never contribute to the value or the gradient, even if they hold
 ``-inf``/``nan`` log-probabilities (padding).
 
-Rules implemented (see /work/shared/TRAPO.md):
+Each rule has a per-token form (``*_token_loss``, shape ``(B, T)``, used by :mod:`trapo.objective` to
+assemble the batch loss) and a reduced form (``*_loss``: the per-token form through :func:`aggregate`).
+Sections refer to the method's summary in the paper (Su et al., "Trust-Region Adaptive Policy
+Optimization", ICLR 2026):
 
 - :func:`sft_loss`: plain NLL on expert tokens (forward KL to the expert).
-- :func:`trsft_loss`: Trust-Region SFT (TRAPO.md §1), ``-p / max(sg(p), alpha)`` per token.
-- :func:`policy_gradient_loss`: the GRPO/PPO clipped surrogate on the model's own tokens (TRAPO.md §3).
+- :func:`trsft_loss`: Trust-Region SFT (§1), ``-p / max(sg(p), alpha)`` per token.
+- :func:`policy_gradient_loss`: the GRPO/PPO clipped surrogate on the model's own tokens (§3).
 - :func:`luffy_loss`: LUFFY's off-policy loss on expert tokens with policy shaping ``f(p) = p/(p+gamma)``.
+- :func:`k3_kl_token_loss`: the k3 estimator of KL(pi || ref) per token (optional penalty, beta > 0).
 """
 
 from __future__ import annotations
@@ -183,8 +187,21 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# losses
+# losses: per token, then reduced
 # --------------------------------------------------------------------------------------------------
+
+
+def _masked(logprobs: Tensor, mask: Tensor) -> Tensor:
+    """``logprobs`` with masked-out positions set to 0, so padding (even ``-inf``/``nan``) never reaches
+    an ``exp`` whose gradient would turn ``0 * inf`` into ``nan``."""
+    m = _bool_mask(mask, logprobs, "logprobs")
+    return torch.where(m, logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
+
+
+def sft_token_loss(logprobs: Tensor) -> Tensor:
+    """Plain SFT per token: ``-log p_t`` (forward KL to the expert, §1)."""
+    _check_2d("logprobs", logprobs)
+    return -logprobs
 
 
 def sft_loss(
@@ -194,9 +211,8 @@ def sft_loss(
     normalization: Normalization = "token_mean",
     constant: float | None = None,
 ) -> Tensor:
-    """Plain SFT: negative log-likelihood ``-log p_t`` of the expert tokens (forward KL, TRAPO.md §1)."""
-    _check_2d("logprobs", logprobs)
-    return aggregate(-logprobs, mask, normalization, constant)
+    """Plain SFT: negative log-likelihood ``-log p_t`` of the expert tokens, reduced by :func:`aggregate`."""
+    return aggregate(sft_token_loss(logprobs), mask, normalization, constant)
 
 
 def _check_alpha(alpha: float) -> None:
@@ -204,15 +220,19 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"`alpha` must be a number in (0, 1], got {alpha!r}")
 
 
-def trsft_weights(logprobs: Tensor, alpha: float) -> Tensor:
-    """The TrSFT weight on ``-∇log p_t``: ``min(1, p_t / alpha)``, detached (TRAPO.md §1).
+def trsft_token_loss(logprobs: Tensor, mask: Tensor, *, alpha: float = 0.1) -> Tensor:
+    """Trust-Region SFT per token (§1): ``-p_t / max(sg(p_t), alpha)`` with ``p_t = exp(logprob)``.
 
-    A weight below 1 means the token lies outside the trust region (``p_t < alpha``); the share of such
-    prefix tokens is a useful training metric.
+    The gradient is ``-min(1, p_t/alpha) ∇log p_t``: exactly SFT's gradient inside the trust region
+    ``p_t >= alpha``, attenuated by ``p_t/alpha`` outside it (so it never exceeds ``∇p_t / alpha``).
+    ``alpha -> 0`` recovers SFT (forward KL); larger ``alpha`` is more mode-seeking (Proposition 1).
+    The *value* is ``-min(1, p_t/alpha)`` per token, in ``[-1, 0]``; log :func:`sft_loss` for an NLL.
+    Positions outside ``mask`` are 0.
     """
     _check_alpha(alpha)
     _check_2d("logprobs", logprobs)
-    return (logprobs.detach().exp() / alpha).clamp(max=1.0)
+    p = _masked(logprobs, mask).exp()
+    return -p / p.detach().clamp(min=alpha)
 
 
 def trsft_loss(
@@ -223,20 +243,53 @@ def trsft_loss(
     normalization: Normalization = "token_mean",
     constant: float | None = None,
 ) -> Tensor:
-    """Trust-Region SFT (TRAPO.md §1): per token ``-p_t / max(sg(p_t), alpha)`` with ``p_t = exp(logprob)``.
+    """Trust-Region SFT (§1), :func:`trsft_token_loss` reduced over ``mask`` by :func:`aggregate`."""
+    return aggregate(trsft_token_loss(logprobs, mask, alpha=alpha), mask, normalization, constant)
 
-    The gradient is ``-min(1, p_t/alpha) ∇log p_t``: exactly SFT's gradient inside the trust region
-    ``p_t >= alpha``, attenuated by ``p_t/alpha`` outside it (so it never exceeds ``∇p_t / alpha``).
-    ``alpha -> 0`` recovers SFT (forward KL); larger ``alpha`` is more mode-seeking (Proposition 1).
-    The loss *value* is ``-min(1, p_t/alpha)`` per token, in ``[-1, 0]``; log :func:`sft_loss` for an NLL.
+
+def _check_clip(clip_eps_low: float | None, clip_eps_high: float | None) -> None:
+    for name, eps in (("clip_eps_low", clip_eps_low), ("clip_eps_high", clip_eps_high)):
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
+            raise ValueError(f"`{name}` must be None or a number >= 0, got {eps!r}")
+    if clip_eps_low is not None and clip_eps_low > 1:
+        raise ValueError(f"`clip_eps_low` must be <= 1 (the ratio is never negative), got {clip_eps_low!r}")
+
+
+def policy_gradient_token_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps_low: float | None = 0.2,
+    clip_eps_high: float | None = 0.2,
+) -> Tensor:
+    """GRPO/PPO clipped surrogate per token on the model's own tokens (§3).
+
+    Per token, with ``ratio = exp(logprobs - old_logprobs)``::
+
+        -min(ratio * A, clip(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * A)
+
+    ``advantages`` has shape ``(B,)`` (one value per sequence, repeated over its tokens) or ``(B, T)``;
+    it and ``old_logprobs`` are treated as constants (detached). ``None`` for an epsilon disables that
+    side of the clip. With one update per batch (``old_logprobs = logprobs.detach()``) the ratio is 1,
+    the clip is inert and the gradient is REINFORCE's ``-A ∇log p``. Positions outside ``mask`` have
+    ratio 1 and are dropped by the reduction.
     """
-    _check_alpha(alpha)
     _check_2d("logprobs", logprobs)
+    _check_same_shape("logprobs", logprobs, "old_logprobs", old_logprobs)
+    adv = _per_sequence_advantages(advantages, logprobs)
     m = _bool_mask(mask, logprobs, "logprobs")
-    safe = torch.where(m, logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
-    p = safe.exp()
-    per_token = -p / p.detach().clamp(min=alpha)
-    return aggregate(per_token, m, normalization, constant)
+    _check_clip(clip_eps_low, clip_eps_high)
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    log_ratio = torch.where(m, logprobs - old_logprobs.detach(), zero)
+    ratio = log_ratio.exp()
+    surrogate = ratio * adv
+    if clip_eps_low is not None or clip_eps_high is not None:
+        lo = None if clip_eps_low is None else 1.0 - clip_eps_low
+        hi = None if clip_eps_high is None else 1.0 + clip_eps_high
+        surrogate = torch.minimum(surrogate, ratio.clamp(min=lo, max=hi) * adv)
+    return -surrogate
 
 
 def policy_gradient_loss(
@@ -250,35 +303,26 @@ def policy_gradient_loss(
     normalization: Normalization = "token_mean",
     constant: float | None = None,
 ) -> Tensor:
-    """GRPO/PPO clipped surrogate on the model's own tokens (TRAPO.md §3).
+    """GRPO/PPO clipped surrogate (§3), :func:`policy_gradient_token_loss` reduced by :func:`aggregate`."""
+    per_token = policy_gradient_token_loss(logprobs, old_logprobs, advantages, mask,
+                                           clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high)
+    return aggregate(per_token, mask, normalization, constant)
 
-    Per token, with ``ratio = exp(logprobs - old_logprobs)``::
 
-        -min(ratio * A, clip(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * A)
+def luffy_token_loss(logprobs: Tensor, advantages: Tensor, mask: Tensor, *, gamma: float = 0.1) -> Tensor:
+    """LUFFY's off-policy loss per expert token with policy shaping (Yan et al., 2025, "LUFFY").
 
-    ``advantages`` has shape ``(B,)`` (one value per sequence, repeated over its tokens) or ``(B, T)``;
-    it and ``old_logprobs`` are treated as constants (detached). ``None`` for an epsilon disables that
-    side of the clip. With one update per batch (``old_logprobs = logprobs.detach()``) the ratio is 1,
-    the clip is inert and the gradient is REINFORCE's ``-A ∇log p``.
+    Per token ``-A * f(p_t)`` with ``f(p) = p / (p + gamma)`` and ``p_t = exp(logprob)``; the behaviour
+    probability of the expert is taken as 1 and there is no clipping. The gradient is
+    ``-A * gamma / (p + gamma)^2 * p ∇log p``, which boosts low-probability expert tokens relative to
+    the plain importance-weighted ``-A p ∇log p``.
     """
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ValueError(f"`gamma` must be a number > 0, got {gamma!r}")
     _check_2d("logprobs", logprobs)
-    _check_same_shape("logprobs", logprobs, "old_logprobs", old_logprobs)
     adv = _per_sequence_advantages(advantages, logprobs)
-    m = _bool_mask(mask, logprobs, "logprobs")
-    for name, eps in (("clip_eps_low", clip_eps_low), ("clip_eps_high", clip_eps_high)):
-        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
-            raise ValueError(f"`{name}` must be None or a number >= 0, got {eps!r}")
-    if clip_eps_low is not None and clip_eps_low > 1:
-        raise ValueError(f"`clip_eps_low` must be <= 1 (the ratio is never negative), got {clip_eps_low!r}")
-    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
-    log_ratio = torch.where(m, logprobs - old_logprobs.detach(), zero)
-    ratio = log_ratio.exp()
-    surrogate = ratio * adv
-    if clip_eps_low is not None or clip_eps_high is not None:
-        lo = None if clip_eps_low is None else 1.0 - clip_eps_low
-        hi = None if clip_eps_high is None else 1.0 + clip_eps_high
-        surrogate = torch.minimum(surrogate, ratio.clamp(min=lo, max=hi) * adv)
-    return aggregate(-surrogate, m, normalization, constant)
+    p = _masked(logprobs, mask).exp()
+    return -adv * (p / (p + gamma))
 
 
 def luffy_loss(
@@ -290,18 +334,14 @@ def luffy_loss(
     normalization: Normalization = "token_mean",
     constant: float | None = None,
 ) -> Tensor:
-    """LUFFY's off-policy loss on expert tokens with policy shaping (Yan et al., 2025, "LUFFY").
+    """LUFFY's shaped off-policy loss, :func:`luffy_token_loss` reduced by :func:`aggregate`."""
+    return aggregate(luffy_token_loss(logprobs, advantages, mask, gamma=gamma), mask, normalization, constant)
 
-    Per token ``-A * f(p_t)`` with ``f(p) = p / (p + gamma)`` and ``p_t = exp(logprob)``; the behaviour
-    probability of the expert is taken as 1 and there is no clipping. The gradient is
-    ``-A * gamma / (p + gamma)^2 * p ∇log p``, which boosts low-probability expert tokens relative to
-    the plain importance-weighted ``-A p ∇log p``.
-    """
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-        raise ValueError(f"`gamma` must be a number > 0, got {gamma!r}")
+
+def k3_kl_token_loss(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """The k3 estimator of ``KL(pi || ref)`` per token: ``exp(d) - d - 1`` with ``d = ref - logprobs``
+    (always >= 0; its expectation under pi is the KL)."""
     _check_2d("logprobs", logprobs)
-    adv = _per_sequence_advantages(advantages, logprobs)
-    m = _bool_mask(mask, logprobs, "logprobs")
-    safe = torch.where(m, logprobs, torch.zeros((), dtype=logprobs.dtype, device=logprobs.device))
-    p = safe.exp()
-    return aggregate(-adv * (p / (p + gamma)), m, normalization, constant)
+    _check_same_shape("logprobs", logprobs, "ref_logprobs", ref_logprobs)
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1

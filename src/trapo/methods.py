@@ -8,9 +8,8 @@ plain SFT. The trainer has one path with these switches, not one loop per method
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-PrefixLoss = Literal["trsft", "sft", "luffy", "none"]
+from trapo.objective import PrefixLoss
 
 
 @dataclass(frozen=True)
@@ -23,14 +22,14 @@ class Method:
     sizes: tuple[int, ...]
     ratios: tuple[float, ...]
     thresholds: tuple[float, ...]
-    sft_counts: tuple[int, ...]
+    prefix_loss_counts: tuple[int, ...]
     adaptive: bool
     prefix_loss: PrefixLoss
     sft_fraction: float = 0.0
 
 
-_TRAPO = dict(sizes=(4, 2, 1, 1), ratios=(0.0, 0.25, 0.5, 1.0), thresholds=(2, 4, 7), sft_counts=(0, 1, 1, 1))
-_GRPO = dict(sizes=(8,), ratios=(0.0,), thresholds=(), sft_counts=(0,), adaptive=True, prefix_loss="none")
+_TRAPO = dict(sizes=(4, 2, 1, 1), ratios=(0.0, 0.25, 0.5, 1.0), thresholds=(2, 4, 7), prefix_loss_counts=(0, 1, 1, 1))
+_GRPO = dict(sizes=(8,), ratios=(0.0,), thresholds=(), prefix_loss_counts=(0,), adaptive=True, prefix_loss="none")
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -48,7 +47,7 @@ METHODS: dict[str, Method] = {
                sft_fraction=0.5, **_GRPO),
         Method("luffy", "LUFFY: 7 on-policy samples + 1 whole expert solution in the same group advantage, "
                "with policy shaping f(p)=p/(p+gamma) on expert tokens.",
-               sizes=(7, 1), ratios=(0.0, 1.0), thresholds=(0,), sft_counts=(0, 1), adaptive=False,
+               sizes=(7, 1), ratios=(0.0, 1.0), thresholds=(0,), prefix_loss_counts=(0, 1), adaptive=False,
                prefix_loss="luffy"),
     )
 }

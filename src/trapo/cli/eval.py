@@ -24,8 +24,8 @@ accuracies. Sampling is reproducible: the same --seed and --batch-size give the 
 
 EPILOG = """\
 examples:
-  trapo eval --model runs/trapo/final --data ../shared/benchmarks/valid.math.parquet --k 4 --max-tokens 1024
-  trapo eval --model runs/trapo/final --data ../shared/benchmarks/ --k 32 --limit 20 --output eval.json
+  trapo eval --model runs/trapo/final --data benchmarks/valid.math.parquet --k 4 --max-tokens 1024
+  trapo eval --model runs/trapo/final --data benchmarks/ --k 32 --limit 20 --output eval.json
 """
 
 

@@ -5,8 +5,9 @@ Each optimizer step:
 1. take this step's prompts (a function of ``(seed, step)``; processes take disjoint slices);
 2. SFT steps (``sft`` / the first stage of ``sft-then-grpo``): NLL on expert solutions, go to 5;
 3. rollouts: micro-group sampling with adaptive expert prefixes, rewards (:mod:`trapo.trainer.rollouts`);
-4. group-relative advantages; TrSFT on prefix tokens + policy gradient on model tokens + entropy bonus
-   (:mod:`trapo.trainer.objective`), one forward/backward per mini-batch, gradients averaged over processes;
+4. group-relative advantages (:func:`trapo.advantages.group_advantages`), then the batch loss — TrSFT on
+   prefix tokens + policy gradient on model tokens + entropy bonus (:func:`trapo.objective.trapo_loss`) —
+   one forward/backward per mini-batch, gradients averaged over processes;
 5. clip, optimizer and scheduler step; metrics (reduced over processes) to ``metrics.jsonl``; checkpoints.
 """
 
@@ -30,10 +31,19 @@ from transformers import get_scheduler
 from trapo.advantages import group_advantages
 from trapo.config import TRAPOConfig
 from trapo.data import Example, boundary_token_ids, encode_prompt, encode_response
+from trapo.losses import token_logprobs
+from trapo.objective import (
+    ObjectiveWeights,
+    TokenBatch,
+    TokenReduction,
+    batch_reduction,
+    sft_batch_loss,
+    trapo_loss,
+)
 from trapo.rewards import RewardFunction, as_reward_function, default_reward
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer.objective import Normalizer, build_token_batch, rl_loss, sft_step_loss
+from trapo.trainer.batch import build_token_batch
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 
 
@@ -145,6 +155,11 @@ class TRAPOTrainer:
         self.reward_fn: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
+        self.weights = ObjectiveWeights(
+            prefix_loss=self.prefix_loss, trsft_alpha=config.trsft_alpha, prefix_loss_coef=config.prefix_loss_coef,
+            luffy_gamma=config.luffy_gamma, entropy_coef=config.entropy_coef, epsilon=config.epsilon,
+            epsilon_high=config.epsilon if config.epsilon_high is None else config.epsilon_high, beta=config.beta,
+        )
 
         if config.lora_r > 0:
             from peft import LoraConfig, get_peft_model
@@ -239,9 +254,10 @@ class TRAPOTrainer:
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
         return self.sampler.sample(items, self._generator(step))
 
-    def _mini_batches(self, trajectories: Sequence[Trajectory]) -> list[list[Trajectory]]:
+    def _mini_batches(self, n: int) -> list[list[int]]:
+        """Indices of each mini-batch of an ``n``-trajectory batch (``mini_batch_size`` trajectories each)."""
         size = self.config.mini_batch_size
-        return [list(trajectories[i : i + size]) for i in range(0, len(trajectories), size)]
+        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
 
     def _global_counts(self, masks: Sequence[torch.Tensor]) -> tuple[float, float] | None:
         if self.accelerator.num_processes == 1:
@@ -251,9 +267,9 @@ class TRAPOTrainer:
         total = self.accelerator.reduce(local, reduction="sum")
         return float(total[0]), float(total[1])
 
-    def _normalizer(self, kind: str, masks: Sequence[torch.Tensor]) -> Normalizer:
-        return Normalizer(kind, masks, self.config.max_completion_length, self.accelerator.num_processes,
-                          self._global_counts(masks))
+    def _reduction(self, kind: str, masks: Sequence[torch.Tensor]) -> TokenReduction:
+        return batch_reduction(kind, masks, self.config.max_completion_length, self.accelerator.num_processes,
+                               self._global_counts(masks))
 
     def _backward_all(self, n_batches: int, loss_of: Callable[[int], torch.Tensor]) -> None:
         for i in range(n_batches):
@@ -263,26 +279,35 @@ class TRAPOTrainer:
             else:
                 self.accelerator.backward(loss_of(i))
 
-    def update(self, batch: RolloutBatch, metrics: _Metrics) -> None:
-        """Advantages and the TRAPO loss on ``batch``; accumulates gradients (no optimizer step)."""
-        cfg, device = self.config, self.accelerator.device
-        trajs = batch.trajectories
-        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+    def advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        """Group-relative advantages of ``batch``'s trajectories, one per trajectory (§3)."""
+        cfg, trajs = self.config, batch.trajectories
         guided = torch.tensor([t.guided for t in trajs])
-        advantages = group_advantages(
-            rewards, torch.tensor([t.prompt_index for t in trajs]), scale_by_std=cfg.scale_rewards,
+        return group_advantages(
+            torch.tensor([t.reward for t in trajs], dtype=torch.float32),
+            torch.tensor([t.prompt_index for t in trajs]), scale_by_std=cfg.scale_rewards,
             baseline_mask=~guided if cfg.advantage_baseline == "unguided" else None,
         )
-        for t, a in zip(trajs, advantages.tolist(), strict=True):
-            t.advantage = a
-        chunks = self._mini_batches(trajs)
-        tokens = [build_token_batch(c, self.tokenizer.pad_token_id, device) for c in chunks]
-        advs = [torch.tensor([t.advantage for t in c], device=device) for c in chunks]
-        norm_model = self._normalizer(cfg.loss_normalization, [b.model_mask for b in tokens])
-        norm_prefix = self._normalizer(cfg.loss_normalization, [b.prefix_mask for b in tokens])
 
-        old = [None] * len(chunks)
-        ref = [None] * len(chunks)
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor, metrics: _Metrics) -> None:
+        """Backpropagate the batch loss (:func:`trapo.objective.trapo_loss`) of ``batch`` with ``advantages``.
+
+        With ``num_iterations == 1`` (the paper) this accumulates the gradients of one pass over the batch
+        and leaves the optimizer step to the caller. With ``num_iterations = K > 1`` (PPO-style reuse of the
+        rollouts) it takes the first ``K - 1`` optimizer steps itself, one after each pass, with the ratio
+        taken to the policy that sampled the batch, and leaves the last pass's gradients to the caller.
+        Metrics describe the last pass.
+        """
+        cfg, device = self.config, self.accelerator.device
+        trajs = batch.trajectories
+        chunks = self._mini_batches(len(trajs))
+        tokens = [build_token_batch([trajs[j] for j in c], self.tokenizer.pad_token_id, device) for c in chunks]
+        advs = [advantages[c].to(device) for c in chunks]
+        model_tokens = self._reduction(cfg.loss_normalization, [b.model_mask for b in tokens])
+        prefix_tokens = self._reduction(cfg.loss_normalization, [b.prefix_mask for b in tokens])
+
+        old: list[torch.Tensor | None] = [None] * len(chunks)
+        ref: list[torch.Tensor | None] = [None] * len(chunks)
         with torch.no_grad():
             for i, b in enumerate(tokens):
                 if cfg.num_iterations > 1:
@@ -290,27 +315,15 @@ class TRAPOTrainer:
                 if self.ref_model is not None:
                     ref[i] = _logprobs(self.ref_model, b)
 
-        record = cfg.num_iterations == 1  # metrics describe the last policy update of the batch
+        record = False
 
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            terms, logprobs, entropy = rl_loss(
-                logits, b, advs[i], norm_model=norm_model, norm_prefix=norm_prefix, prefix_loss=self.prefix_loss,
-                trsft_alpha=cfg.trsft_alpha, prefix_loss_coef=cfg.prefix_loss_coef, luffy_gamma=cfg.luffy_gamma,
-                entropy_coef=cfg.entropy_coef, epsilon=cfg.epsilon,
-                epsilon_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
-                old_logprobs=old[i], ref_logprobs=ref[i], beta=cfg.beta,
-            )
-            if not record:
-                return terms.total
-            for name, value in (("loss/total", terms.total.detach()), ("loss/policy", terms.policy),
-                                ("loss/prefix", terms.prefix), ("loss/entropy", terms.entropy), ("loss/kl", terms.kl)):
-                metrics.add_total(name, float(value))
-            metrics.add("trust/prefix_below_alpha", float((logprobs.exp()[b.prefix_mask] < cfg.trsft_alpha).sum()),
-                        float(b.prefix_mask.sum()))
-            if entropy is not None:
-                metrics.add("entropy", float(entropy[b.model_mask].sum()), float(b.model_mask.sum()))
+            terms = trapo_loss(logits, b, advs[i], self.weights, model_tokens=model_tokens,
+                               prefix_tokens=prefix_tokens, old_logprobs=old[i], ref_logprobs=ref[i])
+            if record:
+                self._record_loss(terms, b, metrics)
             return terms.total
 
         for iteration in range(cfg.num_iterations):
@@ -318,7 +331,22 @@ class TRAPOTrainer:
                 self._apply_gradients(metrics)
             record = iteration == cfg.num_iterations - 1
             self._backward_all(len(chunks), loss_of)
+        self._record_batch(batch, metrics)
 
+    def _record_loss(self, terms, b: TokenBatch, metrics: _Metrics) -> None:
+        for name, value in (("loss/total", terms.total.detach()), ("loss/policy", terms.policy),
+                            ("loss/prefix", terms.prefix), ("loss/entropy", terms.entropy), ("loss/kl", terms.kl)):
+            metrics.add_total(name, float(value))
+        metrics.add("trust/prefix_below_alpha",
+                    float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
+                    float(b.prefix_mask.sum()))
+        if terms.token_entropy is not None:
+            metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
+
+    def _record_batch(self, batch: RolloutBatch, metrics: _Metrics) -> None:
+        trajs = batch.trajectories
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        guided = torch.tensor([t.guided for t in trajs])
         metrics.add("reward/mean", float(rewards.sum()), len(trajs))
         metrics.add("reward/unguided", float(rewards[~guided].sum()), float((~guided).sum()))
         metrics.add("reward/guided", float(rewards[guided].sum()), float(guided.sum()))
@@ -339,14 +367,14 @@ class TRAPOTrainer:
             item = self.items[i]
             expert = item.expert_ids[int(torch.randint(len(item.expert_ids), (1,), generator=gen))]
             trajs.append(Trajectory(0, 0, 0, item.prompt_ids, expert, [], prefix_loss=True, reward=1.0))
-        chunks = self._mini_batches(trajs)
-        tokens = [build_token_batch(c, self.tokenizer.pad_token_id, device) for c in chunks]
-        norm = self._normalizer(cfg.sft_normalization, [b.prefix_mask for b in tokens])
+        chunks = self._mini_batches(len(trajs))
+        tokens = [build_token_batch([trajs[j] for j in c], self.tokenizer.pad_token_id, device) for c in chunks]
+        expert_tokens = self._reduction(cfg.sft_normalization, [b.prefix_mask for b in tokens])
 
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            loss = sft_step_loss(logits, b, norm)
+            loss = sft_batch_loss(logits, b, expert_tokens)
             metrics.add_total("loss/sft", float(loss.detach()))
             metrics.add_total("loss/total", float(loss.detach()))
             return loss
@@ -383,7 +411,7 @@ class TRAPOTrainer:
             metrics.add("perf/generation_s", batch.generation_seconds, 1)
             metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
             self._last_batch = batch
-            self.update(batch, metrics)
+            self.update(batch, self.advantages(batch), metrics)
         grad_norm, finite = self._apply_gradients(metrics)
         if finite:
             self.scheduler.step()
@@ -398,7 +426,7 @@ class TRAPOTrainer:
         out["perf/step_s"] = time.perf_counter() - t0
         out["lr"] = self.scheduler.get_last_lr()[0]
         out["skipped_nonfinite"] = float(not finite)
-        out["phase_sft"] = float(phase == "sft")
+        out["sft_step"] = float(phase == "sft")
         return out
 
     # ------------------------------------------------------------------ the run
@@ -439,7 +467,7 @@ class TRAPOTrainer:
                     if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
                         with metrics_path.open("a") as f:
                             f.write(json.dumps({"step": self.step, **last}) + "\n")
-                    if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["phase_sft"]:
+                    if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
                         self._log_samples()
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy")
                                      if k in last})
@@ -505,9 +533,7 @@ class TRAPOTrainer:
                 f.write(json.dumps(row) + "\n")
 
 
-def _logprobs(model: torch.nn.Module, batch) -> torch.Tensor:
-    from trapo.losses import token_logprobs
-
+def _logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     return token_logprobs(logits[:, :-1].float(), batch.labels)
 

@@ -10,14 +10,14 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
   mode, so the distribution is unchanged; the price is the discarded candidates (3 of 11 with the
   authors' 4/2/1/1, since a whole-solution level needs no generation), the gain is one pass instead of
   three or four. On CPU the rows cost more than the passes, and sequential is faster
-  (docs/results/step_cost.md); speculative is for engines where a pass's latency dominates.
+  (measured in benchmarks/step_cost.py); speculative is for engines where a pass's latency dominates.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -48,7 +48,6 @@ class Trajectory:
     completion_ids: list[int]
     prefix_loss: bool = False
     reward: float = 0.0
-    advantage: float = 0.0
 
     @property
     def response_ids(self) -> list[int]:
@@ -66,7 +65,6 @@ class RolloutBatch:
     generated_tokens: int = 0
     generation_seconds: float = 0.0
     reward_errors: int = 0
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class GuidedSampler:
         max_completion_length: int,
         sampling: SamplingParams,
         prefix_slack: float = 0.3,
-        speculative: bool = True,
+        speculative: bool = False,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -181,7 +179,7 @@ class GuidedSampler:
                 group_trajs.append(Trajectory(
                     prompt_index=r.prompt, group=g, level=r.level, prompt_ids=item.prompt_ids,
                     prefix_ids=prefix, completion_ids=completion,
-                    prefix_loss=r.level > 0 and r.member < schedule.sft_counts[g],
+                    prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
                 ))
             texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in group_trajs]
             rewards, n_err = safe_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])

@@ -33,22 +33,17 @@ def test_fixed_prefix_ablation_ignores_returns(group, ret):
 def test_defaults_and_derived_quantities():
     s = MicroGroupSchedule()
     assert s.num_generations == 8
-    assert s.group_slices() == [slice(0, 4), slice(4, 6), slice(6, 7), slice(7, 8)]
     assert [s.prefix_ratio(level) for level in range(4)] == [0.0, 0.25, 0.5, 1.0]
-    assert s.sft_counts == (0, 1, 1, 1)
-    # slices tile 0..N-1 exactly
-    covered = [i for sl in s.group_slices() for i in range(sl.start, sl.stop)]
-    assert covered == list(range(s.num_generations))
+    assert s.prefix_loss_counts == (0, 1, 1, 1)
 
 
 def test_custom_schedule_lists_become_tuples():
-    s = MicroGroupSchedule(sizes=[3, 3], ratios=[0, 0.5], thresholds=[1], sft_counts=[0, 3])
+    s = MicroGroupSchedule(sizes=[3, 3], ratios=[0, 0.5], thresholds=[1], prefix_loss_counts=[0, 3])
     assert s.sizes == (3, 3) and s.ratios == (0, 0.5) and s.thresholds == (1,)
     hash(s)  # frozen and hashable
     assert s.num_generations == 6
-    assert s.group_slices() == [slice(0, 3), slice(3, 6)]
     assert s.level(1, 0) == 1 and s.level(1, 1) == 0
-    single = MicroGroupSchedule(sizes=(8,), ratios=(0,), thresholds=(), sft_counts=(0,))
+    single = MicroGroupSchedule(sizes=(8,), ratios=(0,), thresholds=(), prefix_loss_counts=(0,))
     assert single.level(0, 0) == 0 and single.num_generations == 8
 
 
@@ -63,9 +58,9 @@ def test_custom_schedule_lists_become_tuples():
         ({"ratios": (0.1, 0.25, 0.5, 1.0)}, "ratios"),
         ({"thresholds": (2, 4)}, "thresholds"),
         ({"thresholds": (2, 7, 4)}, "thresholds"),
-        ({"sft_counts": (0, 1, 1)}, "sft_counts"),
-        ({"sft_counts": (0, 3, 1, 1)}, "sft_counts"),
-        ({"sft_counts": (0, -1, 1, 1)}, "sft_counts"),
+        ({"prefix_loss_counts": (0, 1, 1)}, "prefix_loss_counts"),
+        ({"prefix_loss_counts": (0, 3, 1, 1)}, "prefix_loss_counts"),
+        ({"prefix_loss_counts": (0, -1, 1, 1)}, "prefix_loss_counts"),
         ({"adaptive": "yes"}, "adaptive"),
         ({"sizes": "4211"}, "sizes"),
     ],
