@@ -7,8 +7,9 @@ training data. A run directory holds ``run.json`` (what it is), the trainer's ch
 ``<split>@<step>`` with a key of the evaluation settings and problems. The base model's evaluations live in
 ``runs_dir/base-<hash>/eval.json``.
 
-The hash inputs (:data:`FORMAT`, the config fields, the identities) and :data:`EVAL_VERSION` decide which
-cached runs and evaluations are reused: change them only to invalidate caches on purpose.
+The hash inputs (:data:`FORMAT`, the config fields under their :data:`FORMER_FIELD_NAMES`, the identities)
+and :data:`EVAL_VERSION` decide which cached runs and evaluations are reused: change them only to
+invalidate caches on purpose.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ EVAL_VERSION = 2  # bump when an evaluation records new measures: cached evaluat
 DEFAULT_RUNS_DIR = "runs/compare"
 # TRAPOConfig fields that change where/how often things are logged, not what is trained.
 NON_SEMANTIC_FIELDS = ("output_dir", "logging_steps", "save_total_limit", "sample_log_steps", "report_to")
+# TRAPOConfig fields renamed since FORMAT was set, hashed under the name they had then, so that runs cached
+# before a rename are still found.
+FORMER_FIELD_NAMES = {"prefix_loss_counts": "sft_counts"}
 
 
 # ---------------------------------------------------------------------------------------------- files and digests
@@ -138,7 +142,8 @@ class RunCache:
         )
 
     def run_hash(self, key: RunKey) -> str:
-        config = {k: v for k, v in self.config_for(key).to_dict().items() if k not in NON_SEMANTIC_FIELDS}
+        config = {FORMER_FIELD_NAMES.get(k, k): v for k, v in self.config_for(key).to_dict().items()
+                  if k not in NON_SEMANTIC_FIELDS}
         return json_digest(FORMAT, config, self.base_identity, self.train_identity)[:10]
 
     def run_dir(self, key: RunKey) -> Path:
