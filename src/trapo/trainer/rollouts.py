@@ -23,7 +23,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import RewardFunction, safe_rewards
+from trapo.rewards import Completion, RewardFunction, safe_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -90,6 +90,7 @@ class GuidedSampler:
         sampling: SamplingParams,
         prefix_slack: float = 0.3,
         speculative: bool = False,
+        prefix_strict: bool = False,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -100,6 +101,8 @@ class GuidedSampler:
         self.sampling = sampling
         self.prefix_slack = prefix_slack
         self.speculative = speculative
+        self.prefix_strict = prefix_strict
+        self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
     # ------------------------------------------------------------------ pieces
     def expert_for(self, item: PreparedExample, group: int) -> list[int]:
@@ -112,7 +115,8 @@ class GuidedSampler:
         if level == 0:
             return []
         expert = self.expert_for(item, group)
-        n = cut_prefix(expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack)
+        n = cut_prefix(expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack,
+                       strict=self.prefix_strict)
         return expert[:n]
 
     def candidate_levels(self, item: PreparedExample, group: int) -> tuple[int, ...]:
@@ -181,7 +185,8 @@ class GuidedSampler:
                     prefix_ids=prefix, completion_ids=completion,
                     prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
                 ))
-            texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in group_trajs]
+            texts = [Completion(self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids,
+                                self.trainer_state) for t in group_trajs]
             rewards, n_err = safe_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
             errors += n_err
             for traj, reward in zip(group_trajs, rewards, strict=True):
