@@ -207,6 +207,7 @@ class TRAPOTrainer:
             raise ValueError("train_dataset is required")
         if reward_funcs is not None and reward_fn is not None:
             raise ValueError("pass the reward as reward_funcs or reward_fn, not both")
+        _check_report_to(config.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
             log_with=None if config.report_to == "none" else config.report_to,
@@ -215,11 +216,6 @@ class TRAPOTrainer:
         config = config.for_processes(self.accelerator.num_processes)  # TRL's batch fields, if set
         self.config = self.args = config
         self.output_dir = Path(config.output_dir)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if config.bf16 else "no",
-            log_with=None if config.report_to == "none" else config.report_to,
-            project_dir=str(self.output_dir),
-        )
         torch.manual_seed(config.seed)
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token before training")
@@ -693,6 +689,15 @@ def _tokenizer_of(model: torch.nn.Module):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+def _check_report_to(report_to: str) -> None:
+    """A metric sink whose package is missing is an error naming what to install."""
+    import importlib.util
+
+    needs = {"tensorboard": "pip install 'trapo[tensorboard]'", "wandb": "pip install wandb"}
+    if report_to in needs and importlib.util.find_spec(report_to) is None:
+        raise ImportError(f"report_to={report_to} needs the {report_to} package: {needs[report_to]}")
 
 
 def _context_length(model: torch.nn.Module) -> int | None:
