@@ -96,7 +96,7 @@ class LoadResult:
             return None
         key = self.expert_key
         tried = f"{key!r}" + (f" (and its aliases {', '.join(ALIASES[key])})" if key in ALIASES else "")
-        found = sorted({c for cols in self.columns.values() for c in cols})
+        found = list(dict.fromkeys(c for cols in self.columns.values() for c in cols))
         read = {k for k in self.expert_keys.values() if k}
         if read:
             return (f"no row has an expert solution: column(s) {', '.join(sorted(read))} are empty in every row "
