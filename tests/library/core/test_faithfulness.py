@@ -4,6 +4,7 @@ when switched, and ours by default."""
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -28,8 +29,8 @@ def test_cut_rule_ends_on_a_boundary_at_the_cut_unless_strict():
 class _Vocab:
     """A tokenizer stand-in: token texts by id."""
 
-    texts = ["a", "\n\n", ".\n\n", "\n\nThe", "b\n"]
-    all_special_ids: list[int] = []
+    texts: ClassVar[list[str]] = ["a", "\n\n", ".\n\n", "\n\nThe", "b\n"]
+    all_special_ids: ClassVar[list[int]] = []
 
     def __len__(self) -> int:
         return len(self.texts)

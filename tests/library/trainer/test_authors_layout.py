@@ -108,7 +108,7 @@ def test_a_guided_method_without_expert_solutions_stops_before_any_work(tmp_path
 
 def test_the_api_refuses_too_and_counts_rows_without_an_expert(tmp_path, tokenizer, model):
     rows = [Example([{"role": "user", "content": "1+1"}], "2")]
-    with pytest.raises(ValueError, match="'trapo' trains on expert solutions, but no training row has an expert solution"):
+    with pytest.raises(ValueError, match="'trapo' trains on expert solutions, but no training row has an expert"):
         TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(output_dir=str(tmp_path / "r")))
     TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(method="grpo", output_dir=str(tmp_path / "g")))  # RL only: fine
     mixed = [*rows, Example([{"role": "user", "content": "2+2"}], "4", ("2+2=4",))]
