@@ -213,6 +213,7 @@ class TRAPOTrainer:
             log_with=None if config.report_to == "none" else config.report_to,
             project_dir=str(config.output_dir),
         )
+        _check_not_sharded(self.accelerator)
         config = config.for_processes(self.accelerator.num_processes)  # TRL's batch fields, if set
         self.config = self.args = config
         self.output_dir = Path(config.output_dir)
@@ -265,12 +266,13 @@ class TRAPOTrainer:
                                       weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
                                        num_training_steps=config.max_steps)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.ref_model = None
-        if config.beta > 0:
+        ref_model = None
+        if config.beta > 0:  # a frozen copy of the initial model, placed by accelerate like the policy
             import copy
 
-            self.ref_model = copy.deepcopy(self.unwrapped).eval().requires_grad_(False)
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
         self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
         self.sampler = GuidedSampler(
@@ -689,6 +691,22 @@ def _tokenizer_of(model: torch.nn.Module):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+def _check_not_sharded(accelerator: Accelerator) -> None:
+    """Refuse parameter sharding (FSDP, DeepSpeed ZeRO-3) rather than train wrongly: rollouts generate on the
+    unwrapped module, which under sharding holds only this process's shard, and checkpoints and the final
+    model are saved from it too. Several processes with DDP (each holding the whole model) are supported."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    zero3 = kind == DistributedType.DEEPSPEED and getattr(
+        getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
+    if kind == DistributedType.FSDP or zero3:
+        raise NotImplementedError(
+            f"{'FSDP' if kind == DistributedType.FSDP else 'DeepSpeed ZeRO-3'} is not supported: rollouts generate on "
+            "the unwrapped model without gathering sharded parameters, and checkpoints are saved from it. Use several "
+            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process.")
 
 
 def _check_report_to(report_to: str) -> None:

@@ -158,3 +158,18 @@ def test_the_former_positional_form_and_the_new_keywords_agree(tmp_path, tokeniz
 
     wa, wb = load_file(old.final_model_dir / "model.safetensors"), load_file(new.final_model_dir / "model.safetensors")
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+def test_beta_keeps_a_frozen_reference_placed_by_accelerate(tmp_path, tokenizer, make_model, make_rows):
+    from trapo import TRAPOConfig, TRAPOTrainer
+
+    model = make_model(tokenizer)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TRAPOConfig(method="grpo", beta=0.1, max_steps=1, prompts_per_step=2, max_completion_length=12,
+                      learning_rate=1e-2, output_dir=str(tmp_path / "kl"))
+    trainer = TRAPOTrainer(model=model, args=cfg, train_dataset=make_rows(), processing_class=tokenizer)
+    result = trainer.train()
+    assert math.isfinite(result.last_metrics["loss/kl"])
+    ref = trainer.ref_model.state_dict()
+    assert all(bool((ref[k] == initial[k]).all()) for k in initial)  # the reference did not move
+    assert any(not bool((trainer.unwrapped.state_dict()[k] == initial[k]).all()) for k in initial)  # the policy did
