@@ -71,13 +71,17 @@ def test_authors_layout_trains_with_their_flags(tmp_path, model_dir, tokenizer, 
     rc = main(["train", "--model", str(model_dir), "--data", str(path), "--output", str(out), "--method", "trapo",
                "--expert-key", "extra_info.answer_list", "--expert_think", "extract", "--prompt-template", "trapo",
                "--max_steps", "1", "--prompts_per_step", "2", "--max-completion-length", "24",
-               "--max_prompt_length", "200"])
+               "--max_prompt_length", "200", "--prefix_boundary_match", "contains", "--prefix_boundary_strict",
+               "--loss_constant", "8192", "--entropy_tokens", "all", "--weight_decay", "0.01"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "0 without an expert solution" in printed
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     # the untrained model never solves a problem: every guided level fires (no silent fall-back to pure RL)
     assert metrics["guidance/level_3"] == pytest.approx(1 / 8) and metrics["length/prefix"] > 0
+    assert "entropy/response" in metrics  # the entropy bonus over every response token (--entropy_tokens all)
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["loss_constant"] == 8192 and saved["prefix_boundary_strict"] is True
 
     data = load_examples(path, expert_key="extra_info.answer_list")
     cfg = TRAPOConfig(output_dir=str(tmp_path / "r2"), expert_think="extract", prompt_template="trapo",
