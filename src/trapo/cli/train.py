@@ -82,6 +82,8 @@ def _name_flags(message: str, argv: list[str]) -> str:
     for name in names:
         flag = _typed_flag(argv, name)
         if flag and re.search(rf"(?<![\w-]){name}(?!\w)", message):
+            if "_" not in name:  # a plain word ("method") may be prose, not the field: name the flag in front only
+                return f"argument {flag}: {message}"
             return f"argument {flag}: " + re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
     return message
 
