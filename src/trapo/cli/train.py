@@ -49,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "first (hf download ORG/NAME --local-dir DIR).")
     parser.add_argument("--data", required=True, nargs="+", help="Training data: parquet/JSONL files or a directory.")
     parser.add_argument("--output", dest="output_dir", help="Same as --output_dir.")
-    parser.add_argument("--reward", default=None,
-                        help="Reward as module:function or file.py:function, in TRL, verl or "
-                             "(completion, ground_truth) form. Default: trapo.rewards.math_reward.")
+    parser.add_argument("--reward", default=None, nargs="+",
+                        help="Reward(s) as module:function, file.py:function or math, in TRL, verl or "
+                             "(completion, ground_truth) form; several are summed with --reward_weights and each "
+                             "logged as rewards/NAME. Default: trapo.rewards.math_reward.")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="Resume from the latest checkpoint in output_dir, or from the given checkpoint.")
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
@@ -120,9 +121,12 @@ def run(args: argparse.Namespace) -> int:
     if problem and _guided(config):  # before the model is loaded
         raise ValueError(f"--method {config.method} trains on expert solutions, but {problem}. "
                          "--method grpo trains RL only.")
-    reward = load_reward(args.reward) if args.reward else None
+    rewards = [load_reward(spec) for spec in args.reward or ()]
     model, tokenizer = load_model_and_tokenizer(args.model)
-    trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=reward)
+    if len(rewards) > 1 or (rewards and config.reward_weights is not None):
+        trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
+    else:
+        trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=rewards[0] if rewards else None)
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_main:

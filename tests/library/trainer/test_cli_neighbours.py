@@ -87,3 +87,21 @@ def test_a_missing_extra_is_named(tmp_path, tokenizer, model, monkeypatch):
     rows = [Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",))]
     with pytest.raises(ImportError, match=r"needs peft: pip install 'trapo\[lora\]'"):
         TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(output_dir=str(tmp_path / "r"), lora_r=4))
+
+
+def test_several_rewards_on_the_command_line_are_weighted_and_logged_each(tmp_path, tokenizer, model):
+    import json
+
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = write_examples([Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",))], tmp_path / "t.jsonl")
+    (tmp_path / "rw.py").write_text("def one(completions, **kw):\n    return [1.0] * len(completions)\n\n"
+                                    "def two(completion, ground_truth):\n    return 2.0\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--method", "grpo",
+               "--max_steps", "1", "--prompts_per_step", "1", "--max_completion_length", "8",
+               "--reward", f"{tmp_path}/rw.py:one", f"{tmp_path}/rw.py:two", "--reward_weights", "1", "0.25"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["rewards/one"] == 1.0 and metrics["rewards/two"] == 2.0 and metrics["reward/mean"] == 1.5
