@@ -173,3 +173,20 @@ def test_beta_keeps_a_frozen_reference_placed_by_accelerate(tmp_path, tokenizer,
     ref = trainer.ref_model.state_dict()
     assert all(bool((ref[k] == initial[k]).all()) for k in initial)  # the reference did not move
     assert any(not bool((trainer.unwrapped.state_dict()[k] == initial[k]).all()) for k in initial)  # the policy did
+
+
+def test_sharded_parameters_are_refused_not_trained_wrongly():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from trapo.trainer.loop import _check_not_sharded
+
+    with pytest.raises(NotImplementedError, match="FSDP is not supported: rollouts generate on the unwrapped model"):
+        _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.FSDP, state=None))
+    zero3 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
+    with pytest.raises(NotImplementedError, match="DeepSpeed ZeRO-3 is not supported"):
+        _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero3))
+    zero2 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2))
+    _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero2))
+    _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, state=None))
