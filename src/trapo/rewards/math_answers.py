@@ -244,6 +244,17 @@ def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
     return Verdict("correct" if ok else "wrong", candidate)
 
 
+_SLOW_GROUND_TRUTHS: dict[str, str] = {}  # ground truths whose parse ran past the bound -> why
+
+
+def ground_truth_problem(ground_truth: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> str | None:
+    """Why ``ground_truth`` cannot be verified (math-verify cannot parse it, it is too large, or parsing it
+    runs past ``timeout_s``), or None when it can. Results are cached, so checking a data set up front makes
+    training pay nothing more for them."""
+    verdict = check_answer("\\boxed{0}", ground_truth, timeout_s=timeout_s)
+    return verdict.detail or verdict.status if verdict.status == "unverifiable_ground_truth" else None
+
+
 def check_answer(
     completion: str, ground_truth: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S, fallback: bool = True
 ) -> Verdict:
@@ -258,9 +269,21 @@ def check_answer(
     """
     if not isinstance(completion, str) or not isinstance(ground_truth, str):
         return Verdict("wrong", detail="completion and ground truth must be strings")
+    if ground_truth in _SLOW_GROUND_TRUTHS:
+        return Verdict("unverifiable_ground_truth", detail=_SLOW_GROUND_TRUTHS[ground_truth])
+    stage = {"gold": False}
+
+    def run() -> Verdict:
+        _parse_ground_truth(ground_truth)
+        stage["gold"] = True  # parsed (and cached): a timeout past here is the candidate's
+        return _check(completion, ground_truth, fallback)
+
     try:
-        return call_with_timeout(lambda: _check(completion, ground_truth, fallback), timeout_s)
+        return call_with_timeout(run, timeout_s)
     except CallTimeout:
+        if not stage["gold"]:  # remembered: a pathological ground truth is paid for once, not every draw
+            _SLOW_GROUND_TRUTHS[ground_truth] = f"parsing the ground truth ran past {timeout_s} s"
+            return Verdict("unverifiable_ground_truth", detail=_SLOW_GROUND_TRUTHS[ground_truth])
         return Verdict("timeout", detail=f"check ran past {timeout_s} s")
     except Exception as err:  # math-verify normally catches its own errors; this is the last guard
         return Verdict("wrong", detail=f"{type(err).__name__}: {err}")
