@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                    f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}")
         if config.strict:
             raise ValueError(message)
-        print(f"warning: {message}; they score 0 and count as reward failures")
+        print(f"warning: {message}")
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     try:
         result = trainer.train(resume_from_checkpoint=resume)

@@ -71,7 +71,7 @@ class DataReport:
         if self.unverifiable:
             rows = sorted(self.unverifiable)
             text += (f"; {len(rows)} with a ground truth the math reward cannot verify (rows {rows[:5]}"
-                     f"{', ...' if len(rows) > 5 else ''}: they score 0 and count as reward failures)")
+                     f"{', ...' if len(rows) > 5 else ''})")
         return text
 
 
@@ -216,6 +216,8 @@ class TRAPOTrainer:
         self.update_guard = safety.UpdateGuard(config.update_guard_factor, config.max_update_ratio)
         self._signals = safety.SignalGuard()  # installed by train(); here only its critical-section flags
         self._dirty = False  # an optimizer step of self.step was applied but self.step not yet counted
+        self._pending_sizes: list[float] = []
+        self._scheduler_state: dict = {}
         self._rollback_reason = ""
 
     # ------------------------------------------------------------------ set-up
@@ -230,7 +232,11 @@ class TRAPOTrainer:
     def _prepare(self, dataset: Sequence[Example]) -> tuple[list[PreparedExample], DataReport]:
         cfg, report, items = self.config, DataReport(rows=len(dataset)), []
         for row, example in enumerate(dataset):
-            prompt_ids = encode_prompt(self.tokenizer, example)
+            try:
+                prompt_ids = encode_prompt(self.tokenizer, example)
+            except Exception as err:  # e.g. jinja's TemplateError for a chat role the template does not know
+                raise ValueError(f"training row {row}: the tokenizer's chat template cannot render the prompt "
+                                 f"({type(err).__name__}: {err})") from err
             if len(prompt_ids) > cfg.max_prompt_length:
                 if cfg.strict:
                     raise ValueError(f"training row {row}: prompt has {len(prompt_ids)} tokens, more than "
@@ -420,22 +426,43 @@ class TRAPOTrainer:
         if finite:
             guard = self.update_guard if self.update_guard.enabled else None
             params = [p for p in self.model.parameters() if p.requires_grad]
-            if guard is not None:
-                guard.snapshot(params, self.optimizer)
-            self._dirty = True  # from here until the step is counted, memory holds a half-finished step
-            self._signals.enter_critical()
+            if not self._dirty:  # the state before this step's first update: what a rollback returns to
+                if guard is not None:
+                    guard.snapshot(params, self.optimizer)
+                    self._scheduler_state = self.scheduler.state_dict()
+                self._dirty = True  # from here until the step is counted, memory holds a half-finished step
+                self._signals.enter_critical()
             self.optimizer.step()
             if guard is not None:
                 applied, size, reason = guard.judge(params, self.scheduler.get_last_lr()[0], self._reduce_sum)
                 if applied:
-                    guard.accept(size)
+                    self._pending_sizes.append(size)
                 else:
-                    guard.restore(params, self.optimizer)
+                    self._roll_back()
                     self._rollback_reason = reason
             if applied:
                 self.engine.sync_weights(self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm), applied
+
+    def _roll_back(self) -> bool:
+        """Return weights, optimizer and scheduler to the start of the step (False: no snapshot to do it)."""
+        if not self.update_guard.has_snapshot:
+            return False
+        self.update_guard.restore([p for p in self.model.parameters() if p.requires_grad], self.optimizer)
+        self.scheduler.load_state_dict(self._scheduler_state)
+        self.engine.sync_weights(self.unwrapped)
+        self._pending_sizes = []
+        self._dirty = False
+        return True
+
+    def _step_counted(self) -> None:
+        """The step's update, scheduler step and logs are all in: the state is consistent again."""
+        for size in self._pending_sizes:
+            self.update_guard.accept(size)
+        self._pending_sizes = []
+        self.update_guard.release()
+        self._dirty = False
 
     def _reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
@@ -449,6 +476,8 @@ class TRAPOTrainer:
     def training_step(self, step: int) -> dict[str, float]:
         """One optimizer step; returns the metrics reduced over processes."""
         cfg = self.config
+        if self._dirty:  # the previous step was taken outside train(): it is complete now
+            self._step_counted()
         metrics = _Metrics()
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
@@ -603,7 +632,7 @@ class TRAPOTrainer:
                                 f.write(json.dumps({"step": self.step, **last}) + "\n")
                         if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
                             self._log_samples()
-                    self._dirty = False
+                    self._step_counted()
                     signals.leave_critical()  # a Ctrl-C held during the update is raised here
                     if self.is_main:
                         self._report_problems(last, bar)
@@ -625,6 +654,8 @@ class TRAPOTrainer:
                 raise
             except BaseException as err:
                 signals.leave_critical_quietly()
+                if self._dirty and self._roll_back():
+                    acc.print(f"\ninterrupted during the update of step {self.step + 1}: rolled it back")
                 if self._dirty:  # memory holds an update its step count does not: saving it would repeat it
                     acc.print(f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
                               f"{self.output_dir} is the place to --resume from")

@@ -246,9 +246,13 @@ class UpdateGuard:
                                      f"steps (> {self.factor}x)")
         return True, size, ""
 
+    @property
+    def has_snapshot(self) -> bool:
+        return self._params is not None
+
     def accept(self, size: float) -> None:
+        """Count an accepted step's size into the recent range."""
         self.history = [*self.history, size][-self.window:]
-        self.release()
 
     def restore(self, params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
         assert self._params is not None and self._opt_state is not None
