@@ -685,7 +685,7 @@ class TRAPOTrainer:
         """Reward failures and skipped updates of the step just taken, on the console."""
         notes = []
         if last.get("reward/failed", 0) > 0:
-            kinds = ", ".join(f"{k.split('/')[-1]} {last[k]:.0%}" for k in sorted(last)
+            kinds = ", ".join(f"{k.removeprefix('reward/failed_')} {last[k]:.0%}" for k in sorted(last)
                               if k.startswith("reward/failed_") and last[k] > 0)
             notes.append(f"{last['reward/failed']:.0%} of rewards failed ({kinds})"
                          + (f": {self._reward_error}" if self._reward_error else ""))
