@@ -21,6 +21,8 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"model {str(path)!r} is a file; expected a model directory (save_pretrained output)")
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
