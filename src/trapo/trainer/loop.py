@@ -217,7 +217,6 @@ class TRAPOTrainer:
         self._signals = safety.SignalGuard()  # installed by train(); here only its critical-section flags
         self._dirty = False  # an optimizer step of self.step was applied but self.step not yet counted
         self._pending_sizes: list[float] = []
-        self._scheduler_state: dict = {}
         self._rollback_reason = ""
 
     # ------------------------------------------------------------------ set-up
@@ -423,45 +422,27 @@ class TRAPOTrainer:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
         applied = finite
-        if finite:
-            guard = self.update_guard if self.update_guard.enabled else None
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            if not self._dirty:  # the state before this step's first update: what a rollback returns to
-                if guard is not None:
-                    guard.snapshot(params, self.optimizer)
-                    self._scheduler_state = self.scheduler.state_dict()
+        if finite and self.update_guard.enabled:
+            applied, size, reason = self.update_guard.judge(self.optimizer, self.scheduler.get_last_lr()[0],
+                                                            self._reduce_sum)
+            if applied:
+                self._pending_sizes.append(size)
+            else:
+                self._rollback_reason = reason
+        if applied:
+            if not self._dirty:
                 self._dirty = True  # from here until the step is counted, memory holds a half-finished step
                 self._signals.enter_critical()
             self.optimizer.step()
-            if guard is not None:
-                applied, size, reason = guard.judge(params, self.scheduler.get_last_lr()[0], self._reduce_sum)
-                if applied:
-                    self._pending_sizes.append(size)
-                else:
-                    self._roll_back()
-                    self._rollback_reason = reason
-            if applied:
-                self.engine.sync_weights(self.unwrapped)
+            self.engine.sync_weights(self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm), applied
-
-    def _roll_back(self) -> bool:
-        """Return weights, optimizer and scheduler to the start of the step (False: no snapshot to do it)."""
-        if not self.update_guard.has_snapshot:
-            return False
-        self.update_guard.restore([p for p in self.model.parameters() if p.requires_grad], self.optimizer)
-        self.scheduler.load_state_dict(self._scheduler_state)
-        self.engine.sync_weights(self.unwrapped)
-        self._pending_sizes = []
-        self._dirty = False
-        return True
 
     def _step_counted(self) -> None:
         """The step's update, scheduler step and logs are all in: the state is consistent again."""
         for size in self._pending_sizes:
             self.update_guard.accept(size)
         self._pending_sizes = []
-        self.update_guard.release()
         self._dirty = False
 
     def _reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
@@ -654,8 +635,6 @@ class TRAPOTrainer:
                 raise
             except BaseException as err:
                 signals.leave_critical_quietly()
-                if self._dirty and self._roll_back():
-                    acc.print(f"\ninterrupted during the update of step {self.step + 1}: rolled it back")
                 if self._dirty:  # memory holds an update its step count does not: saving it would repeat it
                     acc.print(f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
                               f"{self.output_dir} is the place to --resume from")
@@ -692,7 +671,7 @@ class TRAPOTrainer:
         if last.get("skipped_nonfinite"):
             notes.append("update skipped: NaN/inf loss or gradient")
         if last.get("rolled_back"):
-            notes.append(f"update rolled back: {self._rollback_reason}")
+            notes.append(f"update not applied: {self._rollback_reason}")
         if notes:
             bar.write(f"step {self.step}: " + "; ".join(notes))
 

@@ -8,8 +8,9 @@
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
   usual, except inside the few lines between the optimizer step and the step counter, where it waits for
   their end (so a checkpoint never holds an update its step count does not).
-- :class:`UpdateGuard`: an optimizer step whose relative size ``|dw| / |w|`` is non-finite, above an absolute
-  bound, or far above the run's recent steps is rolled back before anything else sees it.
+- :class:`UpdateGuard`: an optimizer step whose relative size ``|dw| / |w|`` would be non-finite, above an
+  absolute bound, or far above the run's recent steps is not applied (judged from the gradients and the
+  optimizer state before the step, so nothing needs undoing).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import shutil
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,81 +197,85 @@ class SignalGuard:
 
 # ---------------------------------------------------------------------------------------- the update guard
 class UpdateGuard:
-    """Snapshot before an optimizer step, judge its size after, restore when it is out of range.
+    """Judge an AdamW step *before* it is taken, from the gradients and the optimizer state.
 
-    The size is ``|w_new - w_old| / |w_old|`` over all trained parameters, divided by the learning rate
-    (so a warm-up or decay does not look like an anomaly). A step is rolled back when the new weights are
-    not finite, when the relative change exceeds ``max_update_ratio``, or when the lr-normalised size is more
-    than ``factor`` times the median of the last ``window`` accepted steps (once ``min_history`` are known).
-    The snapshot costs one copy of the parameters and of the optimizer state on their device.
+    The step's size is ``|dw| / |w|`` over all trained parameters (``dw`` is what AdamW would subtract:
+    the bias-corrected ``m / (sqrt(v) + eps)`` times the lr, plus the decoupled weight decay), divided by
+    the learning rate so that a warm-up or a decay does not look like an anomaly. A step is refused (not
+    applied: weights and optimizer state stay as they were) when it would make weights NaN/inf, when the
+    relative change exceeds ``max_ratio``, or when its lr-normalised size is more than ``factor`` times the
+    median of the last ``window`` accepted steps (once ``min_history`` are known). Nothing is copied: the
+    check costs one extra elementwise pass over the parameters, in chunks of ``chunk`` elements.
     """
 
-    def __init__(self, factor: float, max_ratio: float, window: int = 20, min_history: int = 5):
+    def __init__(self, factor: float, max_ratio: float, window: int = 20, min_history: int = 5,
+                 chunk: int = 1 << 24):
         self.factor, self.max_ratio, self.window, self.min_history = factor, max_ratio, window, min_history
+        self.chunk = chunk
         self.history: list[float] = []
-        self._params: list[torch.Tensor] | None = None
-        self._opt_state: dict | None = None
 
     @property
     def enabled(self) -> bool:
         return self.factor > 0 or self.max_ratio > 0
 
-    def snapshot(self, params: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
-        self._params = [p.detach().clone() for p in params]
-        self._opt_state = {id(k): {n: (v.clone() if torch.is_tensor(v) else v) for n, v in s.items()}
-                           for k, s in optimizer.state.items()}
+    def _sums(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+        """[sum dw^2, sum w^2] of the AdamW step ``optimizer`` would take (None: not AdamW-like)."""
+        sums = torch.zeros(2, dtype=torch.float64)
+        for group in optimizer.param_groups:
+            if "betas" not in group or group.get("amsgrad") or group.get("maximize"):
+                return None
+            lr, (b1, b2), eps, wd = float(group["lr"]), group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = optimizer.state.get(p, {})
+                step = float(state["step"]) + 1 if "step" in state else 1.0
+                bc1, bc2 = 1 - b1 ** step, math.sqrt(1 - b2 ** step)
+                w, g = p.detach().reshape(-1), p.grad.detach().reshape(-1)
+                m_old, v_old = state.get("exp_avg"), state.get("exp_avg_sq")
+                m_old = m_old.reshape(-1) if m_old is not None else None
+                v_old = v_old.reshape(-1) if v_old is not None else None
+                for i in range(0, w.numel(), self.chunk):
+                    sl = slice(i, i + self.chunk)
+                    gc, wc = g[sl].float(), w[sl].float()
+                    m = gc.mul(1 - b1)
+                    v = gc.mul(gc).mul_(1 - b2)
+                    if m_old is not None:
+                        m.add_(m_old[sl].float(), alpha=b1)
+                        v.add_(v_old[sl].float(), alpha=b2)
+                    dw = m.div_(v.sqrt_().div_(bc2).add_(eps)).mul_(lr / bc1)
+                    if wd:
+                        dw.add_(wc, alpha=lr * wd)
+                    # a NaN/inf anywhere makes the sum of squares non-finite: no separate pass needed
+                    sums += torch.stack([torch.dot(dw, dw), torch.dot(wc, wc)]).double().cpu()
+        return sums
 
-    def judge(self, params: list[torch.Tensor], lr: float,
+    def judge(self, optimizer: torch.optim.Optimizer, lr: float,
               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[bool, float, str]:
-        """(accept, lr-normalised size, reason when rejected) of the step just taken. ``reduce`` sums the
-        three partial sums over processes (sharded parameters; replicated ones scale both norms alike)."""
-        assert self._params is not None
-        sums = torch.zeros(3, dtype=torch.float64)
-        for p, q in zip(params, self._params, strict=True):
-            new, old = p.detach().double(), q.double()
-            sums += torch.stack([(new - old).pow(2).sum(), old.pow(2).sum(), (~torch.isfinite(new)).sum()]).cpu()
+        """(apply, lr-normalised size, reason when refused) of the step ``optimizer.step()`` would take now.
+        ``reduce`` sums the partial sums over processes (sharded parameters; replicated ones scale both
+        norms alike)."""
+        sums = self._sums(optimizer)
+        if sums is None:
+            return True, 0.0, ""
         if reduce is not None:
             sums = reduce(sums)
-        diff, norm, nonfinite = (float(x) for x in sums)
-        ratio = (diff ** 0.5) / max(norm ** 0.5, 1e-12)
+        diff, norm = (float(x) for x in sums)
+        ratio = math.sqrt(diff) / max(math.sqrt(norm), 1e-12) if math.isfinite(diff) else math.inf
         size = ratio / lr if lr > 0 else ratio
-        if nonfinite or not math.isfinite(ratio):
-            return False, size, "the update made weights NaN/inf"
+        if not math.isfinite(ratio):
+            return False, size, "the update would make weights NaN/inf"
         if self.max_ratio > 0 and ratio > self.max_ratio:
-            return False, size, f"the update changed the weights by {ratio:.3g} of their norm (> {self.max_ratio})"
+            return False, size, (f"the update would change the weights by {ratio:.3g} of their norm "
+                                 f"(> max_update_ratio {self.max_ratio})")
         if self.factor > 0 and len(self.history) >= self.min_history:
             recent = sorted(self.history[-self.window:])
             median = recent[len(recent) // 2]
             if median > 0 and size > self.factor * median:
                 return False, size, (f"the update was {size / median:.3g}x the median of the last {len(recent)} "
-                                     f"steps (> {self.factor}x)")
+                                     f"steps (> update_guard_factor {self.factor})")
         return True, size, ""
 
-    @property
-    def has_snapshot(self) -> bool:
-        return self._params is not None
-
     def accept(self, size: float) -> None:
-        """Count an accepted step's size into the recent range."""
+        """Count an applied step's size into the recent range."""
         self.history = [*self.history, size][-self.window:]
-
-    def restore(self, params: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
-        assert self._params is not None and self._opt_state is not None
-        with torch.no_grad():
-            for p, q in zip(params, self._params, strict=True):
-                p.copy_(q)
-        for k in list(optimizer.state):
-            saved = self._opt_state.get(id(k))
-            if saved is None:
-                del optimizer.state[k]  # state created by the rejected step (the first one)
-                continue
-            state = optimizer.state[k]
-            for n, v in saved.items():
-                if torch.is_tensor(v) and torch.is_tensor(state.get(n)):
-                    state[n].copy_(v)
-                else:
-                    state[n] = v
-        self.release()
-
-    def release(self) -> None:
-        self._params, self._opt_state = None, None

@@ -133,26 +133,60 @@ def _small(tmp_path, name="run", **kw) -> TRAPOConfig:
     return TRAPOConfig(**base)
 
 
-def test_an_interrupt_between_the_optimizer_step_and_the_count_is_not_applied_twice(
-        tmp_path, tokenizer, rows, make_model):
+def test_ctrl_c_between_the_optimizer_step_and_the_count_waits_for_the_step(tmp_path, tokenizer, rows, make_model):
+    """A Ctrl-C right after an optimizer step is held until the step is counted: the checkpoint then holds
+    exactly the steps it says, and the resumed run is not one step ahead (a double-applied update)."""
     full = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, _small(tmp_path, "full")).train()
     trainer = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, _small(tmp_path, "cut"))
     sync, calls = trainer.engine.sync_weights, {"n": 0}
 
-    def interrupt_after_the_third_update(model):
+    def ctrl_c_after_the_third_update(model):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt  # the weights of step 3 are in, the step is not counted yet
+            os.kill(os.getpid(), signal.SIGINT)  # the weights of step 3 are in, the step is not counted yet
         sync(model)
 
-    trainer.engine.sync_weights = interrupt_after_the_third_update
+    trainer.engine.sync_weights = ctrl_c_after_the_third_update
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    assert (tmp_path / "cut" / "checkpoint-2").is_dir()
+    assert (tmp_path / "cut" / "checkpoint-3").is_dir() and _steps(tmp_path / "cut") == [1, 2, 3]
     resumed = TRAPOTrainer(make_model(tokenizer, seed=5), tokenizer, rows, _small(tmp_path, "cut")).train(
         resume_from_checkpoint=True)
     _same(load_file(full.final_model_dir / "model.safetensors"),
           load_file(resumed.final_model_dir / "model.safetensors"))
+
+
+def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_path, tokenizer, rows, model,
+                                                                          capsys):
+    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path))
+
+    def broken_engine(model):
+        raise RuntimeError("engine lost")
+
+    trainer.engine.sync_weights = broken_engine
+    with pytest.raises(RuntimeError, match="engine lost"):
+        trainer.train()
+    assert "not saving it" in capsys.readouterr().out and not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_the_update_guard_predicts_adamw_exactly(tmp_path, tokenizer, rows, model):
+    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path, lr_scheduler_type="constant", warmup_steps=0,
+                                                          weight_decay=0.1))
+    for step in range(2):
+        trainer.optimizer.zero_grad()
+        trainer.update(trainer.rollout(step), trainer.advantages(trainer.rollout(step)), _metrics())
+        params = [p for p in model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params]
+        sums = trainer.update_guard._sums(trainer.optimizer)
+        trainer.optimizer.step()
+        diff = sum(float((p.detach().double() - q.double()).pow(2).sum()) for p, q in zip(params, before, strict=True))
+        assert diff == pytest.approx(float(sums[0]), rel=1e-4)
+
+
+def _metrics():
+    from trapo.trainer.loop import _Metrics
+
+    return _Metrics()
 
 
 def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(tmp_path, tokenizer, rows, make_model,
@@ -191,6 +225,7 @@ def test_an_exploding_update_is_rolled_back_and_nothing_garbage_is_saved(tmp_pat
     assert not (tmp_path / "run" / "final").exists()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["rolled_back"] for x in lines] == [1.0, 1.0, 1.0]
+    assert not trainer.optimizer.state  # nothing was applied, so the optimizer has no state yet
 
 
 def test_an_outlier_update_is_rolled_back_against_the_recent_range(tmp_path, tokenizer, rows, model):
