@@ -121,14 +121,14 @@ class TRAPOConfig:
                                   default=10)
     report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
     max_nonfinite_steps: int = _help(
-        "Stop after this many consecutive steps skipped or rolled back (NaN/inf loss, or an update out of "
-        "range: see update_guard_factor).", default=3)
+        "Stop after this many consecutive steps skipped (NaN/inf loss or gradient, or an update out of range: "
+        "see update_guard_factor).", default=3)
     update_guard_factor: float = _help(
-        "Roll back an optimizer step whose size (|dw|/|w| per unit of lr) is more than this many times the "
-        "median of recent steps (0: off). Costs a copy of the weights and optimizer state.", default=10.0)
+        "Do not apply an optimizer step whose size (|dw|/|w| per unit of lr, judged from the gradients before "
+        "the step) is more than this many times the median of recent steps (0: off).", default=10.0)
     max_update_ratio: float = _help(
-        "Roll back an optimizer step that changes the weights by more than this fraction of their norm "
-        "(0: off).", default=1.0)
+        "Do not apply an optimizer step that would change the weights by more than this fraction of their "
+        "norm, or make them NaN/inf (0: off).", default=1.0)
     reward_timeout: float = _help(
         "Seconds one reward call may take (a call scores one micro-group); past it the call's items fail "
         "as timed out. A --reward function runs in a worker process so the bound holds for any code "

@@ -261,3 +261,10 @@ def test_a_data_directory_trains_on_its_training_files_once(tmp_path, rows):
     (tmp_path / "train.jsonl").unlink()
     with pytest.raises(ValueError, match="has no train files"):
         load_examples(tmp_path, split="train")
+
+
+def test_time_based_checkpoints(tmp_path, tokenizer, rows, model):
+    cfg = _small(tmp_path, max_steps=3, save_minutes=1e-9, save_total_limit=0)  # due after every step
+    TRAPOTrainer(model, tokenizer, rows, cfg).train()
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
+    assert TRAPOConfig().save_minutes == 10.0  # on by default: a SIGKILL loses minutes, not the run
