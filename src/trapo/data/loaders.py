@@ -73,6 +73,15 @@ class LoadResult:
     files: list[str] = field(default_factory=list)
     n_rows: int = 0  # rows read, before skipping and de-duplication
     n_merged: int = 0  # rows folded into an earlier identical one by dedupe=True
+    origins: list[tuple[str, int]] = field(default_factory=list)  # (file, row) of each example (before dedupe)
+    notes: list[str] = field(default_factory=list)  # what directory expansion left out, and why
+
+    def where(self, index: int) -> str:
+        """``file: line N`` / ``file: row N`` of example ``index`` (as in skipped rows)."""
+        if index >= len(self.origins):
+            return f"example {index}"
+        file, row = self.origins[index]
+        return f"{Path(file).name}: {'line' if file.endswith('.jsonl') else 'row'} {row}"
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -83,6 +92,8 @@ class LoadResult:
     def summary(self, max_rows: int = 5) -> str:
         """One paragraph: how many examples from how many rows and files, and what was skipped (first rows)."""
         text = f"loaded {len(self.examples)} examples from {self.n_rows} rows in {len(self.files)} file(s)"
+        if self.notes:
+            text += " (" + "; ".join(self.notes) + ")"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
         if not self.skipped:
@@ -165,17 +176,53 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+SPLIT_NAMES = ("train", "val", "validation", "valid", "dev", "test", "eval")
+
+
+def _split_of(stem: str) -> str | None:
+    """The split a file name says it holds (``train``, ``val_skills``, ``test-00000-of-00002`` ...), or None."""
+    head = stem.lower().replace("-", "_").split("_")[0]
+    return head if head in SPLIT_NAMES else None
+
+
+def _directory_files(path: Path, split: str | None, notes: list[str]) -> list[Path]:
+    """The data files of a directory: one format per name (parquet over JSONL: ``trapo data make`` writes
+    both), and with ``split``, only the files of that split when the names say which split they hold."""
+    found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if not found:
+        raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
+    stems = {p.stem for p in found if p.suffix == ".parquet"}
+    twins = [p for p in found if p.suffix == ".jsonl" and p.stem in stems]
+    if twins:
+        notes.append(f"{len(twins)} JSONL file(s) in {path.name}/ skipped as copies of the parquet files of the "
+                     "same name")
+        found = [p for p in found if p not in twins]
+    if split is None:
+        return found
+    splits = {p: _split_of(p.stem) for p in found}
+    if not any(splits.values()):
+        return found  # names say nothing about splits: every file is data
+    chosen = [p for p in found if splits[p] == split]
+    if not chosen:
+        named = sorted({s for s in splits.values() if s})
+        raise ValueError(f"{path}: directory has no {split} files (it has {', '.join(named)} splits: "
+                         f"{', '.join(p.name for p in found)}); pass the files to use")
+    others = [p.name for p in found if p not in chosen]
+    if others:
+        notes.append(f"used the {split} file(s) of {path.name}/ only, not {', '.join(others)}")
+    return chosen
+
+
+def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike], split: str | None = None,
+            notes: list[str] | None = None) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    notes = [] if notes is None else notes
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
-            if not found:
-                raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
-            files.extend(found)
+            files.extend(_directory_files(path, split, notes))
         elif not path.exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
         elif path.suffix not in SUFFIXES:
@@ -268,13 +315,13 @@ def _load_file(
         else:
             rows.append((number, row))
     if not rows:
-        return [], skipped, len(raw)
+        return [], skipped, len(raw), []
     dicts = [r for _, r in rows]
     p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
     a_key = _resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
     e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
 
-    examples = []
+    examples, origins = [], []
     for number, row in rows:
         prompt, why = _prompt(_get(row, p_key))
         if prompt is None:
@@ -298,7 +345,8 @@ def _load_file(
                 meta=_meta(row, e_key),
             )
         )
-    return examples, skipped, len(raw)
+        origins.append((file, number))
+    return examples, skipped, len(raw), origins
 
 
 def _dedupe(examples: list[Example]) -> tuple[list[Example], int]:
@@ -326,6 +374,7 @@ def load_examples(
     expert_key: str | None = DEFAULT_EXPERT_KEY,
     strict: bool = False,
     dedupe: bool = False,
+    split: str | None = None,
 ) -> LoadResult:
     """Read problems from verl parquet / JSONL files or directories (the rules are in the module docstring).
 
@@ -336,15 +385,19 @@ def load_examples(
         strict: raise ``ValueError`` on the first bad row instead of skipping it.
         dedupe: merge rows with the same data source, prompt and answer (AIME and AMC are stored 32 times
             each for avg@32), recording the number of rows in ``meta["repeats"]``.
+        split: for directories whose file names name splits (``train``, ``val``, ``test`` ...), read only
+            this split's files (``trapo train`` passes ``"train"``); a directory without one is an error.
+            Either way, a JSONL file with the same name as a parquet file in the directory is skipped.
 
     Raises:
         FileNotFoundError: a path does not exist.
         ValueError: an unreadable file, a column no row has, a bad row under ``strict``, or no examples at all.
     """
     result = LoadResult(examples=[])
-    for path in _expand(paths):
-        examples, skipped, n_rows = _load_file(path, prompt_key, answer_key, expert_key, strict)
+    for path in _expand(paths, split, result.notes):
+        examples, skipped, n_rows, origins = _load_file(path, prompt_key, answer_key, expert_key, strict)
         result.examples.extend(examples)
+        result.origins.extend(origins)
         result.skipped.extend(skipped)
         result.files.append(str(path))
         result.n_rows += n_rows

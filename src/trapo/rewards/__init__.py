@@ -1,28 +1,40 @@
 """Rewards: rule-based math answer checking and adapters for the reward functions users already have."""
 
 from trapo.rewards.adapters import (
+    FAILURE_KINDS,
+    FailedScore,
     RewardFunction,
+    RewardScores,
     as_reward_function,
+    bounded_reward,
     default_reward,
     detect_kind,
+    in_worker_process,
     load_reward,
     safe_rewards,
+    score_rewards,
 )
 from trapo.rewards.math_answers import Verdict, check_answer, extract_answer, extract_boxed, math_reward
 from trapo.rewards.timeout import CallTimeout, call_with_timeout
 
 __all__ = [
+    "FAILURE_KINDS",
     "CallTimeout",
+    "FailedScore",
     "RewardFunction",
+    "RewardScores",
     "Verdict",
     "as_reward_function",
+    "bounded_reward",
     "call_with_timeout",
     "check_answer",
     "default_reward",
     "detect_kind",
     "extract_answer",
     "extract_boxed",
+    "in_worker_process",
     "load_reward",
     "math_reward",
     "safe_rewards",
+    "score_rewards",
 ]

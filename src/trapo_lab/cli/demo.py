@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = work / "runs" / f"demo-{args.method}"
     config = TRAPOConfig(method=args.method, output_dir=str(out), max_steps=args.steps, seed=args.seed,
-                         learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10)
+                         learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10,
+                         overwrite_output_dir=True)  # a demo run replaces the previous demo's
     print(f"[4/5] training {args.method} for {args.steps} steps into {out}")
     trainer = TRAPOTrainer(*load_model_and_tokenizer(base), load_examples([data / "train.parquet"]).examples, config)
     result = trainer.train()
