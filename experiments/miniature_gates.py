@@ -38,6 +38,7 @@ from trapo.models import load_model_and_tokenizer
 from trapo.rollout import SamplingParams
 from trapo.trainer import TRAPOTrainer
 from trapo_lab.pretrain import (
+    BASE_INFO,
     BaseModelConfig,
     build_base_model,
     expert_token_probabilities,
@@ -45,6 +46,7 @@ from trapo_lab.pretrain import (
     read_base_info,
 )
 from trapo_lab.tasks import make_splits, solution_style
+from trapo_lab.tasks.arithmetic import writes_steps
 
 GATES = {
     "G1": "base in-domain avg <= 35% and single ops (t1) >= 85%",
@@ -74,6 +76,7 @@ def measure(model, tokenizer, examples: list[Example], task: str, seed: int) -> 
             "acc": round(100 * (group.avg_at_k or 0.0), 2),
             "expert_form": round(100 * sum(solution_style(c, task) == "expert" for c in completions)
                                  / max(len(completions), 1), 2),
+            "writes_steps": round(100 * sum(writes_steps(c) for c in completions) / max(len(completions), 1), 2),
             "degenerate": round(100 * sum(extract_boxed(c) is None for c in completions) / max(len(completions), 1),
                                 2),
             "mean_tokens": round(group.mean_completion_tokens or 0.0, 1),
@@ -97,6 +100,7 @@ def summary(groups: dict[str, dict]) -> dict:
         "ood": avg(ood),
         "retained": avg(skills),
         "expert_form_multi_op": avg(multi, "expert_form"),
+        "writes_steps_multi_op": avg(multi, "writes_steps"),
         "degenerate_in_domain": avg(tiers, "degenerate"),
     }
 
@@ -126,7 +130,8 @@ def render(record: dict) -> str:
         "",
         "## All attempts",
         "",
-        "| attempt | design | base t1 (single op) | base in-domain | base multi-op in expert form | expert tokens "
+        "| attempt | design | base t1 (single op) | base in-domain | base multi-op in expert form (any written "
+        "steps) | expert tokens "
         "p < 0.1 / < 0.01 | SFT lr chosen | SFT in-domain | gain | base OOD → SFT OOD | base retained → SFT "
         "retained | G1 | G2 | G3 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -136,7 +141,8 @@ def render(record: dict) -> str:
         b, s = a["base"]["summary"], a["sft_chosen"]["summary"]
         lines.append(
             f"| {a['label']} | {a['design']} | {b['single_op']:.1f} | {b['in_domain']:.1f} | "
-            f"{b['expert_form_multi_op']:.1f} | {a['expert_tokens']['share_below_0.1_pct']:.1f} / "
+            f"{b['expert_form_multi_op']:.1f} ({b.get('writes_steps_multi_op', b['expert_form_multi_op']):.1f}) | "
+            f"{a['expert_tokens']['share_below_0.1_pct']:.1f} / "
             f"{a['expert_tokens']['share_below_0.01_pct']:.1f} | {a['sft_chosen']['lr']:g} | {s['in_domain']:.1f} | "
             f"{s['in_domain'] - b['in_domain']:+.1f} | {b['ood']} → {s['ood']} | {b['retained']} → {s['retained']} | "
             f"{'pass' if g['G1'] else 'FAIL'} | {'pass' if g['G2'] else 'FAIL'} | {'pass' if g['G3'] else 'FAIL'} |")
@@ -174,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="artifacts/data", help="`trapo data make` directory (made if missing)")
     parser.add_argument("--base", default="artifacts/base", help="`trapo base` directory (built if missing)")
     parser.add_argument("--task", default="shortcut", help="task design of data and base when they are built")
+    parser.add_argument("--expert-style", default=None, help="expert style of the data when it is built")
     parser.add_argument("--base-overrides", default="{}",
                         help="JSON of BaseModelConfig fields (mix: a dict of PretrainMix fields) for a missing base")
     parser.add_argument("--label", default="default", help="name of this attempt (replaces an attempt of that name)")
@@ -189,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     wall, cpu = time.perf_counter(), time.process_time()
 
     data, base_dir = Path(args.data), Path(args.base)
-    make_splits(data, task=args.task)
-    overrides = json.loads(args.base_overrides)
-    build_base_model(base_dir, config=BaseModelConfig.for_task(args.task, **overrides), threads=1)
+    if not (data / "manifest.json").is_file():
+        make_splits(data, task=args.task, expert_style=args.expert_style)
+    if not (base_dir / BASE_INFO).is_file():  # an existing base is used as it is (its config is recorded)
+        overrides = json.loads(args.base_overrides)
+        build_base_model(base_dir, config=BaseModelConfig.for_task(args.task, **overrides), threads=1)
     info = read_base_info(base_dir) or {}
 
     val = load_examples([data / "val.parquet", data / "val_ood.parquet", data / "val_skills.parquet"]).examples
@@ -220,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     gates = {
         "G1": b["in_domain"] <= 35 and b["single_op"] >= 85,
         "G2": s["in_domain"] - b["in_domain"] >= 10,
-        "G3": expert_tokens["share_below_0.1_pct"] >= 10 and b["expert_form_multi_op"] <= 10,
+        # strict: a written step in any layout counts as the expert's form
+        "G3": expert_tokens["share_below_0.1_pct"] >= 10 and max(b["expert_form_multi_op"],
+                                                                 b["writes_steps_multi_op"]) <= 10,
     }
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     attempt = {
@@ -249,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "expert_tokens_below_0_1": expert_tokens["share_below_0.1_pct"],
         "expert_tokens_below_0_01": expert_tokens["share_below_0.01_pct"],
         "base_expert_form_share": b["expert_form_multi_op"],
+        "base_writes_steps_share": b["writes_steps_multi_op"],
         "base_ood": b["ood"],
         "sft_ood": s["ood"],
         "base_retained": b["retained"],
@@ -263,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     record["attempts"] = [a for a in record["attempts"] if a["label"] != args.label] + [attempt]
     # the top-level keys describe the last attempt
     for key in ("base_in_domain", "base_single_op", "sft_in_domain", "expert_tokens_below_0_1",
-                "expert_tokens_below_0_01", "base_expert_form_share", "base_ood", "sft_ood", "base_retained",
-                "sft_retained", "gates", "command"):
+                "expert_tokens_below_0_01", "base_expert_form_share", "base_writes_steps_share", "base_ood",
+                "sft_ood", "base_retained", "sft_retained", "gates", "command"):
         record[key] = attempt[key]
     record["units"] = "percent"
     path.write_text(json.dumps(record, indent=2) + "\n")

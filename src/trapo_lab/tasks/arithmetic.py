@@ -167,10 +167,40 @@ def native_solution(problem: ChainProblem) -> str:
     return "\n\n".join([*lines, boxed(problem.answer)])
 
 
-def step_solution(problem: ChainProblem) -> str:
-    """The shortcut design's expert solution: one operation per paragraph (same text as
-    :func:`native_solution`)."""
-    return native_solution(problem)
+STEP_FORMS = ("steps", "rewrite")
+STEP_LAYOUTS = ("paragraphs", "line")
+
+
+def step_lines(problem: ChainProblem, form: str = "steps") -> list[str]:
+    """The written steps of a chain, one per operation.
+
+    ``form="steps"``: ``a op x=r`` (``37+5=42``, ``42-8=34``, ``34*2=68``). ``form="rewrite"``: the
+    leftmost operation evaluated and the rest of the chain rewritten after it (``37+5=42-8*2``,
+    ``42-8=34*2``, ``34*2=68``), so the next step reads its operation right there instead of finding it
+    in the prompt.
+    """
+    if form not in STEP_FORMS:
+        raise ValueError(f"form must be one of {STEP_FORMS}, got {form!r}")
+    values, lines = problem.values, []
+    for i, (op, x) in enumerate(problem.steps):
+        rest = "".join(f"{o}{y}" for o, y in problem.steps[i + 1 :]) if form == "rewrite" else ""
+        lines.append(f"{values[i]}{op}{x}={values[i + 1]}{rest}")
+    return lines
+
+
+def step_solution(problem: ChainProblem, form: str = "steps", layout: str = "paragraphs") -> str:
+    """A chain written out step by step (:func:`step_lines`), then ``\\boxed{answer}``.
+
+    ``layout="paragraphs"`` (the shortcut design's expert): one step per paragraph (``"\\n\\n"``), so
+    prefix cuts land between steps; with ``form="steps"`` the same text as :func:`native_solution`.
+    ``layout="line"``: the steps on one line separated by ``;`` (``37+5=42;42-8=34;34*2=68``), the
+    layout of the base model's own rare written chains when pre-training is told to use it.
+    """
+    if layout not in STEP_LAYOUTS:
+        raise ValueError(f"layout must be one of {STEP_LAYOUTS}, got {layout!r}")
+    lines = step_lines(problem, form)
+    body = "\n\n".join(lines) if layout == "paragraphs" else ";".join(lines)
+    return body + "\n\n" + boxed(problem.answer)
 
 
 def short_solution(problem: ChainProblem) -> str:
@@ -205,6 +235,7 @@ def expert_solution(problem: ChainProblem, variant: str = "tens") -> str:
 
 
 _NATIVE_STEP = re.compile(r"^\d+[-+*]\d+=\d+$")
+_REWRITE_STEP = re.compile(r"^\d+[-+*]\d+=\d+(?:[-+*]\d+)*$")
 _EXPERT_STEP = re.compile(r"^\d+[-+*]\d+=\d+[-+]\d+=\d+$")
 
 
@@ -212,9 +243,10 @@ def solution_style(text: str, task: str = DEFAULT_TASK) -> str:
     """Which style a (generated) solution is written in: ``"expert"``, ``"native"`` (the base model's
     own form) or ``"other"``. Only the form is judged, not the arithmetic.
 
-    ``task="shortcut"`` (default): ``"expert"`` if it writes one or more steps (``37+5=42``) and every
-    paragraph before the answer is a step; ``"native"`` if it is the answer alone (``\\boxed{34}``);
-    ``"other"`` otherwise. A tier-1 problem's two forms coincide and read as expert.
+    ``task="shortcut"`` (default): ``"expert"`` if it writes one or more steps (``37+5=42``, or in the
+    rewrite form ``37+5=42-8*2``), one per paragraph, and every paragraph before the answer is a step;
+    ``"native"`` if it is the answer alone (``\\boxed{34}``); ``"other"`` otherwise (steps on one line
+    included: :func:`writes_steps` counts those). A tier-1 problem's two forms coincide and read as expert.
 
     ``task="place-value"``: ``"expert"`` if any paragraph is a two-move place-value step
     (``180-28=160-8=152``, ``13*7=70+21=91``), else ``"native"`` if its steps are all single moves
@@ -228,9 +260,15 @@ def solution_style(text: str, task: str = DEFAULT_TASK) -> str:
     if check_task(task) == "shortcut":
         if not steps:
             return "native" if paragraphs else "other"
-        return "expert" if all(_NATIVE_STEP.match(p) for p in steps) else "other"
+        return "expert" if all(_REWRITE_STEP.match(p) for p in steps) else "other"
     if not steps:
         return "other"
     if any(_EXPERT_STEP.match(p) for p in steps):
         return "expert"
     return "native" if all(_NATIVE_STEP.match(p) for p in steps) else "other"
+
+
+def writes_steps(text: str) -> bool:
+    """Whether a (generated) solution writes any step ``a op x=r``, in any layout (paragraphs or one
+    line): the strict count of how often a model writes a chain out."""
+    return any(_REWRITE_STEP.match(part.strip()) for para in text.split("\n\n") for part in para.split(";"))

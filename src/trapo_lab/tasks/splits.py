@@ -37,6 +37,8 @@ from trapo_lab.tasks.arithmetic import (
     DEFAULT_TASK,
     EXPERT_VARIANTS,
     OOD_TIERS,
+    STEP_FORMS,
+    STEP_LAYOUTS,
     TIERS,
     ChainProblem,
     check_task,
@@ -114,8 +116,8 @@ def tier_counts(n: int, weights: Sequence[float] = TRAIN_TIER_WEIGHTS) -> dict[i
     return dict(zip(TIERS, counts, strict=True))
 
 
-EXPERT_STYLES = ("place-value", "native", "steps")  # what `trapo data make --expert-style` offers
-TASK_EXPERT_STYLES = {"shortcut": ("steps",), "place-value": ("place-value", "native")}  # first: the default
+EXPERT_STYLES = ("place-value", "native", "steps", "rewrite")  # what `trapo data make --expert-style` offers
+TASK_EXPERT_STYLES = {"shortcut": ("steps", "rewrite"), "place-value": ("place-value", "native")}  # first: default
 
 
 def check_expert_style(style: str | None, task: str = "place-value") -> str:
@@ -132,8 +134,9 @@ def chain_example(problem: ChainProblem, split: str = "", expert_style: str | No
                   task: str = DEFAULT_TASK) -> Example:
     """An :class:`Example` of a chain problem; the base model's own form in ``meta["native_solution"]``.
 
-    ``task="shortcut"`` (default): the expert solution is the step-by-step one (:func:`step_solution`);
-    the native form is the short one (:func:`short_solution`: the answer alone for two or more operations).
+    ``task="shortcut"`` (default): the expert solution is written one step per paragraph
+    (:func:`step_solution`, ``expert_style`` "steps" or "rewrite" its form); the native form is the short
+    one (:func:`short_solution`: the answer alone for two or more operations).
 
     ``task="place-value"``: ``expert_style`` "place-value" (its default, off-policy for the base model):
     both expert variants (one when they coincide). "native": the native solution is the one expert
@@ -141,7 +144,7 @@ def chain_example(problem: ChainProblem, split: str = "", expert_style: str | No
     """
     style = check_expert_style(expert_style, task)
     if task == "shortcut":
-        experts: tuple[str, ...] = (step_solution(problem),)
+        experts: tuple[str, ...] = (step_solution(problem, style),)
         native = short_solution(problem)
     elif style == "native":
         experts, native = (native_solution(problem),), native_solution(problem)
@@ -413,7 +416,8 @@ class PretrainMix:
 
     Shortcut design (default): tier 1 examples are single-operation drills written as a step; chains of
     2..5 operations are answered in the short form, except a share ``step_share`` written step by step
-    (the expert's form; default 0: the base never writes a chain out).
+    (:func:`step_solution` with ``step_form`` and ``step_layout``: ``"paragraphs"`` is the expert's
+    layout, ``"line"`` puts the steps on one line).
 
     Place-value design: every solution is native (one step per paragraph) except a share
     ``expert_share`` written in the expert's place-value style (variant drawn uniformly), the knob that
@@ -428,6 +432,8 @@ class PretrainMix:
     expert_share: float = 0.0
     task: str = DEFAULT_TASK
     step_share: float = 0.0
+    step_form: str = "steps"
+    step_layout: str = "paragraphs"
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> PretrainMix:
@@ -444,6 +450,10 @@ class PretrainMix:
             raise ValueError(f"expert_share must be in [0, 1], got {self.expert_share}")
         if not 0 <= self.step_share <= 1:
             raise ValueError(f"step_share must be in [0, 1], got {self.step_share}")
+        if self.step_form not in STEP_FORMS:
+            raise ValueError(f"step_form must be one of {STEP_FORMS}, got {self.step_form!r}")
+        if self.step_layout not in STEP_LAYOUTS:
+            raise ValueError(f"step_layout must be one of {STEP_LAYOUTS}, got {self.step_layout!r}")
         if self.task == "shortcut" and self.expert_share:
             raise ValueError("expert_share is a place-value setting; the shortcut design's knob is step_share")
         if self.task == "place-value" and self.step_share:
@@ -481,7 +491,8 @@ def pretraining_stream(seed: int, mix: PretrainMix | None = None) -> Iterator[tu
             chain = sample_chain(rng, tier, ranges)
         if task == "shortcut":
             steps = tier == 1 or (mix.step_share > 0 and rng.random() < mix.step_share)
-            yield chain.expression, step_solution(chain) if steps else short_solution(chain), source
+            text = step_solution(chain, mix.step_form, mix.step_layout) if steps else short_solution(chain)
+            yield chain.expression, text, source
         elif rng.random() < mix.expert_share:
             yield chain.expression, expert_solution(chain, rng.choice(EXPERT_VARIANTS)), source
         else:

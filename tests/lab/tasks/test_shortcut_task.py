@@ -162,3 +162,38 @@ def test_old_design_is_reachable_by_its_flag():
     assert SplitConfig(task="place-value").hash() == "c3a175a4f0cec7ae"  # splits written before issue 15
     with pytest.raises(ValueError, match="task"):
         SplitConfig(task="nonsense")
+
+
+def test_step_forms_and_layouts():
+    from trapo_lab.tasks.arithmetic import step_lines, writes_steps
+
+    assert step_lines(WORKED, "rewrite") == ["37+5=42-8*2", "42-8=34*2", "34*2=68"]
+    assert step_solution(WORKED, "rewrite") == "37+5=42-8*2\n\n42-8=34*2\n\n34*2=68\n\n\\boxed{68}"
+    line = step_solution(WORKED, "steps", "line")
+    assert line == "37+5=42;42-8=34;34*2=68\n\n\\boxed{68}"
+    assert solution_style(step_solution(WORKED, "rewrite")) == "expert"
+    assert solution_style(line) == "other" and writes_steps(line)  # steps, not in the expert's layout
+    assert not writes_steps(short_solution(WORKED)) and writes_steps(step_solution(WORKED))
+    for form in ("steps", "rewrite"):  # every rewritten step is a correct chain, ending at the answer
+        for left, right in (s.split("=") for s in step_lines(WORKED, form)):
+            assert (parse_chain(left).tier == 1 and parse_chain(right).answer == WORKED.answer) or form == "steps"
+    with pytest.raises(ValueError, match="form"):
+        step_lines(WORKED, "prose")
+    with pytest.raises(ValueError, match="layout"):
+        step_solution(WORKED, "steps", "columns")
+
+
+def test_rewrite_expert_style_and_line_layout_in_pre_training():
+    from trapo_lab.tasks.arithmetic import writes_steps
+
+    rewrite = build_splits(**SMALL, expert_style="rewrite")
+    for ex in rewrite["train"]:
+        assert ex.expert_solutions == (step_solution(parse_chain(ex.prompt_text), "rewrite"),)
+        assert math_reward(ex.expert_solutions[0], ex.answer) == 1.0
+    mix = PretrainMix(step_share=0.5, step_form="rewrite", step_layout="line")
+    stream = list(itertools.islice(pretraining_stream(2, mix), 3000))
+    written = [(p, s) for p, s, src in stream if src.startswith("arith") and src != "arith-t1" and writes_steps(s)]
+    assert written and all(s == step_solution(parse_chain(p), "rewrite", "line") for p, s in written)
+    assert all(solution_style(s) == "other" for _, s in written)
+    with pytest.raises(ValueError, match="step_layout"):
+        PretrainMix(step_layout="columns")
