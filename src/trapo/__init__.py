@@ -2,12 +2,17 @@
 
 Layers, bottom to top (a lower layer never imports an upper one):
 
-- core math: :mod:`trapo.losses`, :mod:`trapo.advantages`, :mod:`trapo.guidance` (torch only)
+- core math (torch only): :mod:`trapo.losses` (per-token rules), :mod:`trapo.advantages`,
+  :mod:`trapo.guidance` (micro-group schedule, prefix cuts), :mod:`trapo.objective` (the batch loss)
 - rollout engines: :mod:`trapo.rollout`
 - rewards: :mod:`trapo.rewards`
-- data: :mod:`trapo.data`, the built-in task :mod:`trapo_lab.tasks`
-- trainer: :mod:`trapo.config`, :mod:`trapo.methods`, :mod:`trapo.trainer`, :mod:`trapo.evaluate`
-- CLI and reports: :mod:`trapo.cli`, :mod:`trapo_lab.report`
+- data: :mod:`trapo.data`
+- trainer: :mod:`trapo.config`, :mod:`trapo.methods`, :mod:`trapo.trainer`, :mod:`trapo.evaluate`,
+  :mod:`trapo.models` (loading a local model directory)
+- command line: :mod:`trapo.cli` (``train``, ``eval``; other packages add commands through an entry point)
+
+The embedded miniature the method is tested on (task, tiny model, comparison, reports) is a separate
+package, :mod:`trapo_lab`, which imports this one; this one never imports it.
 """
 
 __version__ = "0.1.0"

@@ -163,11 +163,33 @@ class TRAPOConfig:
     # --- logging and checkpoints -----------------------------------------------------------------------
     logging_steps: int = _help("Metrics every N steps (metrics.jsonl).", default=1)
     save_steps: int = _help("Checkpoint every N steps (0: only at the end and on interrupt).", default=0)
+    save_minutes: float = _help(
+        "Also checkpoint when N minutes have passed since the last checkpoint (0: never), so a SIGKILL or an "
+        "out-of-memory kill loses minutes, not the run.", default=10.0)
+    overwrite_output_dir: bool = _help(
+        "Start afresh in an output_dir that holds another run (its checkpoints, metrics and final model are "
+        "deleted); without it such a directory is refused unless --resume.", default=False)
     save_total_limit: int = _help("Keep at most N checkpoints (0: keep all).", default=2)
     sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).",
                                   default=10)
     report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
-    max_nonfinite_steps: int = _help("Stop after this many consecutive steps with a NaN/inf loss.", default=3)
+    max_nonfinite_steps: int = _help(
+        "Stop after this many consecutive steps skipped (NaN/inf loss or gradient, or an update out of range: "
+        "see update_guard_factor).", default=3)
+    update_guard_factor: float = _help(
+        "Do not apply an optimizer step whose size (|dw|/|w| per unit of lr, judged from the gradients before "
+        "the step) is more than this many times the median of recent steps (0: off).", default=10.0)
+    max_update_ratio: float = _help(
+        "Do not apply an optimizer step that would change the weights by more than this fraction of their "
+        "norm, or make them NaN/inf (0: off).", default=1.0)
+    reward_timeout: float = _help(
+        "Seconds one reward call may take (a call scores one micro-group); past it the call's items fail "
+        "as timed out. A --reward function runs in a worker process so the bound holds for any code "
+        "(0: no bound, in-process).", default=60.0)
+    max_reward_failure_share: float = _help(
+        "Stop when at least this share of a step's rewards failed (raised, timed out, NaN, not a number, "
+        "unverifiable ground truth) ...", default=1.0)
+    max_reward_failure_steps: int = _help("... for this many steps in a row (0: never stop).", default=3)
     strict: bool = _help("Bad data rows are errors instead of skipped-and-counted.", default=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +217,11 @@ class TRAPOConfig:
             raise ValueError(f"trsft_alpha must be in (0, 1], got {self.trsft_alpha}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("save_minutes", "reward_timeout", "update_guard_factor", "max_update_ratio"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.max_reward_failure_share <= 1:
+            raise ValueError(f"max_reward_failure_share must be in (0, 1], got {self.max_reward_failure_share}")
         if self.sft_fraction is not None and not 0 <= self.sft_fraction <= 1:
             raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
         sizes = self.schedule().sizes  # validates the guidance fields

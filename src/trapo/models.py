@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
 
 def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto"):
     """``AutoModelForCausalLM`` and its tokenizer from a local directory (nothing is downloaded).
@@ -19,6 +21,8 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"model {str(path)!r} is a file; expected a model directory (save_pretrained output)")
     if not path.is_dir():
         text = str(path)
         if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
@@ -30,14 +34,25 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
         raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json; expected save_pretrained output)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); "
+                                "save the tokenizer with the model (tokenizer.save_pretrained(dir))")
     tok_config = path / "tokenizer_config.json"
-    declared = json.loads(tok_config.read_text()).get("tokenizer_class") if tok_config.is_file() else None
-    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    try:
+        declared = json.loads(tok_config.read_text()).get("tokenizer_class") if tok_config.is_file() else None
+        if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot load the tokenizer: {err}") from err
     kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot load the model: {err}") from err
+    except Exception as err:  # a truncated or garbled weights file (safetensors' own error type) and the like
+        raise ValueError(f"{path}: cannot load the model weights ({type(err).__name__}: {err})") from err
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device), tokenizer

@@ -2,8 +2,8 @@
 
 Everything here is experiment, not method: the chain-arithmetic task and its retained skills
 (:mod:`trapo_lab.tasks`), the tiny tokenizer and model (:mod:`trapo_lab.models`), pre-training of the
-base model (:mod:`trapo_lab.pretrain`), the comparison protocol (:mod:`trapo_lab.compare`) and its
-report and plots (:mod:`trapo_lab.report`), and the ``trapo demo / data / base / compare`` commands
+base model (:mod:`trapo_lab.pretrain`), the comparison protocol with its report and plots
+(:mod:`trapo_lab.compare`), and the ``trapo demo / data / base / compare`` commands
 (:mod:`trapo_lab.cli`), which plug into the ``trapo`` command line through an entry point.
 
 The lab imports the library (:mod:`trapo`); the library never imports the lab. The lab's extra

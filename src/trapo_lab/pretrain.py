@@ -6,12 +6,9 @@ with plain NLL on solution tokens (prompt tokens are context only) of the pre-tr
 expert-style solutions, retained skills). AdamW (peak 2e-3, betas 0.9/0.98, weight decay 0.01 on matrices),
 linear warm-up, cosine decay to 10% of the peak, batch 64, gradient clipping at 1.0.
 
-The run is bounded by ``steps`` and, optionally, ``max_seconds``: the cosine follows whichever bound is
-nearer (``progress = max(step / steps, elapsed / max_seconds)``) so the schedule always ends annealed.
-The default is 1200 steps with a 900 s safety cap that binds only on a machine slower than 0.75 s/step
-(a 2-core machine shared with other jobs ran 0.33-0.48 s/step with one thread): the build is then
-deterministic given the seed. ``max_seconds=None`` removes the cap; a binding cap stops at a
-machine-dependent step (recorded in ``trapo_base.json``).
+The run is bounded by ``steps`` only, never by seconds (issue 15: a time bound made a fresh machine build
+another base model), so the build is deterministic given the config: every machine gets the same base.
+The recipe of each task design is :meth:`BaseModelConfig.for_task` (the shortcut design is the default).
 
 The output directory holds ``config.json`` + ``model.safetensors`` (``save_pretrained``), the tokenizer
 files, and ``trapo_base.json``: the build config and its hash, per-tier pass@1 on validation problems,
@@ -38,7 +35,15 @@ import torch.nn.functional as F
 from trapo.atomic import atomic_directory
 from trapo.data.encoding import encode_prompt, encode_response
 from trapo.data.schema import Example
-from trapo_lab.tasks import SKILLS, TIERS, PretrainMix, arithmetic_examples, pretraining_stream, skill_examples
+from trapo_lab.tasks import (
+    OOD_TIERS,
+    SKILLS,
+    TIERS,
+    PretrainMix,
+    arithmetic_examples,
+    pretraining_stream,
+    skill_examples,
+)
 from trapo_lab.tasks.splits import TRAIN_TIER_WEIGHTS, tier_counts
 
 BASE_INFO = "trapo_base.json"
@@ -51,7 +56,6 @@ class BaseModelConfig:
 
     seed: int = 0
     steps: int = 1200
-    max_seconds: float | None = 900.0
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -69,6 +73,16 @@ class BaseModelConfig:
     n_expert_probe: int = 400
     format: str = FORMAT
 
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> BaseModelConfig:
+        """The recipe of a task design (:data:`trapo_lab.tasks.TASKS`) with any field replaced by
+        ``overrides``; ``mix`` overrides may be given as a dict of :class:`PretrainMix` fields."""
+        mix = overrides.pop("mix", {})
+        if isinstance(mix, dict):
+            mix = PretrainMix.for_task(task, **mix)
+        defaults = TASK_RECIPES[task]
+        return cls(**{**defaults, "mix": mix, **overrides})
+
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "bucket_batches", "hidden_size", "num_layers", "num_heads")
         for name in (*positive, "intermediate_size"):
@@ -79,8 +93,6 @@ class BaseModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive or None, got {self.max_seconds}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -91,6 +103,14 @@ class BaseModelConfig:
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Per-task recipe settings that differ from the dataclass defaults (the shortcut recipe is the default).
+TASK_RECIPES: dict[str, dict] = {
+    "shortcut": {},
+    "place-value": {"steps": 1200, "lr": 2e-3, "hidden_size": 128, "num_layers": 4, "num_heads": 4,
+                    "intermediate_size": 512},
+}
 
 
 # --- batching ----------------------------------------------------------------------------------
@@ -174,23 +194,12 @@ def pretrain(model: torch.nn.Module, tokenizer, config: BaseModelConfig, progres
     )
     model.train()
     start = time.perf_counter()
-    warm_end = None
     losses: list[float] = []
     bar = tqdm(total=config.steps, desc="pre-training", unit="step", disable=not progress_bar)
     step = 0
     try:
         while step < config.steps:
-            elapsed = time.perf_counter() - start
-            if step == config.warmup_steps:
-                warm_end = elapsed
-            post = max(config.steps - config.warmup_steps, 1)
-            progress = (step - config.warmup_steps) / post
-            if config.max_seconds is not None and warm_end is not None:
-                progress = max(progress, (elapsed - warm_end) / max(config.max_seconds - warm_end, 1e-9))
-            if config.max_seconds is not None and elapsed >= config.max_seconds:
-                break
-            if step > config.warmup_steps and progress >= 1:
-                break
+            progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
             lr = lr_at(config, step, progress)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -305,19 +314,23 @@ def accuracy_by_source(
 
 def measure_base_model(model, tokenizer, config: BaseModelConfig, *, split: str = "val", n_per_tier: int | None = None,
                        seed: int = 0, greedy: bool = True) -> dict:
-    """Per-tier and retained-skill pass@1 (sampled at T = 1, and greedy) on ``split`` problems, plus the
-    expert-token probability statistics on post-training (train split) expert solutions."""
+    """Per-tier (OOD tiers too, shortcut design) and retained-skill pass@1 (sampled at T = 1, and greedy) on
+    ``split`` problems, plus the expert-token probability statistics on post-training (train split) expert
+    solutions."""
     n = config.eval_per_tier if n_per_tier is None else n_per_tier
-    report: dict = {"split": split, "n_per_tier": n}
+    task = config.mix.task
+    report: dict = {"split": split, "n_per_tier": n, "task": task}
     if n > 0:
         skills = config.mix.skills if config.mix.skill_share > 0 else ()
-        problems = arithmetic_examples(split, dict.fromkeys(TIERS, n), seed=seed)
+        tiers = (*TIERS, *OOD_TIERS) if task == "shortcut" else TIERS
+        problems = arithmetic_examples(split, dict.fromkeys(tiers, n), seed=seed, task=task)
         problems += skill_examples(split, n, seed=seed, skills=skills)
         report["sampled_pass@1"] = accuracy_by_source(model, tokenizer, problems, temperature=1.0, seed=seed)
         if greedy:
             report["greedy_pass@1"] = accuracy_by_source(model, tokenizer, problems, temperature=0.0, seed=seed)
     if config.n_expert_probe > 0:
-        train = arithmetic_examples("train", tier_counts(config.n_expert_probe, TRAIN_TIER_WEIGHTS), seed=seed)
+        train = arithmetic_examples("train", tier_counts(config.n_expert_probe, TRAIN_TIER_WEIGHTS), seed=seed,
+                                    task=task)
         pairs, tags = [], []
         for ex in train:
             prompt = encode_prompt(tokenizer, ex)
@@ -368,7 +381,7 @@ def build_base_model(
     """Pre-train the embedded base model into ``out_dir`` (or reuse it) and return the path.
 
     The build is :class:`BaseModelConfig` ``config`` (default: the recipe) with any of its fields replaced
-    by keyword ``overrides``, e.g. ``build_base_model("artifacts/base", seed=1, steps=800, max_seconds=None)``.
+    by keyword ``overrides``, e.g. ``build_base_model("artifacts/base", seed=1, steps=800)``.
     Caching: if ``out_dir`` holds a complete build with the same config hash it is returned untouched; a
     complete build with another config, or a partial / corrupt directory, raises ``ValueError`` naming
     the path unless ``force`` (rebuild). ``threads`` sets torch's CPU threads for the build only (on a

@@ -31,6 +31,14 @@ answer or with an empty prompt are skipped and counted (--strict: an error).
 Outputs in --output_dir: metrics.jsonl (every step), samples.jsonl (example trajectories),
 checkpoint-STEP/ (model, tokenizer, optimizer, scheduler, step), final/ (the trained model).
 
+An output directory belongs to one run: a new run refuses a directory holding another one unless --resume
+(same config apart from max_steps, logging, saving and reward limits) or --overwrite_output_dir; a lock file
+stops a second process. Checkpoints: every --save_steps steps and every --save_minutes minutes (default 10).
+
+Exit codes: 0 done; 2 a user error (nothing trained); 3 the run stopped itself (failing rewards, NaN/inf or
+rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step is saved); 143 / 138
+SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with --resume or --resume auto.
+
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
 """
 
@@ -54,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(completion, ground_truth) form; several are summed with --reward_weights and each "
                              "logged as rewards/NAME. Default: trapo.rewards.math_reward.")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
-                        help="Resume from the latest checkpoint in output_dir, or from the given checkpoint.")
+                        help="Resume from the latest checkpoint in output_dir (falling back to the one before "
+                             "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
+                             "has a checkpoint, else start fresh.")
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
     parser.add_argument("--expert-key", default="extra_info.expert_solutions",
@@ -107,28 +117,46 @@ def _guided(config: TRAPOConfig) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
-    from trapo.rewards import load_reward
+    from trapo.rewards import in_worker_process, load_reward
     from trapo.trainer import TRAPOTrainer
+    from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
     config = config_from_args(args)
     get_method(config.method)
     data = load_examples(args.data, prompt_key=args.prompt_key, answer_key=args.answer_key,
-                         expert_key=args.expert_key, strict=config.strict)
+                         expert_key=args.expert_key, strict=config.strict, split="train")
     print(f"data: {data.summary()}")
     problem = data.expert_problem()
     if problem and _guided(config):  # before the model is loaded
         raise ValueError(f"--method {config.method} trains on expert solutions, but {problem}. "
                          "--method grpo trains RL only.")
-    rewards = [load_reward(spec) for spec in args.reward or ()]
+    rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
     model, tokenizer = load_model_and_tokenizer(args.model)
     if len(rewards) > 1 or (rewards and config.reward_weights is not None):
         trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
     else:
         trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=rewards[0] if rewards else None)
+    unverifiable = trainer.data_report.unverifiable
+    if unverifiable:
+        where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
+        message = (f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
+                   f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}")
+        if config.strict:
+            raise ValueError(message)
+        print(f"warning: {message}")
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Preempted as err:
+        print(f"trapo train: {err}", file=sys.stderr)
+        return err.exit_code
+    except TrainingStopped as err:
+        print(f"trapo train: stopped: {err}", file=sys.stderr)
+        return EXIT_STOPPED
     if trainer.is_main:
         keys = ("reward/mean", "reward/unguided", "loss/total", "entropy", "perf/step_s")
         print(json.dumps({"final_model": str(result.final_model_dir), "steps": result.steps,

@@ -81,9 +81,18 @@ class LoadResult:
     files: list[str] = field(default_factory=list)
     n_rows: int = 0  # rows read, before skipping and de-duplication
     n_merged: int = 0  # rows folded into an earlier identical one by dedupe=True
+    origins: list[tuple[str, int]] = field(default_factory=list)  # (file, row) of each example (before dedupe)
+    notes: list[str] = field(default_factory=list)  # what directory expansion left out, and why
     expert_key: str | None = None  # the expert-solution key asked for
     expert_keys: dict[str, str | None] = field(default_factory=dict)  # file -> key read (None: no such column)
     columns: dict[str, list[str]] = field(default_factory=dict)  # file -> columns found
+
+    def where(self, index: int) -> str:
+        """``file: line N`` / ``file: row N`` of example ``index`` (as in skipped rows)."""
+        if index >= len(self.origins):
+            return f"example {index}"
+        file, row = self.origins[index]
+        return f"{Path(file).name}: {'line' if file.endswith('.jsonl') else 'row'} {row}"
 
     @property
     def without_expert(self) -> int:
@@ -114,6 +123,8 @@ class LoadResult:
     def summary(self, max_rows: int = 5) -> str:
         """One paragraph: how many examples from how many rows and files, and what was skipped (first rows)."""
         text = f"loaded {len(self.examples)} examples from {self.n_rows} rows in {len(self.files)} file(s)"
+        if self.notes:
+            text += " (" + "; ".join(self.notes) + ")"
         text += f"; {self.without_expert} without an expert solution"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
@@ -197,19 +208,55 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+SPLIT_NAMES = ("train", "val", "validation", "valid", "dev", "test", "eval")
+
+
+def _split_of(stem: str) -> str | None:
+    """The split a file name says it holds (``train``, ``val_skills``, ``test-00000-of-00002`` ...), or None."""
+    head = stem.lower().replace("-", "_").split("_")[0]
+    return head if head in SPLIT_NAMES else None
+
+
+def _directory_files(path: Path, split: str | None, notes: list[str]) -> list[Path]:
+    """The data files of a directory: one format per name (parquet over JSONL: ``trapo data make`` writes
+    both), and with ``split``, only the files of that split when the names say which split they hold."""
+    found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if not found:
+        raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
+    stems = {p.stem for p in found if p.suffix == ".parquet"}
+    twins = [p for p in found if p.suffix == ".jsonl" and p.stem in stems]
+    if twins:
+        notes.append(f"{len(twins)} JSONL file(s) in {path.name}/ skipped as copies of the parquet files of the "
+                     "same name")
+        found = [p for p in found if p not in twins]
+    if split is None:
+        return found
+    splits = {p: _split_of(p.stem) for p in found}
+    if not any(splits.values()):
+        return found  # names say nothing about splits: every file is data
+    chosen = [p for p in found if splits[p] == split]
+    if not chosen:
+        named = sorted({s for s in splits.values() if s})
+        raise ValueError(f"{path}: directory has no {split} files (it has {', '.join(named)} splits: "
+                         f"{', '.join(p.name for p in found)}); pass the files to use")
+    others = [p.name for p in found if p not in chosen]
+    if others:
+        notes.append(f"used the {split} file(s) of {path.name}/ only, not {', '.join(others)}")
+    return chosen
+
+
+def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike], split: str | None = None,
+            notes: list[str] | None = None) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    notes = [] if notes is None else notes
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if _is_hf_disk(path):
             files.append(path)
         elif path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
-            if not found:
-                raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
-            files.extend(found)
+            files.extend(_directory_files(path, split, notes))
         elif not path.exists():
             hub = (f"; {str(raw)!r} looks like a Hugging Face Hub data set id: trapo reads local data only. On a "
                    "machine with internet, download it first: python -c \"import datasets; "
@@ -306,7 +353,7 @@ def _is_hf_disk(path: Path) -> bool:
 
 def _load_file(
     path: Path, prompt_key: str, answer_key: str, expert_key: str | None, strict: bool
-) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str]]:
+) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
     if _is_hf_disk(path):
         raw = _read_hf_disk(path)
     else:
@@ -317,7 +364,7 @@ def _load_file(
 def _convert(
     raw: Sequence[tuple[int, Any]], file: str, stem: str, prompt_key: str, answer_key: str | None,
     expert_key: str | None, strict: bool,
-) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str]]:
+) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
     """Rows (numbered) to examples: (examples, skipped, rows read, expert key read, columns found).
     ``answer_key=None``: the answer is optional (a TRL data set whose reward reads its own columns)."""
     skipped: list[SkippedRow] = []
@@ -337,14 +384,14 @@ def _convert(
         else:
             rows.append((number, row))
     if not rows:
-        return [], skipped, len(raw), None, []
+        return [], skipped, len(raw), None, [], []
     dicts = [r for _, r in rows]
     p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
     a_key = (_resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True) if answer_key
              else _resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False))
     e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
 
-    examples = []
+    examples, origins = [], []
     for number, row in rows:
         prompt, why = _prompt(_get(row, p_key))
         if prompt is None:
@@ -372,7 +419,8 @@ def _convert(
                 origin=f"{file}:{number}",
             )
         )
-    return examples, skipped, len(raw), e_key, _column_names(dicts)
+        origins.append((file, number))
+    return examples, skipped, len(raw), e_key, _column_names(dicts), origins
 
 
 def examples_from_rows(
@@ -390,9 +438,10 @@ def examples_from_rows(
     reward's own columns, kept in :attr:`Example.columns`. ``answer_key=None`` (the default here) makes the
     answer optional: ``reward_model.ground_truth`` or an alias where present, else ``""``."""
     raw = list(enumerate(rows.to_list() if hasattr(rows, "to_list") else rows))
-    examples, skipped, n_rows, e_key, columns = _convert(raw, name, name, prompt_key, answer_key, expert_key, strict)
-    result = LoadResult(examples, skipped, [name], n_rows, expert_key=expert_key, expert_keys={name: e_key},
-                        columns={name: columns})
+    examples, skipped, n_rows, e_key, columns, origins = _convert(raw, name, name, prompt_key, answer_key,
+                                                                  expert_key, strict)
+    result = LoadResult(examples, skipped, [name], n_rows, origins=origins, expert_key=expert_key,
+                        expert_keys={name: e_key}, columns={name: columns})
     if not result.examples:
         raise ValueError(f"no usable examples in {name}: {result.summary()}")
     return result
@@ -423,6 +472,7 @@ def load_examples(
     expert_key: str | None = DEFAULT_EXPERT_KEY,
     strict: bool = False,
     dedupe: bool = False,
+    split: str | None = None,
 ) -> LoadResult:
     """Read problems from verl parquet / JSONL files or directories (the rules are in the module docstring).
 
@@ -433,17 +483,22 @@ def load_examples(
         strict: raise ``ValueError`` on the first bad row instead of skipping it.
         dedupe: merge rows with the same data source, prompt and answer (AIME and AMC are stored 32 times
             each for avg@32), recording the number of rows in ``meta["repeats"]``.
+        split: for directories whose file names name splits (``train``, ``val``, ``test`` ...), read only
+            this split's files (``trapo train`` passes ``"train"``); a directory without one is an error.
+            Either way, a JSONL file with the same name as a parquet file in the directory is skipped.
 
     Raises:
         FileNotFoundError: a path does not exist.
         ValueError: an unreadable file, a column no row has, a bad row under ``strict``, or no examples at all.
     """
     result = LoadResult(examples=[], expert_key=expert_key)
-    for path in _expand(paths):
-        examples, skipped, n_rows, e_key, columns = _load_file(path, prompt_key, answer_key, expert_key, strict)
+    for path in _expand(paths, split, result.notes):
+        examples, skipped, n_rows, e_key, columns, origins = _load_file(path, prompt_key, answer_key, expert_key,
+                                                                        strict)
         result.expert_keys[str(path)] = e_key
         result.columns[str(path)] = columns
         result.examples.extend(examples)
+        result.origins.extend(origins)
         result.skipped.extend(skipped)
         result.files.append(str(path))
         result.n_rows += n_rows

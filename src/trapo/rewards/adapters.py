@@ -29,12 +29,16 @@ import importlib.util
 import inspect
 import logging
 import math
+import numbers
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from trapo.rewards.math_answers import math_reward
+from trapo.rewards.math_answers import check_answer
+from trapo.rewards.timeout import CallTimeout, ProcessCaller, WorkerError, call_with_timeout
 
 if TYPE_CHECKING:
     from trapo.data.schema import Example
@@ -84,13 +88,46 @@ def detect_kind(fn: Callable) -> RewardKind:
     raise ValueError(f"cannot tell the signature of reward {getattr(fn, '__name__', fn)!r} {names}; {_SIGNATURES_HELP}")
 
 
+# Ways a reward can fail to score an item, as counted per step (``reward/failed_<kind>``).
+FAILURE_KINDS = ("error", "timeout", "nan", "non_number", "unverifiable")
+
+
+class RewardTypeError(TypeError):
+    """A reward returned something that is not a number."""
+
+
+class FailedScore(float):
+    """A score of 0.0 that records why the item could not be scored (``kind`` in :data:`FAILURE_KINDS`).
+
+    The built-in math reward returns one for a ground truth it cannot verify; a reward of any signature
+    may return one too. It counts as a reward failure, not as a wrong answer.
+    """
+
+    kind: str
+    detail: str
+
+    def __new__(cls, kind: str, detail: str = "") -> FailedScore:
+        obj = super().__new__(cls, 0.0)
+        obj.kind, obj.detail = kind, detail
+        return obj
+
+    def __reduce__(self):
+        return (FailedScore, (self.kind, self.detail))
+
+
 def _score(value: Any) -> float:
     if value is None:
         return math.nan
+    if isinstance(value, FailedScore):
+        return value
     if isinstance(value, dict):
         if "score" not in value:
             raise ValueError(f"a reward returned a dict without a 'score' key: keys {sorted(value)}")
         value = value["score"]
+    if value is None:
+        return math.nan
+    if isinstance(value, str) or (not isinstance(value, numbers.Real | bool) and not hasattr(value, "__float__")):
+        raise RewardTypeError(f"the reward returned a {type(value).__name__} ({str(value)[:40]!r}), not a number")
     return float(value)
 
 
@@ -198,12 +235,93 @@ def as_reward_function(fn: Callable, kind: RewardKind | None = None, *, conversa
     return wrapped
 
 
+@dataclass
+class RewardScores:
+    """What :func:`score_rewards` made of one reward call: a score per item (failures score 0.0), the
+    failures by kind (:data:`FAILURE_KINDS`) and the first failure's message."""
+
+    scores: list[float]
+    failures: Counter = field(default_factory=Counter)
+    first_error: str = ""
+
+    @property
+    def n_failed(self) -> int:
+        return sum(self.failures.values())
+
+
+def _kind_of(err: BaseException) -> str:
+    if isinstance(err, CallTimeout):
+        return "timeout"
+    if isinstance(err, RewardTypeError) or (isinstance(err, WorkerError) and str(err).startswith("RewardTypeError")):
+        return "non_number"
+    return "error"
+
+
+def _as_scores(values: Any, n: int) -> list[float]:
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise RewardTypeError(f"the reward returned a {type(values).__name__}, not a list of {n} scores")
+    out = [_score(v) for v in values]
+    if len(out) != n:
+        raise ValueError(f"the reward returned {len(out)} scores for {n} completions")
+    return out
+
+
+def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Example]) -> RewardScores:
+    """Score a batch without letting the reward crash training, and say what failed.
+
+    The batch is scored in one call. If that raises, every item is scored on its own (an item that raises
+    fails); if it times out or returns the wrong number of scores, every item fails (no second try: a
+    hanging reward costs one bound per call, and a reward that returns one score for N completions is
+    broken, not flaky). Failed items score 0.0: NaN/inf/None, non-numbers, errors, timeouts and
+    :class:`FailedScore` items (e.g. unverifiable ground truths).
+    """
+    _check_lengths(completions, examples)
+    result = RewardScores([])
+
+    def fail(kind: str, message: str) -> float:
+        result.failures[kind] += 1
+        result.first_error = result.first_error or message
+        return 0.0
+
+    n = len(completions)
+    try:
+        raw: list[float] = _as_scores(fn(completions, examples), n)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}" if not isinstance(err, WorkerError) else str(err)
+        if "scores for" in message:  # the wrong number of scores: the reward is broken, not flaky
+            result.scores = [fail("error", message) for _ in range(n)]
+            return result
+        logger.debug("reward failed on a batch of %d (%s); scoring item by item", n, message)
+        raw = []
+        for i, (c, e) in enumerate(zip(completions, examples, strict=True)):
+            try:
+                raw.extend(_as_scores(fn([c], [e]), 1))
+            except CallTimeout as item_err:  # the rest would cost a bound each: they fail without a call
+                raw.extend(FailedScore("timeout", f"CallTimeout: {item_err}") for _ in range(n - i))
+                break
+            except Exception as item_err:
+                raw.append(FailedScore(_kind_of(item_err), str(item_err) if isinstance(item_err, WorkerError)
+                                       else f"{type(item_err).__name__}: {item_err}"))
+    except CallTimeout as err:
+        result.scores = [fail("timeout", f"the reward call {err}") for _ in range(n)]
+        return result
+    for v in raw:
+        if isinstance(v, FailedScore):
+            result.scores.append(fail(v.kind, v.detail or v.kind))
+        elif not math.isfinite(v):
+            result.scores.append(fail("nan", f"the reward returned {v}"))
+        else:
+            result.scores.append(float(v))
+    return result
+
+
 class RewardSet:
     """Several rewards as one :data:`RewardFunction`: their weighted sum (TRL's ``reward_funcs`` with
     ``reward_weights``), each also recorded on its own for the logs (:meth:`pop_stats`).
 
     As in TRL, a function's ``None`` (NaN) for an item leaves it out of that item's sum; an item where every
-    function gives NaN scores NaN (counted as a reward failure and zeroed by :func:`safe_rewards`).
+    function gives NaN scores NaN, and an item any function marks as failed (:class:`FailedScore`) keeps
+    that mark: both count as reward failures and score 0 (:func:`score_rewards`).
     """
 
     _trapo_reward_kind = "batch"
@@ -226,18 +344,19 @@ class RewardSet:
         _check_lengths(completions, examples)
         per_function = []
         for fn, name in zip(self.functions, self.names, strict=True):
-            scores = [float(v) for v in fn(completions, examples)]
+            scores = [_score(v) for v in fn(completions, examples)]
             if len(scores) != len(completions):
                 raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
             per_function.append(scores)
         for name, scores in zip(self.names, per_function, strict=True):  # recorded once every function succeeded
-            self._sums[name] += sum(v for v in scores if math.isfinite(v))
-            self._counts[name] += sum(math.isfinite(v) for v in scores)
-        out = []
+            scored = [v for v in scores if math.isfinite(v) and not isinstance(v, FailedScore)]
+            self._sums[name] += sum(scored)
+            self._counts[name] += len(scored)
+        out: list[float] = []
         for i in range(len(completions)):
-            parts = [w * scores[i] for w, scores in zip(self.weights, per_function, strict=True)
-                     if not math.isnan(scores[i])]
-            out.append(sum(parts) if parts else math.nan)
+            failed = next((s[i] for s in per_function if isinstance(s[i], FailedScore)), None)
+            parts = [w * s[i] for w, s in zip(self.weights, per_function, strict=True) if not math.isnan(s[i])]
+            out.append(failed if failed is not None else sum(parts) if parts else math.nan)
         return out
 
     def pop_stats(self) -> dict[str, tuple[float, float]]:
@@ -261,7 +380,11 @@ def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
                                  "pass a function, a built-in name (math) or 'module:function'")
             functions.append(load_reward(item))
         elif callable(item) and not hasattr(item, "forward"):
-            functions.append(as_reward_function(item, conversational=conversational))
+            wrapped = as_reward_function(item, conversational=conversational)
+            for flag in ("_trapo_process", "_trapo_builtin"):  # how the trainer bounds it (bounded_reward)
+                if getattr(item, flag, False):
+                    setattr(wrapped, flag, True)
+            functions.append(wrapped)
         else:
             raise ValueError(f"reward {type(item).__name__}: reward models are not supported; pass a function")
     return RewardSet(functions, weights)
@@ -270,33 +393,63 @@ def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
 def safe_rewards(
     fn: RewardFunction, completions: list[str], examples: list[Example]
 ) -> tuple[list[float], int]:
-    """Score a batch without letting the reward crash training: ``(scores, n_failed)``.
+    """Score a batch without letting the reward crash training: ``(scores, n_failed)``
+    (:func:`score_rewards` with the failures summed)."""
+    result = score_rewards(fn, completions, examples)
+    return result.scores, result.n_failed
 
-    The batch is scored in one call; if that raises (or returns the wrong number of scores), every item is
-    scored on its own and an item that raises gets 0.0. Non-finite scores (NaN, inf, None from a TRL
-    reward) become 0.0. ``n_failed`` counts the items that raised or were non-finite.
+
+def bounded_reward(fn: RewardFunction, timeout_s: float, *, process: bool = False) -> RewardFunction:
+    """``fn`` with a wall-clock bound of ``timeout_s`` per call (raising :class:`CallTimeout`).
+
+    ``process=True`` runs it in a forked worker process (:class:`ProcessCaller`): the bound then holds for
+    any code (sleeps, C extensions, a hung socket) and from any thread. Otherwise it runs in-process under
+    :func:`call_with_timeout` (Python code only). The built-in math reward bounds each check itself and is
+    returned unchanged.
     """
-    _check_lengths(completions, examples)
-    try:
-        raw = [float(v) for v in fn(completions, examples)]
-        if len(raw) != len(completions):
-            raise ValueError(f"the reward returned {len(raw)} scores for {len(completions)} completions")
-    except Exception as err:
-        logger.warning("reward failed on a batch of %d (%s: %s); scoring item by item",
-                       len(completions), type(err).__name__, err)
-        raw = []
-        for c, e in zip(completions, examples, strict=True):
-            try:
-                raw.append(float(fn([c], [e])[0]))
-            except Exception:
-                raw.append(math.nan)
-    scores = [v if math.isfinite(v) else 0.0 for v in raw]
-    return scores, sum(not math.isfinite(v) for v in raw)
+    if timeout_s <= 0 or getattr(fn, "_trapo_builtin", False):
+        return fn
+    if process:
+        caller = ProcessCaller(fn)
+
+        def in_worker(completions: list[str], examples: list[Example]) -> list[float]:
+            return caller(list(completions), list(examples), timeout_s=timeout_s)
+
+        in_worker._trapo_caller = caller
+        wrapped = in_worker
+    else:
+        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
+            return call_with_timeout(lambda: fn(completions, examples), timeout_s)
+
+    wrapped.__name__ = getattr(fn, "__name__", "reward")
+    wrapped._trapo_reward_kind = "batch"
+    return wrapped
+
+
+def in_worker_process(fn: RewardFunction) -> RewardFunction:
+    """Mark ``fn`` to be run in a worker process by the trainer (what ``trapo train --reward`` does)."""
+    fn._trapo_process = True
+    return fn
+
+
+def _math_scores(completions: list[str], examples: list[Example]) -> list[float]:
+    out: list[float] = []
+    for c, e in zip(completions, examples, strict=True):
+        verdict = check_answer(c, e.answer)
+        if verdict.status == "unverifiable_ground_truth":
+            out.append(FailedScore("unverifiable", verdict.detail))
+        else:
+            out.append(verdict.score)
+    return out
 
 
 def default_reward() -> RewardFunction:
-    """:func:`math_reward` as a :data:`RewardFunction`."""
-    return as_reward_function(math_reward, kind="per_sample")
+    """:func:`math_reward` as a :data:`RewardFunction`; an unverifiable ground truth scores a
+    :class:`FailedScore` (0.0, counted as a reward failure) instead of a silent 0.0."""
+    fn = as_reward_function(_math_scores, kind="batch")
+    fn.__name__ = "math_reward"
+    fn._trapo_builtin = True
+    return fn
 
 
 BUILTIN_REWARDS = {"math": default_reward}

@@ -223,7 +223,7 @@ def _tiny_numbers_differ(gold: tuple, pred: tuple) -> bool:
 
 def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
     gold = _parse_ground_truth(ground_truth)
-    if not gold:
+    if not gold or (not any(isinstance(g, sympy.Basic) for g in gold) and not _balanced(ground_truth)):
         return Verdict("unverifiable_ground_truth", detail=f"math-verify cannot parse ground truth {ground_truth!r}")
     if _too_large(gold):
         return Verdict("unverifiable_ground_truth", detail=f"ground truth has numbers over {MAX_DIGITS:.0e} digits")
@@ -244,6 +244,34 @@ def _check(completion: str, ground_truth: str, fallback: bool) -> Verdict:
     return Verdict("correct" if ok else "wrong", candidate)
 
 
+_SLOW_GROUND_TRUTHS: dict[str, str] = {}  # ground truths whose parse ran past the bound -> why
+
+
+_WORDS = re.compile(r"^[A-Za-z]{3,}(?:[ -][A-Za-z]+)*$")
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def ground_truth_problem(ground_truth: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> str | None:
+    """Why ``ground_truth`` cannot be verified (math-verify cannot parse it, it is too large, or parsing it
+    runs past ``timeout_s``), or None when it can. Results are cached, so checking a data set up front makes
+    training pay nothing more for them. Words (``forty-two``) are reported too: math-verify reads them as a
+    product of letters that only the same words match (they are scored, not counted as failures)."""
+    verdict = check_answer("\\boxed{0}", ground_truth, timeout_s=timeout_s)
+    if verdict.status == "unverifiable_ground_truth":
+        return verdict.detail or verdict.status
+    if _WORDS.match(normalize_answer(ground_truth)):
+        return f"ground truth {ground_truth!r} is words, not math: only the same words match"
+    return None
+
+
 def check_answer(
     completion: str, ground_truth: str, *, timeout_s: float | None = DEFAULT_TIMEOUT_S, fallback: bool = True
 ) -> Verdict:
@@ -258,9 +286,21 @@ def check_answer(
     """
     if not isinstance(completion, str) or not isinstance(ground_truth, str):
         return Verdict("wrong", detail="completion and ground truth must be strings")
+    if ground_truth in _SLOW_GROUND_TRUTHS:
+        return Verdict("unverifiable_ground_truth", detail=_SLOW_GROUND_TRUTHS[ground_truth])
+    stage = {"gold": False}
+
+    def run() -> Verdict:
+        _parse_ground_truth(ground_truth)
+        stage["gold"] = True  # parsed (and cached): a timeout past here is the candidate's
+        return _check(completion, ground_truth, fallback)
+
     try:
-        return call_with_timeout(lambda: _check(completion, ground_truth, fallback), timeout_s)
+        return call_with_timeout(run, timeout_s)
     except CallTimeout:
+        if not stage["gold"]:  # remembered: a pathological ground truth is paid for once, not every draw
+            _SLOW_GROUND_TRUTHS[ground_truth] = f"parsing the ground truth ran past {timeout_s} s"
+            return Verdict("unverifiable_ground_truth", detail=_SLOW_GROUND_TRUTHS[ground_truth])
         return Verdict("timeout", detail=f"check ran past {timeout_s} s")
     except Exception as err:  # math-verify normally catches its own errors; this is the last guard
         return Verdict("wrong", detail=f"{type(err).__name__}: {err}")

@@ -16,6 +16,7 @@ blocks inside math-verify and sympy cannot swallow it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import threading
@@ -93,3 +94,95 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float | None) -> T:
     if _can_use_signal():
         return _with_signal(fn, timeout_s)
     return _with_watchdog(fn, timeout_s)
+
+
+# ------------------------------------------------------------------------------------ in a worker process
+def _serve(fn: Callable, conn) -> None:
+    """The worker's loop: call ``fn(*args)`` for each request, send back (ok, value or error)."""
+    import os
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for name in ("SIGTERM", "SIGUSR1"):
+        if hasattr(_signal, name):
+            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+    while True:
+        try:
+            args = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        try:
+            reply = (True, fn(*args))
+        except BaseException as err:
+            reply = (False, f"{type(err).__name__}: {err}")
+        try:
+            conn.send(reply)
+        except Exception as err:  # an unpicklable result
+            conn.send((False, f"the reward returned an unpicklable {type(reply[1]).__name__}: {err}"))
+
+
+class WorkerError(Exception):
+    """The call raised in the worker process (the message is the worker's ``Type: message``)."""
+
+
+class ProcessCaller:
+    """Call ``fn`` in a forked worker process with a hard wall-clock bound, from any thread.
+
+    The worker is started on the first call (``fork``: it inherits ``fn`` and everything it closes over) and
+    serves calls until one runs past its bound; then it is killed, :class:`CallTimeout` is raised, and the
+    next call starts a new one. Arguments and results are pickled. A single call costs a round trip through
+    a pipe (well under a millisecond for a batch of short completions); a restart costs a fork.
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self._proc = None
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(self.fn, child), daemon=True, name="trapo-reward")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def __call__(self, *args, timeout_s: float | None = None):
+        with self._lock:
+            if self._proc is None or not self._proc.is_alive():
+                self.close()
+                self._start()
+            try:
+                self._conn.send(args)
+                ready = self._conn.poll(timeout_s if timeout_s and timeout_s > 0 else None)
+            except (BrokenPipeError, EOFError, OSError) as err:
+                self.close()
+                raise WorkerError(f"the reward's worker process died ({err})") from None
+            if not ready:
+                self.close()
+                raise CallTimeout(f"timed out after {timeout_s} s")
+            try:
+                ok, value = self._conn.recv()
+            except (EOFError, OSError):
+                code = self._proc.exitcode if self._proc is not None else None
+                self.close()
+                raise WorkerError(f"the reward's worker process died (exit code {code})") from None
+        if not ok:
+            raise WorkerError(value)
+        return value
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from trapo.advantages import group_advantages
+from trapo.atomic import atomic_directory
 from trapo.config import TRAPOConfig
 from trapo.data import (
     Example,
@@ -50,9 +52,19 @@ from trapo.objective import (
     sft_batch_loss,
     trapo_loss,
 )
-from trapo.rewards import RewardFunction, RewardSet, as_reward_function, default_reward, reward_set
+from trapo.rewards import (
+    FAILURE_KINDS,
+    RewardFunction,
+    RewardSet,
+    as_reward_function,
+    bounded_reward,
+    default_reward,
+    reward_set,
+)
+from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
+from trapo.trainer import safety
 from trapo.trainer.batch import build_token_batch
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 
@@ -75,6 +87,7 @@ class DataReport:
     def _where(self, rows: list[int]) -> str:
         shown = ", ".join(self.origins.get(r, f"row {r}") for r in rows[:5])
         return shown + (", ..." if len(rows) > 5 else "")
+    unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
 
     def summary(self) -> str:
         text = f"{self.kept}/{self.rows} rows kept; {self.without_expert} without an expert solution (RL only)"
@@ -91,6 +104,10 @@ class DataReport:
         if self.think_kept:
             text += (f"; {self.think_kept} expert solutions hold <think>...</think> and are used whole "
                      "(the authors train on the text inside: expert_think='extract')")
+        if self.unverifiable:
+            rows = sorted(self.unverifiable)
+            text += (f"; {len(rows)} with a ground truth the math reward cannot verify (rows {rows[:5]}"
+                     f"{', ...' if len(rows) > 5 else ''})")
         return text
 
 
@@ -225,11 +242,17 @@ class TRAPOTrainer:
         self.tokenizer = self.processing_class = tokenizer
         examples, loaded, conversational = _as_examples(train_dataset, strict=config.strict)
         if reward_funcs is not None or config.reward_weights is not None:
-            self.reward_fn: RewardFunction = reward_set(
-                reward_funcs if reward_funcs is not None else (reward_fn or "math"), config.reward_weights,
-                conversational=conversational)
+            rewards = reward_set(reward_funcs if reward_funcs is not None else (reward_fn or "math"),
+                                 config.reward_weights, conversational=conversational)
+            rewards.functions = [bounded_reward(f, config.reward_timeout,
+                                                process=bool(getattr(f, "_trapo_process", False)))
+                                 for f in rewards.functions]  # each bounded on its own; the set logs each
+            self.reward_fn: RewardFunction = rewards
         else:
-            self.reward_fn = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
+            reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
+            self.reward_fn = bounded_reward(reward, config.reward_timeout,
+                                            process=bool(getattr(reward_fn, "_trapo_process", False)))
+        self._reward_error = ""
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
         self.weights = ObjectiveWeights(
@@ -286,7 +309,13 @@ class TRAPOTrainer:
         self.step = 0
         self._last_batch: RolloutBatch | None = None  # for samples.jsonl
         self._nonfinite_in_a_row = 0
+        self._reward_failures_in_a_row = 0
         self.totals: dict[str, int] = defaultdict(int)
+        self.update_guard = safety.UpdateGuard(config.update_guard_factor, config.max_update_ratio)
+        self._signals = safety.SignalGuard()  # installed by train(); here only its critical-section flags
+        self._dirty = False  # an optimizer step of self.step was applied but self.step not yet counted
+        self._pending_sizes: list[float] = []
+        self._rollback_reason = ""
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -304,7 +333,11 @@ class TRAPOTrainer:
             if example.origin:
                 report.origins[row] = example.origin
             where = example.origin or f"training row {row}"
-            prompt_ids = encode_prompt(self.tokenizer, example, cfg.prompt_template)
+            try:
+                prompt_ids = encode_prompt(self.tokenizer, example, cfg.prompt_template)
+            except Exception as err:  # e.g. jinja's TemplateError for a chat role the template does not know
+                raise ValueError(f"{where}: the tokenizer's chat template cannot render the prompt "
+                                 f"({type(err).__name__}: {err})") from err
             if context is not None and len(prompt_ids) >= context:
                 if cfg.strict:
                     raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, the model's context is "
@@ -331,6 +364,11 @@ class TRAPOTrainer:
             report.without_expert += not experts
             items.append(PreparedExample(example, prompt_ids, experts))
         report.kept = len(items)
+        if getattr(self.reward_fn, "_trapo_builtin", False):  # checked up front, and cached for training
+            for row, example in enumerate(dataset):
+                problem = ground_truth_problem(example.answer)
+                if problem:
+                    report.unverifiable[row] = problem
         if not items:
             raise ValueError(f"no usable training rows: {report.summary()}")
         return items, report
@@ -473,6 +511,10 @@ class TRAPOTrainer:
         metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
         metrics.add("length/prefix", sum(len(t.prefix_ids) for t in trajs if t.guided), float(guided.sum()))
         metrics.add_total("reward/errors", batch.reward_errors)
+        metrics.add("reward/failed", batch.reward_errors, len(trajs))
+        for kind in FAILURE_KINDS:
+            metrics.add(f"reward/failed_{kind}", batch.reward_failures.get(kind, 0), len(trajs))
+        self._reward_error = batch.first_reward_error
 
     def sft_update(self, step: int, metrics: _Metrics) -> None:
         """Plain SFT on expert solutions for this step's prompts (the SFT baseline / first stage)."""
@@ -500,20 +542,50 @@ class TRAPOTrainer:
 
     def _apply_gradients(self, metrics: _Metrics) -> tuple[float, bool]:
         """Clip and take an optimizer step on the accumulated gradients, unless the loss or the gradient is
-        NaN/inf (then the step is skipped); gradients are cleared either way. Returns (grad norm, finite)."""
+        NaN/inf (then the step is skipped) or the update guard rolls the step back (:class:`UpdateGuard`);
+        gradients are cleared either way. Returns (grad norm, applied)."""
         grad_norm = torch.tensor(0.0)
         if self.config.max_grad_norm > 0:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
-        if finite:
+        applied = finite
+        if finite and self.update_guard.enabled:
+            applied, size, reason = self.update_guard.judge(self.optimizer, self.scheduler.get_last_lr()[0],
+                                                            self._reduce_sum)
+            if applied:
+                self._pending_sizes.append(size)
+            else:
+                self._rollback_reason = reason
+        if applied:
+            if not self._dirty:
+                self._dirty = True  # from here until the step is counted, memory holds a half-finished step
+                self._signals.enter_critical()
             self.optimizer.step()
             self.engine.sync_weights(self.unwrapped)
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm), finite
+        return float(grad_norm), applied
+
+    def _step_counted(self) -> None:
+        """The step's update, scheduler step and logs are all in: the state is consistent again."""
+        for size in self._pending_sizes:
+            self.update_guard.accept(size)
+        self._pending_sizes = []
+        self._dirty = False
+
+    def _reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return values
+        return self.accelerator.reduce(values.to(self.accelerator.device), reduction="sum").cpu()
+
+    def _any_process(self, flag: bool) -> bool:
+        """True when ``flag`` is true on any process (every process gets the same answer)."""
+        return bool(self._reduce_sum(torch.tensor([float(flag)], dtype=torch.float64))[0] > 0)
 
     def training_step(self, step: int) -> dict[str, float]:
         """One optimizer step; returns the metrics reduced over processes."""
         cfg = self.config
+        if self._dirty:  # the previous step was taken outside train(): it is complete now
+            self._step_counted()
         metrics = _Metrics()
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
@@ -534,13 +606,15 @@ class TRAPOTrainer:
             metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
             self._last_batch = batch
             self.update(batch, self.advantages(batch), metrics)
-        grad_norm, finite = self._apply_gradients(metrics)
-        if finite:
+        self._rollback_reason = ""
+        grad_norm, applied = self._apply_gradients(metrics)
+        finite = applied or bool(self._rollback_reason)
+        if applied:
             self.scheduler.step()
             self._nonfinite_in_a_row = 0
         else:
             self._nonfinite_in_a_row += 1
-            self.totals["nonfinite_steps"] += 1
+            self.totals["nonfinite_steps" if not finite else "rolled_back_steps"] += 1
         metrics.add("grad_norm", grad_norm, 1)
         metrics.add("perf/step_s", time.perf_counter() - t0, 1)
         metrics.add("perf/generated_tokens", generated, 1)
@@ -548,32 +622,112 @@ class TRAPOTrainer:
         out["perf/step_s"] = time.perf_counter() - t0
         out["lr"] = self.scheduler.get_last_lr()[0]
         out["skipped_nonfinite"] = float(not finite)
+        out["rolled_back"] = float(finite and not applied)
         out["sft_step"] = float(phase == "sft")
         return out
 
     # ------------------------------------------------------------------ the run
     def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainResult:
-        """Run to ``config.max_steps``; ``resume_from_checkpoint``: True (latest in output_dir) or a path."""
-        cfg, acc = self.config, self.accelerator
+        """Run to ``config.max_steps``.
+
+        ``resume_from_checkpoint``: True (the latest complete checkpoint in output_dir, falling back to the
+        one before when it is unreadable), a checkpoint path, or ``"auto"`` (resume when output_dir has a
+        checkpoint, else start fresh). A fresh run refuses an output_dir holding another run unless
+        ``config.overwrite_output_dir``; a resumed one refuses a different config (see :mod:`.safety`).
+
+        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1,
+        :class:`~trapo.trainer.safety.TrainingStopped` when the run stops itself (failing rewards, NaN/inf,
+        rolled-back updates), ``KeyboardInterrupt`` on Ctrl-C (after saving the last finished step).
+        """
+        safety.check_output_dir(self.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path = self.output_dir / "metrics.jsonl"
+        if self.is_main:
+            safety.acquire_lock(self.output_dir)
+        try:
+            return self._train(resume_from_checkpoint)
+        finally:
+            if self.is_main:
+                safety.release_lock(self.output_dir)
+
+    def _start(self, resume_from_checkpoint: str | bool | None) -> None:
+        """Resume, or claim the output directory for a fresh run."""
+        cfg, acc, out = self.config, self.accelerator, self.output_dir
+        metrics_path = out / "metrics.jsonl"
+        if self.is_main:
+            removed = safety.remove_orphans(out)
+            if removed:
+                acc.print(f"removed {len(removed)} unfinished temporary directories left by a killed run: "
+                          f"{', '.join(removed[:3])}")
+        if resume_from_checkpoint == "auto":
+            resume_from_checkpoint = True if ckpt.checkpoints(out) else None
+            if resume_from_checkpoint is None:
+                acc.print(f"--resume auto: no checkpoint in {out}; starting fresh")
         if resume_from_checkpoint:
-            path = (ckpt.latest_checkpoint(self.output_dir) if resume_from_checkpoint is True
-                    else Path(resume_from_checkpoint))
-            if path is None or not (path / ckpt.STATE_FILE).is_file():
-                raise FileNotFoundError(f"no complete checkpoint to resume from in {path or self.output_dir}")
-            ckpt.load_weights(self.unwrapped, path)
-            state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
+            path, state = self._load_checkpoint(resume_from_checkpoint)
             self.step = int(state["step"])
             self.totals.update(state.get("totals", {}))
+            self.update_guard.history = [float(x) for x in state.get("update_history", [])]
             if self.is_main:
                 _truncate_jsonl(metrics_path, self.step)
-                _truncate_jsonl(self.output_dir / "samples.jsonl", self.step)
+                _truncate_jsonl(out / "samples.jsonl", self.step)
+                (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
             acc.print(f"resumed from {path} at step {self.step}")
-        elif self.is_main:
-            metrics_path.unlink(missing_ok=True)
-            (self.output_dir / "samples.jsonl").unlink(missing_ok=True)
-            (self.output_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            return
+        acc.wait_for_everyone()  # every process looks before the main one writes run_config.json
+        existing = safety.run_files(out)
+        acc.wait_for_everyone()
+        if existing and not cfg.overwrite_output_dir:
+            raise FileExistsError(
+                f"output_dir {str(out)!r} holds another run ({', '.join(existing[:6])}); pass --resume to "
+                "continue it, --overwrite_output_dir to replace it, or choose another --output_dir")
+        if self.is_main:
+            if existing:
+                safety.clear_run(out)
+                acc.print(f"--overwrite_output_dir: removed the previous run in {out}")
+            (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self, which: str | bool) -> tuple[Path, dict[str, Any]]:
+        """Load the newest readable checkpoint (or the one named); returns it and its trainer state."""
+        if which is True:
+            candidates = list(reversed(ckpt.checkpoints(self.output_dir)))
+            if not candidates:
+                raise FileNotFoundError(f"no complete checkpoint to resume from in {self.output_dir}")
+        else:
+            path = Path(which)
+            if not (path / ckpt.STATE_FILE).is_file():
+                raise FileNotFoundError(f"no complete checkpoint to resume from in {path}")
+            candidates = [path]
+        failures = []
+        for path in candidates:
+            try:
+                stored = json.loads((path / ckpt.STATE_FILE).read_text())
+            except (OSError, ValueError) as err:
+                failures.append(f"{path.name}: unreadable {ckpt.STATE_FILE} ({err})")
+                self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
+                continue
+            differences = safety.config_differences(stored.get("config", {}), self.config.to_dict())
+            if differences:
+                raise ValueError(
+                    f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
+                    "Use the same settings (only max_steps, logging, saving and reward limits may change), "
+                    "or start a new run with --overwrite_output_dir / another --output_dir")
+            try:
+                ckpt.load_weights(self.unwrapped, path)
+                state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
+            except Exception as err:  # a truncated or garbled file: fall back to the previous checkpoint
+                failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
+                self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
+                continue
+            if failures:
+                self.accelerator.print(f"resuming from {path.name} instead of the corrupt newer checkpoint(s)")
+            return path, state
+        raise ValueError(f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}")
+
+    def _train(self, resume_from_checkpoint: str | bool | None) -> TrainResult:
+        cfg, acc = self.config, self.accelerator
+        metrics_path = self.output_dir / "metrics.jsonl"
+        self._start(resume_from_checkpoint)
         if cfg.report_to != "none":
             acc.init_trackers("trapo", config={k: v for k, v in cfg.to_dict().items()
                                                if isinstance(v, int | float | str | bool)})
@@ -581,47 +735,107 @@ class TRAPOTrainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}",
                    dynamic_ncols=True)
         last: dict[str, float] = {}
-        try:
-            while self.step < cfg.max_steps:
-                last = self.training_step(self.step)
-                self.step += 1
-                if self.is_main:
-                    if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps({"step": self.step, **last}) + "\n")
-                    if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
-                        self._log_samples()
-                    bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy")
-                                     if k in last})
-                    bar.update(1)
-                if cfg.report_to != "none":
-                    acc.log(last, step=self.step)
-                if self._nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                    raise RuntimeError(
-                        f"{self._nonfinite_in_a_row} steps in a row had a NaN/inf loss or gradient (last at step "
-                        f"{self.step}); stopping. Lower learning_rate, check the data, or raise max_nonfinite_steps.")
-                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < cfg.max_steps:
+        last_save = time.monotonic()
+        signals = self._signals
+        with signals:
+            try:
+                while self.step < cfg.max_steps:
+                    last = self.training_step(self.step)
+                    self.step += 1
+                    if self.is_main:
+                        if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
+                            with metrics_path.open("a") as f:
+                                f.write(json.dumps({"step": self.step, **last}) + "\n")
+                        if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
+                            self._log_samples()
+                    self._step_counted()
+                    signals.leave_critical()  # a Ctrl-C held during the update is raised here
+                    if self.is_main:
+                        self._report_problems(last, bar)
+                        bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy")
+                                         if k in last})
+                        bar.update(1)
+                    if cfg.report_to != "none":
+                        acc.log(last, step=self.step)
+                    self._check_stop(last)
+                    if self._any_process(signals.stop_signal is not None):
+                        self.save_checkpoint()
+                        raise safety.Preempted(signals.stop_signal or signal.SIGTERM, self.step, self.output_dir)
+                    due = bool(cfg.save_steps and self.step % cfg.save_steps == 0) or bool(
+                        cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes)
+                    if self.step < cfg.max_steps and self._any_process(due):
+                        self.save_checkpoint()
+                        last_save = time.monotonic()
+            except safety.Preempted:
+                raise
+            except BaseException as err:
+                signals.leave_critical_quietly()
+                if self._dirty:  # memory holds an update its step count does not: saving it would repeat it
+                    acc.print(f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
+                              f"{self.output_dir} is the place to --resume from")
+                elif self.step > 0:  # nothing lost on a crash or Ctrl-C: the last finished step is saved
                     self.save_checkpoint()
-        except BaseException:
-            if self.step > 0:  # nothing lost on a crash or Ctrl-C: the last finished step is saved
-                self.save_checkpoint()
-                acc.print(f"\ninterrupted: saved a checkpoint at step {self.step} in {self.output_dir}; "
-                          "rerun with --resume to continue")
-            raise
-        finally:
-            bar.close()
+                    what = "stopped" if isinstance(err, safety.TrainingStopped) else "interrupted"
+                    acc.print(f"\n{what}: saved a checkpoint at step {self.step} in {self.output_dir}; "
+                              "rerun with --resume to continue")
+                raise
+            finally:
+                bar.close()
         self.save_checkpoint()
+        skipped = self.totals["nonfinite_steps"] + self.totals["rolled_back_steps"]
+        if skipped:
+            acc.print(f"warning: {skipped} of {self.step} steps were not applied ({self.totals['nonfinite_steps']} "
+                      f"NaN/inf, {self.totals['rolled_back_steps']} rolled back as out of range)")
+        if skipped >= self.step:
+            raise safety.TrainingStopped(
+                f"no step of the run was applied ({skipped} skipped or rolled back); no final model written. "
+                "Lower learning_rate or check the data and reward")
         final = self.save_final()
         if cfg.report_to != "none":
             acc.end_training()
         return TrainResult(self.output_dir, final, self.step, last)
+
+    def _report_problems(self, last: dict[str, float], bar) -> None:
+        """Reward failures and skipped updates of the step just taken, on the console."""
+        notes = []
+        if last.get("reward/failed", 0) > 0:
+            kinds = ", ".join(f"{k.removeprefix('reward/failed_')} {last[k]:.0%}" for k in sorted(last)
+                              if k.startswith("reward/failed_") and last[k] > 0)
+            notes.append(f"{last['reward/failed']:.0%} of rewards failed ({kinds})"
+                         + (f": {self._reward_error}" if self._reward_error else ""))
+        if last.get("skipped_nonfinite"):
+            notes.append("update skipped: NaN/inf loss or gradient")
+        if last.get("rolled_back"):
+            notes.append(f"update not applied: {self._rollback_reason}")
+        if notes:
+            bar.write(f"step {self.step}: " + "; ".join(notes))
+
+    def _check_stop(self, last: dict[str, float]) -> None:
+        cfg = self.config
+        if self._nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+            raise safety.TrainingStopped(
+                f"{self._nonfinite_in_a_row} steps in a row had a NaN/inf loss or gradient or an update out of "
+                f"range (last at step {self.step}); stopping. Lower learning_rate, check the data, or raise "
+                "max_nonfinite_steps.")
+        if last.get("sft_step"):
+            return
+        failed = last.get("reward/failed", 0.0)
+        self._reward_failures_in_a_row = (self._reward_failures_in_a_row + 1
+                                          if failed >= cfg.max_reward_failure_share - 1e-9 else 0)
+        if cfg.max_reward_failure_steps and self._reward_failures_in_a_row >= cfg.max_reward_failure_steps:
+            raise safety.TrainingStopped(
+                f"the reward failed on {failed:.0%} of the rollouts for {self._reward_failures_in_a_row} steps in "
+                f"a row (last at step {self.step}; {self._reward_error or 'see the step lines above'}); stopping. "
+                "Fix the reward function or the ground truths (max_reward_failure_share / "
+                "max_reward_failure_steps set this rule).")
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             ckpt.save_checkpoint(self.output_dir, self.step, self.unwrapped, self.tokenizer, self.optimizer,
-                                 self.scheduler, {"totals": dict(self.totals), "config": self.config.to_dict()},
+                                 self.scheduler, {"totals": dict(self.totals), "config": self.config.to_dict(),
+                                                  "update_history": self.update_guard.history},
                                  keep=self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
 
@@ -630,8 +844,8 @@ class TRAPOTrainer:
         return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir)
 
     def save_final(self, final: Path | None = None) -> Path:
-        """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``
-        (default: ``output_dir/final``)."""
+        """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``; written
+        through a temporary directory renamed at the end (default: ``output_dir/final``)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
         if self.is_main:
@@ -640,8 +854,9 @@ class TRAPOTrainer:
                 import copy
 
                 model = copy.deepcopy(model).merge_and_unload()
-            model.save_pretrained(final)
-            self.tokenizer.save_pretrained(final)
+            with atomic_directory(final) as tmp:
+                model.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -730,10 +945,17 @@ def _logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
 
 
 def _truncate_jsonl(path: Path, step: int) -> None:
-    """Drop lines logged after ``step`` (a resumed run logs them again)."""
+    """Drop lines logged after ``step`` (a resumed run logs them again) and a line cut off by a kill."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a truncated last line: the step it belongs to is logged again
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line)
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -742,4 +964,10 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(output_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut off by a kill
+    return rows

@@ -16,14 +16,15 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, safe_rewards
+from trapo.rewards import Completion, RewardFunction, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -65,6 +66,8 @@ class RolloutBatch:
     generated_tokens: int = 0
     generation_seconds: float = 0.0
     reward_errors: int = 0
+    reward_failures: Counter = field(default_factory=Counter)  # kind -> items (trapo.rewards.FAILURE_KINDS)
+    first_reward_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ class GuidedSampler:
 
         returns = [0.0] * len(items)
         trajectories: list[Trajectory] = []
-        errors = 0
+        errors, failures, first_error = 0, Counter(), ""
         for g, size in enumerate(schedule.sizes):
             chosen = []
             for p, item in enumerate(items):
@@ -187,8 +190,11 @@ class GuidedSampler:
                 ))
             texts = [Completion(self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids,
                                 self.trainer_state) for t in group_trajs]
-            rewards, n_err = safe_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
-            errors += n_err
+            scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
+            rewards = scored.scores
+            errors += scored.n_failed
+            failures.update(scored.failures)
+            first_error = first_error or scored.first_error
             for traj, reward in zip(group_trajs, rewards, strict=True):
                 traj.reward = float(reward)
                 returns[traj.prompt_index] += traj.reward
@@ -202,4 +208,6 @@ class GuidedSampler:
             generated_tokens=generated,
             generation_seconds=generation_seconds,
             reward_errors=errors,
+            reward_failures=failures,
+            first_reward_error=first_error,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trapo_lab.cli import lab_command
+from trapo_lab.tasks.arithmetic import DEFAULT_TASK, TASKS
 
 COMMAND = "base"
 
@@ -14,11 +15,14 @@ DEFAULT_OUTPUT = "artifacts/base"
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "base",
-        help="pre-train the embedded ~1M-parameter base model on CPU",
+        help="pre-train the embedded tiny base model on CPU",
         description=(
-            "Build the tokenizer offline and pre-train a ~1M-parameter Qwen2 from scratch on the embedded "
-            "task (chain arithmetic skewed to easy tiers in the native solution style, plus retained skills; "
-            "--expert-share mixes in expert-style solutions, 0 by default). "
+            "Build the tokenizer offline and pre-train a tiny Qwen2 from scratch on the embedded task for a "
+            "fixed number of steps (never a time bound: every machine builds the same model). --task shortcut "
+            "(default): single operations drilled as written steps, chains of 2..5 operations answered "
+            "directly (--step-share writes a share of them step by step), plus retained skills. --task "
+            "place-value: the earlier recipe (every chain written step by step; --expert-share mixes in "
+            "place-value solutions). "
             "OUTPUT gets config.json + model.safetensors, the tokenizer files and trapo_base.json (build "
             "config and hash, per-tier pass@1 on validation problems, retained-skill accuracy, share of "
             "expert tokens the model gives probability < 0.1, build time). It loads with "
@@ -28,20 +32,20 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help="output directory")
+    parser.add_argument("--task", choices=TASKS, default=DEFAULT_TASK, help="task design (its recipe)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
-    parser.add_argument(
-        "--max-seconds",
-        type=float,
-        default=None,
-        help="also stop after this many seconds of training, the cosine schedule following whichever bound "
-        "is nearer (0 = no time bound: deterministic; default: the recipe's)",
-    )
     parser.add_argument(
         "--expert-share",
         type=float,
         default=None,
-        help="share of expert-style solutions in pre-training (sets how off-policy the expert is)",
+        help="place-value task: share of expert-style solutions in pre-training (sets how off-policy the expert is)",
+    )
+    parser.add_argument(
+        "--step-share",
+        type=float,
+        default=None,
+        help="shortcut task: share of multi-operation chains written step by step in pre-training",
     )
     parser.add_argument(
         "--eval-per-tier", type=int, default=None, help="validation problems per tier and skill measured (0 = skip)"
@@ -62,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
 
     from trapo_lab.pretrain import BaseModelConfig, build_base_model, read_base_info
 
-    config = BaseModelConfig()
+    config = BaseModelConfig.for_task(args.task)
     if args.steps is not None:
         config = replace(config, steps=args.steps)
-    if args.max_seconds is not None:
-        config = replace(config, max_seconds=args.max_seconds or None)
     if args.expert_share is not None:
         config = replace(config, mix=replace(config.mix, expert_share=args.expert_share))
+    if args.step_share is not None:
+        config = replace(config, mix=replace(config.mix, step_share=args.step_share))
     if args.eval_per_tier is not None:
         config = replace(config, eval_per_tier=args.eval_per_tier)
     if args.expert_probe is not None:

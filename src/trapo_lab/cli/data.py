@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from trapo_lab.cli import lab_command
+from trapo_lab.tasks.arithmetic import DEFAULT_TASK, TASKS
 from trapo_lab.tasks.splits import EXPERT_STYLES
 
 DEFAULT_OUTPUT = "artifacts/data"
@@ -18,9 +19,11 @@ def register(subparsers) -> None:
         help="write the embedded chain-arithmetic task's train/val/test splits",
         description=(
             "The embedded task: chain arithmetic in five tiers (tier = number of operations; prompts like "
-            "4*5*9-28+26-23), each training problem with two expert solutions in a place-value style the "
-            "base model rarely saw, plus retained skills (digit reversal and sorting) held out as the "
-            "'general' column. Splits never overlap, and no validation/test problem is in pre-training."
+            "37+5-8*2), plus retained skills (digit reversal and sorting) held out as the 'general' column. "
+            "Default design (--task shortcut): the base model answers chains in one go, the expert solves "
+            "them one operation per paragraph; tiers 6 and 7 are an out-of-distribution column (val_ood / "
+            "test_ood). --task place-value: the earlier design (expert solutions in a place-value style). "
+            "Splits never overlap, and no validation/test problem is in pre-training."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
         "make",
         help="write the splits as verl parquet + JSONL",
         description=(
-            "Write OUTPUT/{train,val,test,val_skills,test_skills}.{parquet,jsonl} (verl layout: prompt chat "
+            "Write OUTPUT/{train,val,test,val_skills,test_skills,val_ood,test_ood}.{parquet,jsonl} (no *_ood "
+            "for --task place-value; verl layout: prompt chat "
             "messages, reward_model.ground_truth, extra_info.expert_solutions / tier / split / "
             "native_solution) and OUTPUT/manifest.json (config, hash, counts per data_source). "
             "Re-running with the same options reuses the directory; other existing content is an error "
@@ -38,6 +42,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     make.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help="output directory")
+    make.add_argument("--task", choices=TASKS, default=DEFAULT_TASK,
+                      help="task design: shortcut (step-by-step expert, short-answer base) or place-value (earlier)")
     make.add_argument("--seed", type=int, default=0, help="which problems are drawn (pools do not depend on it)")
     make.add_argument("--n-train", type=int, default=4000, help="post-training problems (all tiers, mixed)")
     make.add_argument(
@@ -55,9 +61,10 @@ def register(subparsers) -> None:
     make.add_argument(
         "--expert-style",
         choices=EXPERT_STYLES,
-        default="place-value",
-        help="expert solutions: place-value (off-policy for the base model: 25%% of tokens below p = 0.1) or "
-        "native (the base model's own format, 2%%: the on-policy control of docs/results/compare_native)",
+        default=None,
+        help="expert solutions (default: the task's). shortcut: steps. place-value: place-value (off-policy for "
+        "its base model: 25%% of tokens below p = 0.1) or native (the base model's own format, 2%%: the "
+        "on-policy control of docs/results/compare_native)",
     )
     make.add_argument("--force", action="store_true", help="replace OUTPUT if it holds anything else")
     make.set_defaults(func=lab_command("data make", run_make))
@@ -85,6 +92,7 @@ def run_make(args: argparse.Namespace) -> int:
         n_skill_val=args.n_skill_val,
         n_skill_test=args.n_skill_test,
         expert_style=args.expert_style,
+        task=args.task,
         force=args.force,
         progress=True,
     )

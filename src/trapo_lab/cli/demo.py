@@ -14,8 +14,9 @@ COMMAND = "demo"
 DESCRIPTION = """\
 The main job on the embedded default, on CPU, in about 15 minutes on 2 cores:
 
-  1. write the built-in task's splits to WORKDIR/data (chain arithmetic, tiers 1-5, expert solutions in a
-     style the base model finds unlikely, plus a retained skill) unless they exist;
+  1. write the built-in task's splits to WORKDIR/data (chain arithmetic, tiers 1-5 and an out-of-distribution
+     column of tiers 6-7; expert solutions written step by step, a form the base model, which answers
+     chains in one go, finds unlikely; plus retained skills) unless they exist;
   2. pre-train the tiny base model into WORKDIR/base (about 4 minutes) unless it exists;
   3. evaluate the base model on held-out problems of every tier and the retained skill;
   4. train --method (TRAPO by default) for --steps optimizer steps into WORKDIR/runs/demo-METHOD;
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/5] base model in {work / 'base'} (built once, then reused)")
     base = build_base_model(work / "base")
     per_source: dict[str, list] = {}
-    for e in load_examples([data / "test.parquet", data / "test_skills.parquet"]).examples:
+    held_out = [data / f"{name}.parquet" for name in ("test", "test_ood", "test_skills")]
+    for e in load_examples([p for p in held_out if p.is_file()]).examples:  # test_ood: shortcut task only
         per_source.setdefault(e.data_source, []).append(e)
     eval_set = [e for rows in per_source.values() for e in rows[: args.eval_per_tier]]
 
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = work / "runs" / f"demo-{args.method}"
     config = TRAPOConfig(method=args.method, output_dir=str(out), max_steps=args.steps, seed=args.seed,
-                         learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10)
+                         learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10,
+                         overwrite_output_dir=True)  # a demo run replaces the previous demo's
     print(f"[4/5] training {args.method} for {args.steps} steps into {out}")
     trainer = TRAPOTrainer(*load_model_and_tokenizer(base), load_examples([data / "train.parquet"]).examples, config)
     result = trainer.train()

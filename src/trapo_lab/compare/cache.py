@@ -34,7 +34,11 @@ FORMAT = "trapo-compare-v1"
 EVAL_VERSION = 2  # bump when an evaluation records new measures: cached evaluations are then recomputed
 DEFAULT_RUNS_DIR = "runs/compare"
 # TRAPOConfig fields that change where/how often things are logged, not what is trained.
-NON_SEMANTIC_FIELDS = ("output_dir", "logging_steps", "save_total_limit", "sample_log_steps", "report_to")
+NON_SEMANTIC_FIELDS = ("output_dir", "logging_steps", "save_total_limit", "sample_log_steps", "report_to",
+                       # safety limits added after FORMAT was set: they stop or roll back a broken run and do
+                       # not change a sound one, so runs cached before them keep their directories
+                       "save_minutes", "overwrite_output_dir", "reward_timeout", "max_reward_failure_share",
+                       "max_reward_failure_steps", "update_guard_factor", "max_update_ratio")
 # TRAPOConfig fields renamed since FORMAT was set, hashed under the name they had then, so that runs cached
 # before a rename are still found.
 FORMER_FIELD_NAMES = {"prefix_loss_counts": "sft_counts"}

@@ -7,6 +7,7 @@ The trainer, the models and the evaluation harness are imported when first used,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -91,6 +92,8 @@ class Comparison:
         if latest is not None:
             resumed_from = json.loads((latest / "trainer_state.json").read_text())["step"]
         self.log(f"train {key.label} ({run_dir.name})" + (f", resuming at step {resumed_from}" if latest else ""))
+        if latest is None:  # a run killed before its first checkpoint starts again from scratch
+            config = dataclasses.replace(config, overwrite_output_dir=True)
         model, tokenizer = load_model_and_tokenizer(self.base_dir)
         trainer = TRAPOTrainer(model, tokenizer, self.data.train, config)
         self.trained_runs.append((key, resumed_from))

@@ -1,23 +1,35 @@
-"""The embedded task: chain arithmetic in five tiers with expert solutions, plus retained skills.
+"""The embedded task: chain arithmetic in five tiers (plus an OOD column) with expert solutions, plus retained
+skills; two designs, "shortcut" (default) and "place-value" (:data:`TASKS`).
 
 See :mod:`trapo_lab.tasks.arithmetic` (problems, native and expert solution styles), :mod:`trapo_lab.tasks.skills`
 (the "general" column) and :mod:`trapo_lab.tasks.splits` (disjoint splits, the pre-training stream, files).
 """
 
 from trapo_lab.tasks.arithmetic import (
+    ALL_TIERS,
+    DEFAULT_TASK,
     EXPERT_VARIANTS,
+    OOD_TIERS,
+    PLACE_VALUE_RANGES,
+    SHORTCUT_RANGES,
+    TASKS,
     TIERS,
     ChainProblem,
+    ChainRanges,
     expert_solution,
     native_solution,
     parse_chain,
+    ranges_of,
     sample_chain,
+    short_solution,
     solution_style,
+    step_solution,
 )
 from trapo_lab.tasks.skills import SKILLS, SkillProblem, sample_skill, skill_solution
 from trapo_lab.tasks.splits import (
     EXPERT_STYLES,
     PRETRAIN_TIER_WEIGHTS,
+    SHORTCUT_TIER_WEIGHTS,
     SPLIT_FILES,
     TRAIN_TIER_WEIGHTS,
     PretrainMix,
@@ -31,18 +43,27 @@ from trapo_lab.tasks.splits import (
     pretraining_stream,
     skill_example,
     skill_examples,
+    split_files,
     tier_counts,
 )
 
 __all__ = [
+    "ALL_TIERS",
+    "DEFAULT_TASK",
     "EXPERT_STYLES",
     "EXPERT_VARIANTS",
+    "OOD_TIERS",
+    "PLACE_VALUE_RANGES",
     "PRETRAIN_TIER_WEIGHTS",
+    "SHORTCUT_RANGES",
+    "SHORTCUT_TIER_WEIGHTS",
     "SKILLS",
     "SPLIT_FILES",
+    "TASKS",
     "TIERS",
     "TRAIN_TIER_WEIGHTS",
     "ChainProblem",
+    "ChainRanges",
     "PretrainMix",
     "SkillProblem",
     "SplitConfig",
@@ -56,11 +77,15 @@ __all__ = [
     "parse_chain",
     "pool_of",
     "pretraining_stream",
+    "ranges_of",
     "sample_chain",
     "sample_skill",
+    "short_solution",
     "skill_example",
     "skill_examples",
     "skill_solution",
     "solution_style",
+    "split_files",
+    "step_solution",
     "tier_counts",
 ]

@@ -1,4 +1,5 @@
-"""The embedded task's problems and solution styles: worked examples, invariants, rewards."""
+"""The place-value design's problems and solution styles (``--task place-value``, kept for the record):
+worked examples, invariants, rewards. The shortcut design (default) is tested in test_shortcut_task.py."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ WORKED = ChainProblem(4, (("*", 5), ("*", 9), ("-", 28), ("+", 26), ("-", 23)))
 
 @pytest.fixture(scope="module")
 def small_splits():
-    return build_splits(n_train=300, n_val_per_tier=20, n_test_per_tier=20, n_skill_val=20, n_skill_test=20)
+    return build_splits(n_train=300, n_val_per_tier=20, n_test_per_tier=20, n_skill_val=20, n_skill_test=20,
+                        task="place-value")
 
 
 def test_worked_example_expression_and_values():
@@ -62,7 +64,7 @@ def test_expert_multiplication_uses_partial_products():
 def test_bad_variant_and_tier_raise():
     with pytest.raises(ValueError, match="variant"):
         expert_solution(WORKED, "hundreds")
-    for bad in (0, 6, -1, "3", 2.0, True):
+    for bad in (0, 8, -1, "3", 2.0, True):
         with pytest.raises(ValueError, match="tier"):
             sample_chain(random.Random(0), bad)
 
@@ -163,14 +165,17 @@ def test_two_expert_solutions_where_a_step_decomposes(small_splits):
 def test_solution_style_detector(small_splits):
     from trapo_lab.tasks import solution_style
 
-    assert solution_style(expert_solution(WORKED, "tens")) == "expert"
-    assert solution_style(expert_solution(WORKED, "units")) == "expert"
-    assert solution_style(native_solution(WORKED)) == "native"
-    assert solution_style("13*7=70+21=91\n\n91-3=88\n\n\\boxed{88}") == "expert"
-    assert solution_style("4*5=20\n\n\\boxed{20}") == "native"
+    def style(text):
+        return solution_style(text, "place-value")
+
+    assert style(expert_solution(WORKED, "tens")) == "expert"
+    assert style(expert_solution(WORKED, "units")) == "expert"
+    assert style(native_solution(WORKED)) == "native"
+    assert style("13*7=70+21=91\n\n91-3=88\n\n\\boxed{88}") == "expert"
+    assert style("4*5=20\n\n\\boxed{20}") == "native"
     for other in ("\\boxed{20}", "", "4*5=20\n\nthe answer", "4*5=\n\n\\boxed{20}", "R:123"):
-        assert solution_style(other) == "other"
+        assert style(other) == "other"
     for ex in small_splits["train"]:
-        assert solution_style(ex.meta["native_solution"]) == "native"
-        styles = {solution_style(s) for s in ex.expert_solutions}
+        assert style(ex.meta["native_solution"]) == "native"
+        styles = {style(s) for s in ex.expert_solutions}
         assert styles == ({"expert"} if len(ex.expert_solutions) == 2 else {"native"})

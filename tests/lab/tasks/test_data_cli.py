@@ -23,8 +23,24 @@ def test_data_make_and_show(tmp_path, capsys):
     assert main(["data", "show", "--output", str(out), "--examples", "1"]) == 0
     assert "expert 1:" in capsys.readouterr().out
     native = tmp_path / "native"
-    assert main(["data", "make", "-o", str(native), *SMALL, "--expert-style", "native"]) == 0
-    assert json.loads((native / "manifest.json").read_text())["config"]["expert_style"] == "native"
+    assert main(["data", "make", "-o", str(native), *SMALL, "--task", "place-value", "--expert-style", "native"]) == 0
+    config = json.loads((native / "manifest.json").read_text())["config"]
+    assert config["expert_style"] == "native" and config["task"] == "place-value"
+    assert main(["data", "make", "-o", str(tmp_path / "bad"), *SMALL, "--expert-style", "native"]) == 2
+    assert "expert_style" in capsys.readouterr().err  # the shortcut task has one expert style
+
+
+def test_data_make_default_is_the_shortcut_task_with_an_ood_column(tmp_path):
+    out = tmp_path / "data"
+    assert main(["data", "make", "-o", str(out), *SMALL]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["task"] == "shortcut"
+    assert manifest["counts"]["val_ood"] == {"ood-t6": 3, "ood-t7": 3}
+    assert manifest["counts"]["test_ood"] == {"ood-t6": 4, "ood-t7": 4}
+    assert all((out / f"{name}.parquet").is_file() for name in ("val_ood", "test_ood"))
+    old = tmp_path / "old"
+    assert main(["data", "make", "-o", str(old), *SMALL, "--task", "place-value"]) == 0
+    assert not (old / "val_ood.parquet").exists()
 
 
 def test_data_make_tier_weights_and_errors(tmp_path, capsys):

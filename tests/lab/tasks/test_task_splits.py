@@ -1,4 +1,5 @@
-"""Splits of the embedded task: determinism, disjointness (also from pre-training), files, errors."""
+"""Splits of the place-value design (``--task place-value``): determinism, disjointness (also from
+pre-training), files, errors. The shortcut design (default) is tested in test_shortcut_task.py."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from trapo_lab.tasks import (
     tier_counts,
 )
 
-SMALL = {"n_train": 200, "n_val_per_tier": 10, "n_test_per_tier": 10, "n_skill_val": 10, "n_skill_test": 10}
+SMALL = {"n_train": 200, "n_val_per_tier": 10, "n_test_per_tier": 10, "n_skill_val": 10, "n_skill_test": 10,
+         "task": "place-value"}
+PV = "place-value"
 
 
 @pytest.fixture(scope="module")
 def default_splits():
-    return build_splits()
+    return build_splits(task=PV)
 
 
 def _prompts(examples):
@@ -56,7 +59,7 @@ def test_splits_are_disjoint_unique_and_in_their_pools(default_splits):
         assert len(prompts) == len(set(prompts)), f"duplicates in {name}"
         pool = name.split("_")[0]
         for ex in examples:
-            assert pool_of(ex.data_source, ex.prompt_text) == pool
+            assert pool_of(ex.data_source, ex.prompt_text, PV) == pool
             assert ex.prompt_text not in seen, f"{ex.prompt_text} in {seen.get(ex.prompt_text)} and {name}"
             seen[ex.prompt_text] = name
 
@@ -76,9 +79,9 @@ def test_build_splits_is_deterministic():
 def test_pretraining_stream_never_shows_validation_or_test_problems(default_splits):
     held_out = set(_prompts(default_splits["val"] + default_splits["test"]))
     held_out |= set(_prompts(default_splits["val_skills"] + default_splits["test_skills"]))
-    stream = list(itertools.islice(pretraining_stream(0, PretrainMix(expert_share=0.5)), 20_000))
+    stream = list(itertools.islice(pretraining_stream(0, PretrainMix.for_task(PV, expert_share=0.5)), 20_000))
     assert not held_out & {prompt for prompt, _, _ in stream}
-    assert all(pool_of(source, prompt) == "train" for prompt, _, source in stream)
+    assert all(pool_of(source, prompt, PV) == "train" for prompt, _, source in stream)
     # the mix is respected: tiers 1-2 dominate, skills ~12%, expert style present
     sources = [source for _, _, source in stream]
     assert 0.10 < (sources.count("reverse") + sources.count("sort")) / len(sources) < 0.14
@@ -109,7 +112,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="tier"):
         from trapo_lab.tasks import arithmetic_examples
 
-        arithmetic_examples("test", {6: 3})
+        arithmetic_examples("test", {6: 3}, task=PV)  # no OOD tiers in the place-value design
 
 
 def test_tier1_pool_exhaustion_is_a_clear_error():
@@ -173,13 +176,13 @@ def test_tier1_pools_match_the_documented_sizes():
         for x in xs
         if 0 <= apply_op(s, op, x) <= 199
     }
-    pools = [pool_of("arith-t1", p) for p in problems]
+    pools = [pool_of("arith-t1", p, PV) for p in problems]
     assert len(problems) == 970
     assert (pools.count("test"), pools.count("val"), pools.count("train")) == (542, 224, 204)
 
 
 def test_native_expert_style_is_the_on_policy_control_on_the_same_problems():
-    place_value = build_splits(**SMALL)
+    place_value = build_splits(**SMALL)  # task place-value
     native = build_splits(**SMALL, expert_style="native")
     for name in place_value:  # same problems, answers and native solutions in every split
         assert [(ex.prompt_text, ex.answer, ex.meta) for ex in native[name]] == [
@@ -199,5 +202,6 @@ def test_default_expert_style_keeps_the_config_hash_of_existing_splits():
     from trapo_lab.tasks import SplitConfig
 
     # the hash a default directory written before --expert-style existed carries (artifacts/data/manifest.json)
-    assert SplitConfig().hash() == "c3a175a4f0cec7ae"
-    assert SplitConfig(expert_style="native").hash() != SplitConfig().hash()
+    assert SplitConfig(task=PV).hash() == "c3a175a4f0cec7ae"
+    assert SplitConfig(task=PV, expert_style="native").hash() != SplitConfig(task=PV).hash()
+    assert SplitConfig().hash() != SplitConfig(task=PV).hash()  # the shortcut design (default)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 
 from trapo.data import Example
 from trapo.rewards import (
+    FailedScore,
     as_reward_function,
+    bounded_reward,
     default_reward,
     detect_kind,
     load_reward,
     math_reward,
     safe_rewards,
+    score_rewards,
 )
 
 
@@ -128,12 +132,55 @@ def test_safe_rewards_zeroes_non_finite_and_none():
     assert scores == [0.0, 0.0] and failed == 2
 
 
-def test_safe_rewards_wrong_length_batch_is_rescored_item_by_item():
+def test_safe_rewards_wrong_length_batch_fails_every_item():
+    """One score for N completions is a broken reward: rescoring item by item would score each 1.0."""
     def short(completions, examples):
         return [1.0]  # one score, however many completions
 
     scores, failed = safe_rewards(short, COMPLETIONS, make_examples())
-    assert scores == [1.0, 1.0] and failed == 0
+    assert scores == [0.0, 0.0] and failed == 2
+    result = score_rewards(short, COMPLETIONS, make_examples())
+    assert result.failures == {"error": 2} and "returned 1 scores for 2 completions" in result.first_error
+
+
+def test_score_rewards_counts_failures_by_kind():
+    table = {"a": "high", "b": math.nan, "c": FailedScore("unverifiable", "bad ground truth"), "d": 1.0}
+
+    def mixed(completions, examples):
+        return [table[c] for c in completions]
+
+    result = score_rewards(mixed, ["a", "b", "c", "d"], make_examples() * 2)
+    assert result.scores == [0.0, 0.0, 0.0, 1.0]
+    assert result.failures == {"non_number": 1, "nan": 1, "unverifiable": 1}
+
+
+def test_default_reward_flags_an_unverifiable_ground_truth():
+    bad = [replace(make_examples()[0], answer="\\frac{")]
+    result = score_rewards(default_reward(), ["\\boxed{1}"], bad)
+    assert result.scores == [0.0] and result.failures == {"unverifiable": 1}
+
+
+def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thread():
+    import threading
+    import time
+
+    def hang(completion, ground_truth):
+        if "5" in completion:
+            time.sleep(30)
+        return 1.0
+
+    reward = bounded_reward(as_reward_function(hang), 0.5, process=True)
+    out = {}
+
+    def go():
+        t0 = time.perf_counter()
+        out["result"], out["s"] = score_rewards(reward, COMPLETIONS, make_examples()), time.perf_counter() - t0
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    thread.join()
+    assert out["s"] < 3 and out["result"].failures == {"timeout": 2}
+    assert reward(COMPLETIONS[:1], make_examples()[:1]) == [1.0]  # a new worker replaces the killed one
 
 
 def test_safe_rewards_all_good():
