@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CORE = ("losses", "advantages", "guidance", "objective")
 # Third-party modules the library may import (its declared dependencies), by top-level name.
 LIBRARY_DEPENDENCIES = {"torch", "transformers", "tokenizers", "safetensors", "accelerate", "math_verify", "pyarrow",
-                        "yaml", "tqdm", "numpy", "sympy", "peft"}
+                        "yaml", "tqdm", "numpy", "sympy", "peft", "datasets"}
 
 
 def _imports(path: Path) -> set[str]:

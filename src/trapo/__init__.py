@@ -16,3 +16,19 @@ package, :mod:`trapo_lab`, which imports this one; this one never imports it.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["TRAPOConfig", "TRAPOTrainer", "__version__"]
+
+
+def __getattr__(name: str):
+    """``from trapo import TRAPOConfig, TRAPOTrainer`` (as ``from trl import GRPOConfig, GRPOTrainer``),
+    imported on first use so that ``import trapo`` stays light."""
+    if name == "TRAPOConfig":
+        from trapo.config import TRAPOConfig
+
+        return TRAPOConfig
+    if name == "TRAPOTrainer":
+        from trapo.trainer import TRAPOTrainer
+
+        return TRAPOTrainer
+    raise AttributeError(f"module 'trapo' has no attribute {name!r}")

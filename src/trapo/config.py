@@ -3,6 +3,13 @@
 Fields left at ``None`` take the value of the chosen method's preset (:mod:`trapo.methods`), so
 ``TRAPOConfig(method="grpo")`` is a complete GRPO configuration. A config can be read from YAML
 (:func:`load_config`) and every field is a ``trapo train`` flag.
+
+TRL's ``GRPOConfig`` names are accepted with TRL's meaning (docs/TRL.md has the table): ``loss_type``
+(grpo / dr_grpo / dapo / bnpo, mapped onto ``loss_normalization``), ``scale_rewards`` (group / batch /
+none; True / False as in older TRL), ``num_generations``, ``max_completion_length``,
+``per_device_train_batch_size`` and ``gradient_accumulation_steps`` (which then set ``prompts_per_step``
+and ``mini_batch_size`` by TRL's arithmetic, see :meth:`TRAPOConfig.for_processes`), ``beta``, ``epsilon``,
+``reward_weights``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ import yaml
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
 
+# TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
+# global batch's, the same on one process).
+TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dapo": "token_mean", "dr_grpo": "constant"}
+SCALE_REWARDS = ("group", "batch", "none")
+
 
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
@@ -30,14 +42,31 @@ class TRAPOConfig:
                             default="runs/trapo")
     seed: int = _help("Seed of data order, rollouts and initialisation.", default=0)
     max_steps: int = _help("Optimizer steps.", default=100)
-    prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper: 8).", default=8)
+    prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper used 8).", default=8)
+    per_device_train_batch_size: int | None = _help(
+        "TRL's name: completions per process per forward/backward. When it or gradient_accumulation_steps is "
+        "set, prompts_per_step = per_device_train_batch_size x gradient_accumulation_steps x processes / "
+        "num_generations and mini_batch_size = per_device_train_batch_size (TRL's defaults 8 and 1 fill the "
+        "other). Unset: prompts_per_step and mini_batch_size rule.", default=None)
+    gradient_accumulation_steps: int | None = _help(
+        "TRL's name: forward/backward passes per optimizer step (see per_device_train_batch_size).", default=None)
+
+    # --- data --------------------------------------------------------------------------------------------
+    prompt_template: str = _help(
+        "How a prompt becomes text: chat (the tokenizer's chat template), none (the last user message as plain "
+        "text), trapo (the authors' Qwen prompt: system message + 'Please reason step by step, and put your final "
+        "answer within \\boxed{}.'), or a file holding a format string with {problem}.", default="chat")
+    expert_think: Literal["keep", "extract"] = _help(
+        "Expert solutions written <think>...</think> + final text: keep the whole text, or extract the text "
+        "inside <think> (the authors' code; a solution without the block is used whole, stripped).",
+        default="keep")
 
     # --- rollouts --------------------------------------------------------------------------------------
     num_generations: int | None = _help(
         "Trajectories per prompt (the paper: 8). Default: the method's micro-group sizes summed.", default=None)
     max_prompt_length: int = _help("Longer prompts are skipped (counted), or an error with --strict.",
                                    default=512)
-    max_completion_length: int = _help("Tokens per response, expert prefix included (the paper: 8192).",
+    max_completion_length: int = _help("Tokens per response, expert prefix included (the paper used 8192).",
                                        default=256)
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
@@ -61,6 +90,13 @@ class TRAPOConfig:
                                            default=None)
     prefix_boundary: str = _help("Paragraph marker prefix cuts move to.", default="\n\n")
     prefix_slack: float = _help("A cut moves to the next boundary within +slack of the response.", default=0.3)
+    prefix_boundary_match: Literal["ends_with", "contains"] = _help(
+        "A boundary token's text ends with the marker (ours: the cut lands right after the break) or contains "
+        "it (the authors': BPE merges '\\n\\n' with what follows, so the cut may take a few characters more).",
+        default="ends_with")
+    prefix_boundary_strict: bool = _help(
+        "Take the first boundary strictly after the exact cut (the authors' '>'); ours (False) also takes a "
+        "boundary at the cut itself ('>=').", default=False)
 
     # --- losses ----------------------------------------------------------------------------------------
     prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
@@ -68,7 +104,11 @@ class TRAPOConfig:
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
-    entropy_coef: float = _help("Entropy bonus on model tokens (the paper: 0.001).", default=0.001)
+    entropy_coef: float = _help("Entropy bonus (the paper used 0.001).", default=0.001)
+    entropy_tokens: Literal["continuation", "all"] = _help(
+        "Tokens the entropy bonus covers: the model's own (continuation; ours: the prefix is the expert's "
+        "text, not the policy's choice) or every response token, prefix included (the authors' code).",
+        default="continuation")
     beta: float = _help("KL penalty to a frozen copy of the initial model (k3 estimator); 0 keeps no copy.",
                         default=0.0)
     epsilon: float = _help("PPO clip range, low side.", default=0.2)
@@ -76,24 +116,37 @@ class TRAPOConfig:
     num_iterations: int = _help("Policy updates per batch of rollouts (1: ratio is 1, clipping inert).",
                                 default=1)
     loss_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
-        "constant: token sum / (max_completion_length x trajectories), as the authors and Dr. GRPO; "
-        "token_mean: mean over the batch's tokens; seq_mean_token_mean: per-sequence mean, then mean.",
-        default="constant")
+        "constant: token sum / (max_completion_length x trajectories) (Dr. GRPO; the authors divide by a "
+        "fixed constant instead, see loss_constant); token_mean: mean over the batch's tokens; "
+        "seq_mean_token_mean: per-sequence mean, then mean.", default="constant")
+    loss_type: str | None = _help(
+        "TRL's name for loss_normalization, with TRL's meaning: grpo (= seq_mean_token_mean), dr_grpo "
+        "(= constant), dapo (= token_mean over the global batch), bnpo (= token_mean); our names also work. "
+        "Set, it overrides loss_normalization.", default=None)
+    loss_constant: float | None = _help(
+        "With constant normalisation: divide each process's token-loss sum by this number instead of "
+        "max_completion_length x trajectories. Gradients are averaged over processes, so the effective "
+        "divisor is loss_constant x processes, as in the authors' code (8192 x 8 GPUs; they divide per "
+        "micro-batch, so their exact equivalent is 8192 x micro-batches per step).", default=None)
     sft_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
         "Normalisation of the SFT steps of sft / sft-then-grpo.", default="token_mean")
-    scale_rewards: bool = _help("Divide advantages by the group's reward std (GRPO); the paper does not.",
-                                default=False)
+    scale_rewards: str = _help(
+        "Divide advantages by the reward std of the group (group; True means this), of the whole batch "
+        "(batch), or not at all (none; False means this; the paper does not scale).", default="none")
     advantage_baseline: Literal["all", "unguided"] = _help(
         "Group mean over all trajectories, or over unguided ones only (TRAPO.md §3 variant).", default="all")
     sft_fraction: float | None = _help("Share of steps (first) that are SFT (default: the method's).",
                                        default=None)
+    reward_weights: list[float] | None = _help(
+        "Weights of several reward functions (TRL's name; default: 1 each). The reward is their weighted sum; "
+        "each is logged on its own as reward/<function name>.", default=None)
 
     # --- optimisation ----------------------------------------------------------------------------------
     learning_rate: float = _help("Peak learning rate (the paper: 1e-6 on a 7B model).", default=1e-6)
     lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.",
                                                                        default="constant")
     warmup_steps: int = _help("Linear warm-up steps.", default=0)
-    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    weight_decay: float = _help("AdamW weight decay (the authors' code: 0.01).", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
@@ -141,6 +194,20 @@ class TRAPOConfig:
 
     def __post_init__(self) -> None:
         method = get_method(self.method)
+        self.scale_rewards = _scale_rewards(self.scale_rewards)
+        if self.loss_type is not None:
+            if self.loss_type not in TRL_LOSS_TYPES and self.loss_type not in TRL_LOSS_TYPES.values():
+                raise ValueError(f"loss_type must be one of {', '.join(TRL_LOSS_TYPES)} (TRL) or "
+                                 f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}")
+            self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
+        if self.loss_constant is not None and self.loss_constant <= 0:
+            raise ValueError(f"loss_constant must be > 0, got {self.loss_constant}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.reward_weights is not None and not self.reward_weights:
+            raise ValueError("reward_weights must name one weight per reward function, got an empty list")
         for name, value in (("max_steps", self.max_steps), ("prompts_per_step", self.prompts_per_step),
                             ("max_completion_length", self.max_completion_length),
                             ("num_iterations", self.num_iterations), ("mini_batch_size", self.mini_batch_size)):
@@ -169,6 +236,27 @@ class TRAPOConfig:
                     "set micro_group_sizes (and thresholds) to match")
 
     # --- resolved views ------------------------------------------------------------------------------------
+    @property
+    def uses_trl_batch(self) -> bool:
+        return self.per_device_train_batch_size is not None or self.gradient_accumulation_steps is not None
+
+    def for_processes(self, num_processes: int) -> TRAPOConfig:
+        """This config for ``num_processes`` processes: with TRL's batch fields set, ``prompts_per_step`` and
+        ``mini_batch_size`` follow TRL's arithmetic (completions per step = per_device_train_batch_size x
+        gradient_accumulation_steps x processes, ``num_generations`` per prompt); otherwise unchanged."""
+        if not self.uses_trl_batch:
+            return self
+        per_device = self.per_device_train_batch_size or 8
+        accumulation = self.gradient_accumulation_steps or 1
+        completions = per_device * accumulation * num_processes
+        n = self.schedule().num_generations
+        if completions % n:
+            raise ValueError(
+                f"per_device_train_batch_size ({per_device}) x gradient_accumulation_steps ({accumulation}) x "
+                f"processes ({num_processes}) = {completions} completions per step, not a multiple of "
+                f"num_generations ({n})")
+        return dataclasses.replace(self, prompts_per_step=completions // n, mini_batch_size=per_device)
+
     @property
     def preset(self) -> Method:
         return get_method(self.method)
@@ -203,6 +291,18 @@ class TRAPOConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _scale_rewards(value: Any) -> str:
+    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL, our former bool) and their
+    spellings on a command line map to "group" / "none"."""
+    if isinstance(value, bool):
+        return "group" if value else "none"
+    text = str(value).strip().lower()
+    text = {"true": "group", "yes": "group", "1": "group", "false": "none", "no": "none", "0": "none"}.get(text, text)
+    if text not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)} (or True / False), got {value!r}")
+    return text
 
 
 def config_fields() -> list[str]:

@@ -294,6 +294,7 @@ def evaluate(
     pass_ks: Sequence[int] | None = None,
     progress: bool = True,
     keep_completions: bool = False,
+    prompt_template: str = "chat",
 ) -> EvalReport:
     """Sample ``k`` completions per problem, score them, and report avg@k / pass@k per group and overall.
 
@@ -315,6 +316,8 @@ def evaluate(
         pass_ks: the k's of pass@k to report (default powers of two up to k, and k).
         progress: show tqdm progress bars.
         keep_completions: store the completion texts in the report.
+        prompt_template: how prompts become text, as in training (:func:`trapo.data.encode_prompt`: chat,
+            none, trapo, or a template file); evaluate with the template the model was trained with.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -337,7 +340,7 @@ def evaluate(
     groups: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(_group_of(ex, group_by), []).append(i)
-    prompts = [encode_prompt(tokenizer, ex) for ex in examples]
+    prompts = [encode_prompt(tokenizer, ex, prompt_template) for ex in examples]
     eos = getattr(tokenizer, "eos_token_id", None)
 
     results: list[ProblemResult | None] = [None] * len(examples)

@@ -125,6 +125,7 @@ def cut_prefix(
     ratio: float,
     boundary_ids: Collection[int],
     slack: float = 0.3,
+    strict: bool = False,
 ) -> int:
     """Number of expert-solution tokens to give as a prefix for a guidance ``ratio`` (TRAPO.md §2).
 
@@ -136,6 +137,10 @@ def cut_prefix(
     The search starts at ``t`` (the first token *not* in the exact prefix): a boundary there is reached by
     extending the prefix by one token. A boundary at ``t - 1`` already ends the exact prefix but is not
     looked for; only forward moves are made.
+
+    ``strict=True`` is the authors' rule (``get_prefix_end_idx`` in their ``mix_vllm_rollout.py``): the
+    first boundary at ``i > t``, so a boundary exactly at ``t`` is passed over. Ours (``False``) takes it:
+    the cut then moves by one token to end on the paragraph break instead of on to the next one.
     """
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
         raise ValueError(f"`ratio` must be a number in [0, 1], got {ratio!r}")
@@ -151,7 +156,7 @@ def cut_prefix(
     t = int(n * ratio)
     limit = n * (ratio + slack)
     boundary = set(boundary_ids)
-    for i in range(t, n):
+    for i in range(t + 1 if strict else t, n):
         if i >= limit:
             break
         if token_ids[i] in boundary:

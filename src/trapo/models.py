@@ -24,6 +24,13 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
     if path.exists() and not path.is_dir():
         raise FileNotFoundError(f"model {str(path)!r} is a file; expected a model directory (save_pretrained output)")
     if not path.is_dir():
+        text = str(path)
+        if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
+            raise FileNotFoundError(
+                f"model {text!r} is not a local directory; trapo loads models from disk only (nothing is "
+                f"downloaded). If it is a Hugging Face Hub id, download it first on a machine with internet: "
+                f"hf download {text} --local-dir models/{path.name} (or huggingface-cli download), then pass "
+                f"--model models/{path.name}")
         raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json; expected save_pretrained output)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from importlib.metadata import entry_points
 
@@ -31,6 +32,28 @@ def command_modules() -> dict[str, str]:
     return modules
 
 
+# Negative numbers, exponents included (``--learning_rate -1e-3``, ``--x -.5``, ``-inf``), are values, not flags.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf$")
+
+
+def _neighbourly(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` and its sub-parsers behave like their neighbours: every long flag answers to both its
+    ``_`` and its ``-`` spelling, and negative numbers are values (no ``=`` needed)."""
+    parser._negative_number_matcher = NEGATIVE_NUMBER
+    for action in list(parser._actions):
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _neighbourly(sub)
+            continue
+        for option in list(action.option_strings):
+            if not option.startswith("--"):
+                continue
+            for other in ("--" + option[2:].replace("_", "-"), "--" + option[2:].replace("-", "_")):
+                if other not in parser._option_string_actions:
+                    parser._option_string_actions[other] = action
+                    action.option_strings.append(other)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trapo",
@@ -45,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HfArgumentParser)
     for module in command_modules().values():
         importlib.import_module(module).register(subparsers)
+    _neighbourly(parser)
     return parser
 
 

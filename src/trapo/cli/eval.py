@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="model weights dtype (auto: as saved)")
     p.add_argument("--keep-completions", action="store_true", help="store the completion texts in --output")
+    p.add_argument("--prompt-template", default="chat",
+                   help="how prompts become text, as in training: chat (the tokenizer's template), none, trapo (the "
+                        "authors' prompt) or a file with {problem}")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, examples,
         k=args.k, sampling=sampling, max_new_tokens=args.max_tokens, seed=args.seed,
         batch_size=args.batch_size, group_by=args.group_by, progress=not args.no_progress,
-        keep_completions=args.keep_completions,
+        keep_completions=args.keep_completions, prompt_template=args.prompt_template,
     )
     print(report.table())
     if args.output:

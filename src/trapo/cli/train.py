@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
-from trapo.config import TRAPOConfig, read_yaml
-from trapo.methods import METHODS
+from trapo.config import TRAPOConfig, config_fields, read_yaml
+from trapo.methods import METHODS, get_method
 
 DESCRIPTION = """\
 Post-train a causal LM (a local Hugging Face directory) with TRAPO or one of its baselines.
 
-Every TRAPOConfig field is a flag (--learning_rate or --learning-rate). Values come from, in order of
-precedence: flags > --config YAML > the method's preset > defaults.
+Every TRAPOConfig field is a flag; every flag takes both spellings (--learning_rate or --learning-rate),
+bool flags work bare (--bf16), negative numbers need no '=' (--warmup_steps -1). Values come from, in order
+of precedence: flags > --config YAML > the method's preset > defaults ("None" below: the method's preset,
+or unset). TRL's GRPOConfig names work with TRL's meaning (loss_type, scale_rewards, num_generations,
+per_device_train_batch_size, gradient_accumulation_steps, beta, epsilon, reward_weights).
 
 Methods:
 """ + "\n".join(f"  {name:14s} {m.description}" for name, m in METHODS.items()) + """
 
 Data: verl-style parquet or JSONL (prompt chat messages, reward_model.ground_truth, expert solutions in
-extra_info.expert_solutions), one or more files or a directory. Rows without an expert solution train
-RL-only; rows without an answer or with an empty prompt are skipped and counted (--strict: an error).
+extra_info.expert_solutions), one or more files, a directory, or a datasets.save_to_disk directory. The
+TRAPO authors' data works as it is (expert solutions in extra_info.answer_list; add --expert_think extract
+--prompt_template trapo to train as their code does). Rows without an expert solution train RL-only and are
+counted; a method that trains on expert solutions stops before any work when no row has one. Rows without an
+answer or with an empty prompt are skipped and counted (--strict: an error).
 
 Outputs in --output_dir: metrics.jsonl (every step), samples.jsonl (example trajectories),
 checkpoint-STEP/ (model, tokenizer, optimizer, scheduler, step), final/ (the trained model).
@@ -39,33 +46,74 @@ Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", dataclass_types=[TRAPOConfig], help="Train with TRAPO or a baseline (SFT, GRPO, LUFFY ...).",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION, formatter_class=HelpFormatter,
     )
+    for action in parser._actions:
+        if action.dest == "scale_rewards":  # a former bool: bare --scale_rewards still means "group"
+            action.nargs, action.const = "?", "group"
     parser.add_argument("--config", help="YAML file of TRAPOConfig fields (flags override it).")
-    parser.add_argument("--model", required=True, help="Local model directory (config, safetensors, tokenizer).")
+    parser.add_argument("--model", required=True,
+                        help="Local model directory (config, safetensors, tokenizer). A Hub id must be downloaded "
+                             "first (hf download ORG/NAME --local-dir DIR).")
     parser.add_argument("--data", required=True, nargs="+", help="Training data: parquet/JSONL files or a directory.")
     parser.add_argument("--output", dest="output_dir", help="Same as --output_dir.")
-    parser.add_argument("--reward", default=None,
-                        help="Reward as module:function or file.py:function, in TRL, verl or "
-                             "(completion, ground_truth) form. Default: trapo.rewards.math_reward.")
+    parser.add_argument("--reward", default=None, nargs="+",
+                        help="Reward(s) as module:function, file.py:function or math, in TRL, verl or "
+                             "(completion, ground_truth) form; several are summed with --reward_weights and each "
+                             "logged as rewards/NAME. Default: trapo.rewards.math_reward.")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="Resume from the latest checkpoint in output_dir (falling back to the one before "
                              "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
                              "has a checkpoint, else start fresh.")
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
-    parser.add_argument("--expert-key", default="extra_info.expert_solutions", help="Field holding expert solutions.")
+    parser.add_argument("--expert-key", default="extra_info.expert_solutions",
+                        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
+                             "the last micro-group) or one string. When the default is absent, its aliases are "
+                             "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').")
     parser.set_defaults(func=run, parser=parser)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and every flag's default in its help."""
+
+
+def _typed_flag(argv: list[str], field: str) -> str | None:
+    """The spelling of ``field``'s flag the user typed (``--max-steps``), or None when it came from YAML."""
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag[2:].replace("-", "_") == field:
+            return flag
+    return None
+
+
+def _name_flags(message: str, argv: list[str]) -> str:
+    """``message`` with the config fields it names written as the flags the user typed."""
+    names = sorted(config_fields(), key=len, reverse=True)
+    for name in names:
+        flag = _typed_flag(argv, name)
+        if flag and re.search(rf"(?<![\w-]){name}(?!\w)", message):
+            if "_" not in name:  # a plain word ("method") may be prose, not the field: name the flag in front only
+                return f"argument {flag}: {message}"
+            return f"argument {flag}: " + re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
+    return message
+
+
 def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
-    """The config from flags layered over ``--config`` (flags win)."""
+    """The config from flags layered over ``--config`` (flags win); errors name the flag the user typed."""
     parser = args.parser
     if args.config:
         parser.set_defaults(**read_yaml(args.config))
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__)
-    return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+    try:
+        return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as err:
+        raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
+
+
+def _guided(config: TRAPOConfig) -> bool:
+    return any(r > 0 for r in config.schedule().ratios) or config.sft_steps > 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,12 +126,20 @@ def run(args: argparse.Namespace) -> int:
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
     config = config_from_args(args)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    get_method(config.method)
     data = load_examples(args.data, prompt_key=args.prompt_key, answer_key=args.answer_key,
                          expert_key=args.expert_key, strict=config.strict, split="train")
     print(f"data: {data.summary()}")
-    reward = in_worker_process(load_reward(args.reward)) if args.reward else None
-    trainer = TRAPOTrainer(model, tokenizer, data.examples, config, reward_fn=reward)
+    problem = data.expert_problem()
+    if problem and _guided(config):  # before the model is loaded
+        raise ValueError(f"--method {config.method} trains on expert solutions, but {problem}. "
+                         "--method grpo trains RL only.")
+    rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    if len(rewards) > 1 or (rewards and config.reward_weights is not None):
+        trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
+    else:
+        trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=rewards[0] if rewards else None)
     unverifiable = trainer.data_report.unverifiable
     if unverifiable:
         where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]

@@ -16,7 +16,14 @@ What each field may be:
 
 Aliases, used only while the key is left at its default and the default column is absent: prompt →
 ``question``, ``problem``; answer → ``answer``, ``ground_truth``; expert solutions → ``target`` (LUFFY),
-``expert_solutions``, ``solutions``.
+``expert_solutions``, ``solutions``, ``extra_info.answer_list`` (the TRAPO authors' layout: a list, the
+first is the expert solution, the second the one used by the last micro-group; each ``<think>…</think>``
++ final text, see ``TRAPOConfig.expert_think``).
+
+Besides files, a directory written by ``datasets.Dataset.save_to_disk`` is read (needs the ``hf`` extra),
+and :func:`examples_from_rows` converts rows already in memory (a ``datasets.Dataset``, a list of dicts).
+Each example keeps its row's other columns (:attr:`Example.columns`, for TRL-style rewards) and where it
+came from (:attr:`Example.origin`, ``file:row``).
 
 Rows with a missing/empty answer or an empty/malformed prompt are skipped and listed in
 :attr:`LoadResult.skipped` (``strict=True`` turns the first one into a ``ValueError`` naming file, row and
@@ -44,8 +51,9 @@ DEFAULT_EXPERT_KEY = "extra_info.expert_solutions"
 ALIASES = {
     DEFAULT_PROMPT_KEY: ("question", "problem"),
     DEFAULT_ANSWER_KEY: ("answer", "ground_truth"),
-    DEFAULT_EXPERT_KEY: ("target", "expert_solutions", "solutions"),
+    DEFAULT_EXPERT_KEY: ("target", "expert_solutions", "solutions", "extra_info.answer_list"),
 }
+HF_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 SUFFIXES = (".parquet", ".jsonl")
 _MISSING = object()
 
@@ -75,6 +83,9 @@ class LoadResult:
     n_merged: int = 0  # rows folded into an earlier identical one by dedupe=True
     origins: list[tuple[str, int]] = field(default_factory=list)  # (file, row) of each example (before dedupe)
     notes: list[str] = field(default_factory=list)  # what directory expansion left out, and why
+    expert_key: str | None = None  # the expert-solution key asked for
+    expert_keys: dict[str, str | None] = field(default_factory=dict)  # file -> key read (None: no such column)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # file -> columns found
 
     def where(self, index: int) -> str:
         """``file: line N`` / ``file: row N`` of example ``index`` (as in skipped rows)."""
@@ -82,6 +93,26 @@ class LoadResult:
             return f"example {index}"
         file, row = self.origins[index]
         return f"{Path(file).name}: {'line' if file.endswith('.jsonl') else 'row'} {row}"
+
+    @property
+    def without_expert(self) -> int:
+        """Examples without an expert solution (guided methods train them RL-only)."""
+        return sum(not ex.expert_solutions for ex in self.examples)
+
+    def expert_problem(self) -> str | None:
+        """Why no example has an expert solution (the key tried, the columns found), or None when some do."""
+        if any(ex.expert_solutions for ex in self.examples):
+            return None
+        key = self.expert_key
+        tried = f"{key!r}" + (f" (and its aliases {', '.join(ALIASES[key])})" if key in ALIASES else "")
+        found = list(dict.fromkeys(c for cols in self.columns.values() for c in cols))
+        read = {k for k in self.expert_keys.values() if k}
+        if read:
+            return (f"no row has an expert solution: column(s) {', '.join(sorted(read))} are empty in every row "
+                    f"(tried {tried})")
+        return (f"no row has an expert solution: no column {tried} in {', '.join(self.files) or 'the data'}; "
+                f"columns found: {', '.join(found) or 'none'}. Name the column with --expert-key "
+                f"(the TRAPO authors' data: --expert-key extra_info.answer_list)")
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -94,6 +125,7 @@ class LoadResult:
         text = f"loaded {len(self.examples)} examples from {self.n_rows} rows in {len(self.files)} file(s)"
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
+        text += f"; {self.without_expert} without an expert solution"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
         if not self.skipped:
@@ -221,10 +253,16 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike], split: str |
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if _is_hf_disk(path):
+            files.append(path)
+        elif path.is_dir():
             files.extend(_directory_files(path, split, notes))
         elif not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or directory")
+            hub = (f"; {str(raw)!r} looks like a Hugging Face Hub data set id: trapo reads local data only. On a "
+                   "machine with internet, download it first: python -c \"import datasets; "
+                   f"datasets.load_dataset('{raw}', split='train').save_to_disk('DIR')\" and pass DIR"
+                   if str(raw).count("/") == 1 and not str(raw).startswith((".", "/")) and not path.suffix else "")
+            raise FileNotFoundError(f"{path}: no such file or directory{hub}")
         elif path.suffix not in SUFFIXES:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
         else:
@@ -293,11 +331,42 @@ def _meta(row: dict, expert_key: str | None) -> dict[str, Any]:
     return {k: v for k, v in extra.items() if v is not None and k != leaf}
 
 
+def _read_hf_disk(path: Path) -> list[tuple[int, Any]]:
+    """Rows of a ``save_to_disk`` directory (a ``DatasetDict``: its ``train`` split, else its only one)."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(f"{path} was written by datasets.save_to_disk; reading it needs the `datasets` package: "
+                          "pip install 'trapo[hf]'") from err
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        if "train" not in data and len(data) != 1:
+            raise ValueError(f"{path}: a DatasetDict with splits {list(data)} and no 'train'; pass one split's "
+                             "directory")
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    return list(enumerate(data.to_list()))
+
+
+def _is_hf_disk(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in HF_DATASET_FILES)
+
+
 def _load_file(
     path: Path, prompt_key: str, answer_key: str, expert_key: str | None, strict: bool
-) -> tuple[list[Example], list[SkippedRow], int]:
-    file = str(path)
-    raw = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
+) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
+    if _is_hf_disk(path):
+        raw = _read_hf_disk(path)
+    else:
+        raw = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
+    return _convert(raw, str(path), path.stem, prompt_key, answer_key, expert_key, strict)
+
+
+def _convert(
+    raw: Sequence[tuple[int, Any]], file: str, stem: str, prompt_key: str, answer_key: str | None,
+    expert_key: str | None, strict: bool,
+) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
+    """Rows (numbered) to examples: (examples, skipped, rows read, expert key read, columns found).
+    ``answer_key=None``: the answer is optional (a TRL data set whose reward reads its own columns)."""
     skipped: list[SkippedRow] = []
 
     def skip(row: int, fld: str, reason: str) -> None:
@@ -315,10 +384,11 @@ def _load_file(
         else:
             rows.append((number, row))
     if not rows:
-        return [], skipped, len(raw), []
+        return [], skipped, len(raw), None, [], []
     dicts = [r for _, r in rows]
     p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
-    a_key = _resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
+    a_key = (_resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True) if answer_key
+             else _resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False))
     e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
 
     examples, origins = [], []
@@ -327,10 +397,12 @@ def _load_file(
         if prompt is None:
             skip(number, p_key, why)
             continue
-        answer, why = _answer(_get(row, a_key))
+        answer, why = _answer(_get(row, a_key)) if a_key else ("", "")
         if answer is None:
-            skip(number, a_key, why)
-            continue
+            if answer_key:
+                skip(number, a_key, why)
+                continue
+            answer = ""
         experts, why = _experts(_get(row, e_key)) if e_key else ((), "")
         if experts is None:
             skip(number, e_key, why)
@@ -341,12 +413,38 @@ def _load_file(
                 prompt=prompt,
                 answer=answer,
                 expert_solutions=experts,
-                data_source=source if isinstance(source, str) and source else path.stem,
+                data_source=source if isinstance(source, str) and source else stem,
                 meta=_meta(row, e_key),
+                columns={k: v for k, v in row.items() if k != p_key.split(".")[0]},
+                origin=f"{file}:{number}",
             )
         )
         origins.append((file, number))
-    return examples, skipped, len(raw), origins
+    return examples, skipped, len(raw), e_key, _column_names(dicts), origins
+
+
+def examples_from_rows(
+    rows: Iterable[dict],
+    *,
+    prompt_key: str = DEFAULT_PROMPT_KEY,
+    answer_key: str | None = None,
+    expert_key: str | None = DEFAULT_EXPERT_KEY,
+    strict: bool = False,
+    name: str = "train_dataset",
+) -> LoadResult:
+    """Examples from rows in memory (a ``datasets.Dataset``, a list of dicts) by the rules of the module
+    docstring. TRL's flat rows work as they are: ``prompt`` (a string or chat messages), the expert
+    solutions in ``expert_solutions`` (a string or a list of strings; the default key's alias), and the
+    reward's own columns, kept in :attr:`Example.columns`. ``answer_key=None`` (the default here) makes the
+    answer optional: ``reward_model.ground_truth`` or an alias where present, else ``""``."""
+    raw = list(enumerate(rows.to_list() if hasattr(rows, "to_list") else rows))
+    examples, skipped, n_rows, e_key, columns, origins = _convert(raw, name, name, prompt_key, answer_key,
+                                                                  expert_key, strict)
+    result = LoadResult(examples, skipped, [name], n_rows, origins=origins, expert_key=expert_key,
+                        expert_keys={name: e_key}, columns={name: columns})
+    if not result.examples:
+        raise ValueError(f"no usable examples in {name}: {result.summary()}")
+    return result
 
 
 def _dedupe(examples: list[Example]) -> tuple[list[Example], int]:
@@ -393,9 +491,12 @@ def load_examples(
         FileNotFoundError: a path does not exist.
         ValueError: an unreadable file, a column no row has, a bad row under ``strict``, or no examples at all.
     """
-    result = LoadResult(examples=[])
+    result = LoadResult(examples=[], expert_key=expert_key)
     for path in _expand(paths, split, result.notes):
-        examples, skipped, n_rows, origins = _load_file(path, prompt_key, answer_key, expert_key, strict)
+        examples, skipped, n_rows, e_key, columns, origins = _load_file(path, prompt_key, answer_key, expert_key,
+                                                                        strict)
+        result.expert_keys[str(path)] = e_key
+        result.columns[str(path)] = columns
         result.examples.extend(examples)
         result.origins.extend(origins)
         result.skipped.extend(skipped)

@@ -27,6 +27,10 @@ class Example:
     expert_solutions: tuple[str, ...] = ()
     data_source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # The row's own columns (all but the prompt), passed to TRL-style rewards as keyword arguments.
+    columns: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Where the row came from ("file:row"), for messages; "" when built in memory.
+    origin: str = field(default="", compare=False)
 
     @property
     def prompt_text(self) -> str:

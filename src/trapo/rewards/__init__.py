@@ -2,15 +2,18 @@
 
 from trapo.rewards.adapters import (
     FAILURE_KINDS,
+    Completion,
     FailedScore,
     RewardFunction,
     RewardScores,
+    RewardSet,
     as_reward_function,
     bounded_reward,
     default_reward,
     detect_kind,
     in_worker_process,
     load_reward,
+    reward_set,
     safe_rewards,
     score_rewards,
 )
@@ -20,9 +23,11 @@ from trapo.rewards.timeout import CallTimeout, call_with_timeout
 __all__ = [
     "FAILURE_KINDS",
     "CallTimeout",
+    "Completion",
     "FailedScore",
     "RewardFunction",
     "RewardScores",
+    "RewardSet",
     "Verdict",
     "as_reward_function",
     "bounded_reward",
@@ -35,6 +40,7 @@ __all__ = [
     "in_worker_process",
     "load_reward",
     "math_reward",
+    "reward_set",
     "safe_rewards",
     "score_rewards",
 ]

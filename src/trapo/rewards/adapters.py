@@ -5,11 +5,15 @@ completion, where ``examples[i]`` is the problem ``completions[i]`` answers. :fu
 wraps the three signatures found in the wild:
 
 - ``per_sample``: ``fn(completion: str, ground_truth: str) -> float`` (like :func:`math_reward`);
-- ``trl``: TRL's ``fn(prompts, completions, **columns) -> list[float]``, called with keyword arguments, the
-  dataset columns as lists: ``ground_truth``, ``answer`` and ``solution`` (all three the example's answer),
-  ``data_source``, ``extra_info`` (the verl ``extra_info`` dict) and ``expert_solutions``; a function without
-  ``**kwargs`` gets only the columns it names. ``None`` scores (TRL's "not applicable") become NaN, which
-  :func:`safe_rewards` counts and zeroes;
+- ``trl``: TRL's ``fn(prompts, completions, **kwargs) -> list[float]``, called with the keywords TRL passes:
+  ``prompts``, ``completions``, ``completion_ids`` (token ids of each completion: expert prefix + the model's
+  continuation, where the completion is a :class:`Completion`), ``trainer_state`` (a
+  ``transformers.TrainerState``: ``global_step``, ``max_steps``), and the data set's other columns as lists
+  (:attr:`Example.columns`: every column of the row but the prompt), after ours: ``ground_truth``,
+  ``answer`` and ``solution`` (all three the example's answer), ``data_source``, ``extra_info`` (the verl
+  ``extra_info`` dict) and ``expert_solutions``; a row's own column of the same name wins. A function
+  without ``**kwargs`` gets only the keywords it names. ``None`` scores (TRL's "not applicable") become NaN,
+  which :func:`safe_rewards` counts and zeroes;
 - ``verl``: ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict`` (a dict's
   ``"score"`` is used), called once per completion;
 - ``batch``: already a :data:`RewardFunction` (parameters named like ``completions, examples``).
@@ -127,6 +131,26 @@ def _score(value: Any) -> float:
     return float(value)
 
 
+class Completion(str):
+    """A completion's text that also carries what TRL passes beside it: its token ids and the trainer state.
+
+    It is a ``str`` (rewards that take text see text); the trainer builds these, and the TRL adapter reads
+    ``token_ids`` into ``completion_ids`` and ``trainer_state`` into ``trainer_state``.
+    """
+
+    token_ids: list[int] | None
+    trainer_state: Any
+
+    def __new__(cls, text: str, token_ids: Sequence[int] | None = None, trainer_state: Any = None) -> Completion:
+        obj = super().__new__(cls, text)
+        obj.token_ids = None if token_ids is None else list(token_ids)
+        obj.trainer_state = trainer_state
+        return obj
+
+    def __reduce__(self):  # pickles (for rewards run in another process) as a Completion
+        return (Completion, (str(self), self.token_ids, self.trainer_state))
+
+
 def _check_lengths(completions: Sequence[str], examples: Sequence[Example]) -> None:
     if len(completions) != len(examples):
         raise ValueError(f"got {len(completions)} completions but {len(examples)} examples")
@@ -139,15 +163,24 @@ def _columns(completions: Sequence[str], examples: Sequence[Example], conversati
         texts: list = [[{"role": "assistant", "content": c}] for c in completions]
     else:
         prompts, texts = [e.prompt_text for e in examples], list(completions)
-    return {
-        "prompts": prompts,
-        "completions": texts,
+    columns = {
         "ground_truth": answers,
         "answer": answers,
         "solution": answers,
         "data_source": [e.data_source for e in examples],
         "extra_info": [e.to_verl_row()["extra_info"] for e in examples],
         "expert_solutions": [list(e.expert_solutions) for e in examples],
+    }
+    own = [getattr(e, "columns", None) or {} for e in examples]
+    for name in dict.fromkeys(k for row in own for k in row):
+        columns[name] = [row.get(name) for row in own]
+    state = next((c.trainer_state for c in completions if getattr(c, "trainer_state", None) is not None), None)
+    return {
+        **columns,
+        "prompts": prompts,
+        "completions": texts,
+        "completion_ids": [getattr(c, "token_ids", None) for c in completions],
+        "trainer_state": state,
     }
 
 
@@ -280,6 +313,81 @@ def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Exa
         else:
             result.scores.append(float(v))
     return result
+
+
+class RewardSet:
+    """Several rewards as one :data:`RewardFunction`: their weighted sum (TRL's ``reward_funcs`` with
+    ``reward_weights``), each also recorded on its own for the logs (:meth:`pop_stats`).
+
+    As in TRL, a function's ``None`` (NaN) for an item leaves it out of that item's sum; an item where every
+    function gives NaN scores NaN, and an item any function marks as failed (:class:`FailedScore`) keeps
+    that mark: both count as reward failures and score 0 (:func:`score_rewards`).
+    """
+
+    _trapo_reward_kind = "batch"
+
+    def __init__(self, functions: Sequence[RewardFunction], weights: Sequence[float] | None = None,
+                 names: Sequence[str] | None = None):
+        if not functions:
+            raise ValueError("reward_funcs is empty; pass at least one reward function")
+        weights = [1.0] * len(functions) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(functions):
+            raise ValueError(f"reward_weights has {len(weights)} weights for {len(functions)} reward functions")
+        self.functions, self.weights = list(functions), weights
+        base = list(names) if names else [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(functions)]
+        self.names = [n if base.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(base)]
+        self.__name__ = "+".join(self.names)
+        self._sums: dict[str, float] = {n: 0.0 for n in self.names}
+        self._counts: dict[str, float] = {n: 0.0 for n in self.names}
+
+    def __call__(self, completions: list[str], examples: list[Example]) -> list[float]:
+        _check_lengths(completions, examples)
+        per_function = []
+        for fn, name in zip(self.functions, self.names, strict=True):
+            scores = [_score(v) for v in fn(completions, examples)]
+            if len(scores) != len(completions):
+                raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
+            per_function.append(scores)
+        for name, scores in zip(self.names, per_function, strict=True):  # recorded once every function succeeded
+            scored = [v for v in scores if math.isfinite(v) and not isinstance(v, FailedScore)]
+            self._sums[name] += sum(scored)
+            self._counts[name] += len(scored)
+        out: list[float] = []
+        for i in range(len(completions)):
+            failed = next((s[i] for s in per_function if isinstance(s[i], FailedScore)), None)
+            parts = [w * s[i] for w, s in zip(self.weights, per_function, strict=True) if not math.isnan(s[i])]
+            out.append(failed if failed is not None else sum(parts) if parts else math.nan)
+        return out
+
+    def pop_stats(self) -> dict[str, tuple[float, float]]:
+        """``name -> (sum of finite scores, their count)`` since the last call; resets."""
+        stats = {n: (self._sums[n], self._counts[n]) for n in self.names}
+        self._sums = {n: 0.0 for n in self.names}
+        self._counts = {n: 0.0 for n in self.names}
+        return stats
+
+
+def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
+               conversational: bool = False) -> RewardSet:
+    """TRL's ``reward_funcs`` (one or a list of: a callable in any supported signature, a built-in name
+    such as ``"math"``, ``"module:function"`` or ``"file.py:function"``) as a :class:`RewardSet`."""
+    items = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    functions = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in BUILTIN_REWARDS and ":" not in item:
+                raise ValueError(f"reward {item!r}: reward models (a model id in reward_funcs) are not supported; "
+                                 "pass a function, a built-in name (math) or 'module:function'")
+            functions.append(load_reward(item))
+        elif callable(item) and not hasattr(item, "forward"):
+            wrapped = as_reward_function(item, conversational=conversational)
+            for flag in ("_trapo_process", "_trapo_builtin"):  # how the trainer bounds it (bounded_reward)
+                if getattr(item, flag, False):
+                    setattr(wrapped, flag, True)
+            functions.append(wrapped)
+        else:
+            raise ValueError(f"reward {type(item).__name__}: reward models are not supported; pass a function")
+    return RewardSet(functions, weights)
 
 
 def safe_rewards(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from collections import defaultdict
@@ -32,7 +33,16 @@ from transformers import get_scheduler
 from trapo.advantages import group_advantages
 from trapo.atomic import atomic_directory
 from trapo.config import TRAPOConfig
-from trapo.data import Example, boundary_token_ids, encode_prompt, encode_response
+from trapo.data import (
+    Example,
+    LoadResult,
+    boundary_token_ids,
+    encode_prompt,
+    encode_response,
+    examples_from_rows,
+    expert_text,
+    load_examples,
+)
 from trapo.losses import token_logprobs
 from trapo.objective import (
     ObjectiveWeights,
@@ -42,7 +52,15 @@ from trapo.objective import (
     sft_batch_loss,
     trapo_loss,
 )
-from trapo.rewards import FAILURE_KINDS, RewardFunction, as_reward_function, bounded_reward, default_reward
+from trapo.rewards import (
+    FAILURE_KINDS,
+    RewardFunction,
+    RewardSet,
+    as_reward_function,
+    bounded_reward,
+    default_reward,
+    reward_set,
+)
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
@@ -60,14 +78,32 @@ class DataReport:
     without_expert: int = 0
     too_long: list[int] = field(default_factory=list)
     expert_truncated: int = 0
+    origins: dict[int, str] = field(default_factory=dict)  # row -> "file:row" where known
+    over_context: list[int] = field(default_factory=list)  # prompt alone fills the model's context: skipped
+    near_context: list[int] = field(default_factory=list)  # prompt + max_completion_length exceeds it
+    context: int | None = None
+    think_kept: int = 0  # expert solutions with a <think> block used whole (expert_think="keep")
+
+    def _where(self, rows: list[int]) -> str:
+        shown = ", ".join(self.origins.get(r, f"row {r}") for r in rows[:5])
+        return shown + (", ..." if len(rows) > 5 else "")
     unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
 
     def summary(self) -> str:
         text = f"{self.kept}/{self.rows} rows kept; {self.without_expert} without an expert solution (RL only)"
         if self.too_long:
-            text += f"; {len(self.too_long)} skipped as longer than max_prompt_length (rows {self.too_long[:5]})"
+            text += f"; {len(self.too_long)} skipped as longer than max_prompt_length ({self._where(self.too_long)})"
+        if self.over_context:
+            text += (f"; {len(self.over_context)} skipped as longer than the model's context of {self.context} "
+                     f"tokens ({self._where(self.over_context)})")
+        if self.near_context:
+            text += (f"; {len(self.near_context)} whose prompt + max_completion_length exceed the model's context "
+                     f"of {self.context} tokens ({self._where(self.near_context)})")
         if self.expert_truncated:
             text += f"; {self.expert_truncated} expert solutions truncated to max_completion_length"
+        if self.think_kept:
+            text += (f"; {self.think_kept} expert solutions hold <think>...</think> and are used whole "
+                     "(the authors train on the text inside: expert_think='extract')")
         if self.unverifiable:
             rows = sorted(self.unverifiable)
             text += (f"; {len(rows)} with a ground truth the math reward cannot verify (rows {rows[:5]}"
@@ -124,46 +160,98 @@ class _Metrics:
 
 
 class TRAPOTrainer:
-    """Train a causal LM with TRAPO or one of its baselines (``config.method``).
+    """Train a causal LM with TRAPO or one of its baselines (``args.method``), called like TRL's GRPOTrainer.
 
     Args:
-        model: a ``transformers`` causal LM (``AutoModelForCausalLM.from_pretrained(dir)``).
-        tokenizer: its tokenizer; needs an EOS token (PAD falls back to EOS).
-        train_dataset: :class:`~trapo.data.Example` rows (``trapo.data.load_examples``).
-        config: :class:`~trapo.config.TRAPOConfig`.
-        reward_fn: a reward in any supported signature (see :func:`trapo.rewards.as_reward_function`);
-            default :func:`trapo.rewards.math_reward`.
+        model: a ``transformers`` causal LM, or the path of a local ``save_pretrained`` directory.
+        reward_funcs: one reward or a list (TRL's ``reward_funcs``): callables in any supported signature
+            (:func:`trapo.rewards.as_reward_function`: TRL's, verl's, ``(completion, ground_truth)``), a
+            built-in name (``"math"``) or ``"module:function"``; weighted by ``args.reward_weights`` and each
+            logged as ``rewards/<name>``. Default: :func:`trapo.rewards.math_reward`.
+        args: :class:`~trapo.config.TRAPOConfig` (TRL's ``GRPOConfig`` names accepted); default ``TRAPOConfig()``.
+        train_dataset: a ``datasets.Dataset`` or a list of dicts (flat rows: ``prompt``, expert solutions in
+            ``expert_solutions`` as a string or a list, the reward's own columns; verl's nesting works too),
+            :class:`~trapo.data.Example` rows, or a path (parquet / JSONL files, a directory, a
+            ``save_to_disk`` directory).
+        processing_class: the tokenizer (needs an EOS token; PAD falls back to EOS). Default: loaded from
+            the model's directory.
+        peft_config: a ``peft`` config to wrap the model with (as TRL); ``args.lora_r > 0`` is the other way.
+        tokenizer, config, reward_fn: the former names of ``processing_class``, ``args``, ``reward_funcs``.
         engine: a :class:`~trapo.rollout.RolloutEngine`; default :class:`~trapo.rollout.HFEngine` on the model.
         accelerator: an ``accelerate.Accelerator``; default one built from the config (``accelerate launch``
             sets the processes).
+
+    The former positional form ``TRAPOTrainer(model, tokenizer, train_dataset, config, reward_fn)`` still works.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        tokenizer,
-        train_dataset: Sequence[Example],
-        config: TRAPOConfig,
+        model: torch.nn.Module | str | os.PathLike,
+        reward_funcs: Any = None,
+        args: TRAPOConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        *,
+        peft_config: Any = None,
+        tokenizer: Any = None,
+        config: TRAPOConfig | None = None,
         reward_fn: Callable | None = None,
         engine: RolloutEngine | None = None,
         accelerator: Accelerator | None = None,
     ):
-        self.config = config
-        self.output_dir = Path(config.output_dir)
+        if isinstance(train_dataset, TRAPOConfig) or hasattr(reward_funcs, "eos_token_id"):
+            # the former form: TRAPOTrainer(model, tokenizer, train_dataset, config[, reward_fn[, engine]])
+            tokenizer, reward_funcs = reward_funcs, None
+            if isinstance(train_dataset, TRAPOConfig):
+                args, train_dataset = train_dataset, args
+            elif not isinstance(args, TRAPOConfig):
+                args, train_dataset = None, args if train_dataset is None else train_dataset
+            if callable(eval_dataset) and reward_fn is None:
+                reward_fn, eval_dataset = eval_dataset, None
+            if processing_class is not None and hasattr(processing_class, "generate") and engine is None:
+                engine, processing_class = processing_class, None
+        config = args or config or TRAPOConfig()
+        tokenizer = processing_class or tokenizer
+        if isinstance(model, (str, os.PathLike)):
+            from trapo.models import load_model_and_tokenizer
+
+            model, loaded = load_model_and_tokenizer(model)
+            tokenizer = tokenizer or loaded
+        if tokenizer is None:
+            tokenizer = _tokenizer_of(model)
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+        if reward_funcs is not None and reward_fn is not None:
+            raise ValueError("pass the reward as reward_funcs or reward_fn, not both")
+        _check_report_to(config.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
             log_with=None if config.report_to == "none" else config.report_to,
-            project_dir=str(self.output_dir),
+            project_dir=str(config.output_dir),
         )
+        _check_not_sharded(self.accelerator)
+        config = config.for_processes(self.accelerator.num_processes)  # TRL's batch fields, if set
+        self.config = self.args = config
+        self.output_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token before training")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
-        reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
-        self.reward_fn = bounded_reward(reward, config.reward_timeout,
-                                        process=bool(getattr(reward_fn, "_trapo_process", False)))
+        self.tokenizer = self.processing_class = tokenizer
+        examples, loaded, conversational = _as_examples(train_dataset, strict=config.strict)
+        if reward_funcs is not None or config.reward_weights is not None:
+            rewards = reward_set(reward_funcs if reward_funcs is not None else (reward_fn or "math"),
+                                 config.reward_weights, conversational=conversational)
+            rewards.functions = [bounded_reward(f, config.reward_timeout,
+                                                process=bool(getattr(f, "_trapo_process", False)))
+                                 for f in rewards.functions]  # each bounded on its own; the set logs each
+            self.reward_fn: RewardFunction = rewards
+        else:
+            reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
+            self.reward_fn = bounded_reward(reward, config.reward_timeout,
+                                            process=bool(getattr(reward_fn, "_trapo_process", False)))
         self._reward_error = ""
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
@@ -171,42 +259,52 @@ class TRAPOTrainer:
             prefix_loss=self.prefix_loss, trsft_alpha=config.trsft_alpha, prefix_loss_coef=config.prefix_loss_coef,
             luffy_gamma=config.luffy_gamma, entropy_coef=config.entropy_coef, epsilon=config.epsilon,
             epsilon_high=config.epsilon if config.epsilon_high is None else config.epsilon_high, beta=config.beta,
+            entropy_tokens=config.entropy_tokens,
         )
 
-        if config.lora_r > 0:
-            from peft import LoraConfig, get_peft_model
+        if config.lora_r > 0 or peft_config is not None:
+            try:
+                from peft import LoraConfig, get_peft_model
+            except ImportError as err:
+                raise ImportError("LoRA (lora_r > 0 or peft_config) needs peft: pip install 'trapo[lora]'") from err
 
             targets = config.lora_target_modules
-            model = get_peft_model(model, LoraConfig(
+            model = get_peft_model(model, peft_config or LoraConfig(
                 r=config.lora_r, lora_alpha=config.lora_alpha, task_type="CAUSAL_LM",
                 target_modules="all-linear" if targets == ["all-linear"] else targets))
 
-        self.items, self.data_report = self._prepare(train_dataset)
+        guided = any(r > 0 for r in self.schedule.ratios) or config.sft_steps > 0
+        if guided and not any(ex.expert_solutions for ex in examples):  # before any work
+            why = (loaded.expert_problem() if loaded is not None else None) or "no training row has an expert solution"
+            raise ValueError(f"method {config.method!r} trains on expert solutions, but {why}. Use a method "
+                             "without expert guidance (grpo) to train RL only.")
+        self.items, self.data_report = self._prepare(examples, _context_length(model))
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
-        if config.sft_steps > 0 and not self.expert_items:
-            raise ValueError(f"method {config.method!r} has SFT steps but no training row has an expert solution")
-        if self.prefix_loss != "none" and not self.expert_items:
-            self.accelerator.print("warning: no row has an expert solution; guidance never fires (pure RL)")
+        if guided and not self.expert_items:
+            raise ValueError(f"method {config.method!r} trains on expert solutions, but no kept training row has "
+                             f"one ({self.data_report.summary()})")
 
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                       weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
                                        num_training_steps=config.max_steps)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.ref_model = None
-        if config.beta > 0:
+        ref_model = None
+        if config.beta > 0:  # a frozen copy of the initial model, placed by accelerate like the policy
             import copy
 
-            self.ref_model = copy.deepcopy(self.unwrapped).eval().requires_grad_(False)
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
         self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
         self.sampler = GuidedSampler(
             self.engine, tokenizer, self.reward_fn, self.schedule,
-            boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary),
+            boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary, config.prefix_boundary_match),
             max_completion_length=config.max_completion_length,
             sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
             prefix_slack=config.prefix_slack, speculative=config.rollout_mode == "speculative",
+            prefix_strict=config.prefix_boundary_strict,
         )
         self.step = 0
         self._last_batch: RolloutBatch | None = None  # for samples.jsonl
@@ -228,23 +326,37 @@ class TRAPOTrainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def _prepare(self, dataset: Sequence[Example]) -> tuple[list[PreparedExample], DataReport]:
-        cfg, report, items = self.config, DataReport(rows=len(dataset)), []
+    def _prepare(self, dataset: Sequence[Example], context: int | None = None
+                 ) -> tuple[list[PreparedExample], DataReport]:
+        cfg, report, items = self.config, DataReport(rows=len(dataset), context=context), []
         for row, example in enumerate(dataset):
+            if example.origin:
+                report.origins[row] = example.origin
+            where = example.origin or f"training row {row}"
             try:
-                prompt_ids = encode_prompt(self.tokenizer, example)
+                prompt_ids = encode_prompt(self.tokenizer, example, cfg.prompt_template)
             except Exception as err:  # e.g. jinja's TemplateError for a chat role the template does not know
-                raise ValueError(f"training row {row}: the tokenizer's chat template cannot render the prompt "
+                raise ValueError(f"{where}: the tokenizer's chat template cannot render the prompt "
                                  f"({type(err).__name__}: {err})") from err
+            if context is not None and len(prompt_ids) >= context:
+                if cfg.strict:
+                    raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, the model's context is "
+                                     f"{context}")
+                report.over_context.append(row)
+                continue
             if len(prompt_ids) > cfg.max_prompt_length:
                 if cfg.strict:
-                    raise ValueError(f"training row {row}: prompt has {len(prompt_ids)} tokens, more than "
+                    raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, more than "
                                      f"max_prompt_length={cfg.max_prompt_length}")
                 report.too_long.append(row)
                 continue
+            if context is not None and len(prompt_ids) + cfg.max_completion_length > context:
+                report.near_context.append(row)
             experts = []
             for solution in example.expert_solutions:
-                ids = encode_response(self.tokenizer, solution)
+                if cfg.expert_think == "keep" and "<think>" in solution and "</think>" in solution:
+                    report.think_kept += 1
+                ids = encode_response(self.tokenizer, expert_text(solution, cfg.expert_think))
                 if len(ids) > cfg.max_completion_length:
                     report.expert_truncated += 1
                     ids = ids[: cfg.max_completion_length]
@@ -296,7 +408,7 @@ class TRAPOTrainer:
 
     def _reduction(self, kind: str, masks: Sequence[torch.Tensor]) -> TokenReduction:
         return batch_reduction(kind, masks, self.config.max_completion_length, self.accelerator.num_processes,
-                               self._global_counts(masks))
+                               self._global_counts(masks), constant=self.config.loss_constant)
 
     def _backward_all(self, n_batches: int, loss_of: Callable[[int], torch.Tensor]) -> None:
         for i in range(n_batches):
@@ -310,11 +422,20 @@ class TRAPOTrainer:
         """Group-relative advantages of ``batch``'s trajectories, one per trajectory (§3)."""
         cfg, trajs = self.config, batch.trajectories
         guided = torch.tensor([t.guided for t in trajs])
-        return group_advantages(
-            torch.tensor([t.reward for t in trajs], dtype=torch.float32),
-            torch.tensor([t.prompt_index for t in trajs]), scale_by_std=cfg.scale_rewards,
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        advantages = group_advantages(
+            rewards, torch.tensor([t.prompt_index for t in trajs]), scale_by_std=cfg.scale_rewards == "group",
             baseline_mask=~guided if cfg.advantage_baseline == "unguided" else None,
         )
+        if cfg.scale_rewards == "batch":  # TRL's "batch": the std of every reward of the step, over processes
+            moments = torch.tensor([len(rewards), float(rewards.sum()), float((rewards.double() ** 2).sum())],
+                                   dtype=torch.float64, device=self.accelerator.device)
+            if self.accelerator.num_processes > 1:
+                moments = self.accelerator.reduce(moments, reduction="sum")
+            n, total, squares = (float(x) for x in moments.cpu())
+            std = math.sqrt(max(squares / n - (total / n) ** 2, 0.0)) if n else 0.0
+            advantages = advantages / (std + 1e-6) if std > 0 else torch.zeros_like(advantages)
+        return advantages
 
     def update(self, batch: RolloutBatch, advantages: torch.Tensor, metrics: _Metrics) -> None:
         """Backpropagate the batch loss (:func:`trapo.objective.trapo_loss`) of ``batch`` with ``advantages``.
@@ -332,6 +453,8 @@ class TRAPOTrainer:
         advs = [advantages[c].to(device) for c in chunks]
         model_tokens = self._reduction(cfg.loss_normalization, [b.model_mask for b in tokens])
         prefix_tokens = self._reduction(cfg.loss_normalization, [b.prefix_mask for b in tokens])
+        entropy_tokens = (self._reduction(cfg.loss_normalization, [b.response_mask for b in tokens])
+                          if cfg.entropy_tokens == "all" else None)
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         ref: list[torch.Tensor | None] = [None] * len(chunks)
@@ -348,7 +471,8 @@ class TRAPOTrainer:
             b = tokens[i]
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
             terms = trapo_loss(logits, b, advs[i], self.weights, model_tokens=model_tokens,
-                               prefix_tokens=prefix_tokens, old_logprobs=old[i], ref_logprobs=ref[i])
+                               prefix_tokens=prefix_tokens, old_logprobs=old[i], ref_logprobs=ref[i],
+                               entropy_reduction=entropy_tokens)
             if record:
                 self._record_loss(terms, b, metrics)
             return terms.total
@@ -369,6 +493,9 @@ class TRAPOTrainer:
                     float(b.prefix_mask.sum()))
         if terms.token_entropy is not None:
             metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
+            if self.config.entropy_tokens == "all":
+                metrics.add("entropy/response", float(terms.token_entropy[b.response_mask].sum()),
+                            float(b.response_mask.sum()))
 
     def _record_batch(self, batch: RolloutBatch, metrics: _Metrics) -> None:
         trajs = batch.trajectories
@@ -467,7 +594,13 @@ class TRAPOTrainer:
         if phase == "sft":
             self.sft_update(step, metrics)
         else:
+            from transformers import TrainerState
+
+            self.sampler.trainer_state = TrainerState(global_step=step, max_steps=cfg.max_steps)
             batch = self.rollout(step)
+            if isinstance(self.reward_fn, RewardSet):  # each reward on its own, as TRL logs them
+                for name, (total, count) in self.reward_fn.pop_stats().items():
+                    metrics.add(f"rewards/{name}", total, count)
             generated = batch.generated_tokens
             metrics.add("perf/generation_s", batch.generation_seconds, 1)
             metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
@@ -540,7 +673,9 @@ class TRAPOTrainer:
                 (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
             acc.print(f"resumed from {path} at step {self.step}")
             return
+        acc.wait_for_everyone()  # every process looks before the main one writes run_config.json
         existing = safety.run_files(out)
+        acc.wait_for_everyone()
         if existing and not cfg.overwrite_output_dir:
             raise FileExistsError(
                 f"output_dir {str(out)!r} holds another run ({', '.join(existing[:6])}); pass --resume to "
@@ -704,10 +839,14 @@ class TRAPOTrainer:
                                  keep=self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
 
-    def save_final(self) -> Path:
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
+        """Save the model and tokenizer (TRL's name): to ``output_dir``, default ``args.output_dir``."""
+        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir)
+
+    def save_final(self, final: Path | None = None) -> Path:
         """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``; written
-        through a temporary directory renamed at the end."""
-        final = self.output_dir / "final"
+        through a temporary directory renamed at the end (default: ``output_dir/final``)."""
+        final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
         if self.is_main:
             model = self.unwrapped
@@ -734,6 +873,70 @@ class TRAPOTrainer:
         with (self.output_dir / "samples.jsonl").open("a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
+
+
+def _as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], LoadResult | None, bool]:
+    """(examples, the load result where this loaded them, whether rewards get chat messages as TRL would)."""
+    if isinstance(dataset, (str, os.PathLike)):
+        loaded = load_examples(dataset, strict=strict)
+        return loaded.examples, loaded, False
+    if isinstance(dataset, LoadResult):
+        return dataset.examples, dataset, False
+    if hasattr(dataset, "keys") and not hasattr(dataset, "to_list"):
+        raise ValueError(f"train_dataset is a mapping of splits ({', '.join(map(str, dataset.keys()))}); "
+                         "pass one split, e.g. dataset['train']")
+    if not hasattr(dataset, "__len__"):
+        raise ValueError("train_dataset must have a length (a datasets.Dataset, a list, or a path); "
+                         "an IterableDataset is not supported")
+    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    if rows and all(isinstance(r, Example) for r in rows):
+        return rows, None, False
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("train_dataset must hold dict rows (or trapo.data.Example records)")
+    loaded = examples_from_rows(rows, strict=strict)
+    first = rows[0].get("prompt")
+    return loaded.examples, loaded, isinstance(first, list)
+
+
+def _tokenizer_of(model: torch.nn.Module):
+    """The tokenizer saved beside ``model`` (TRL loads it from the model's name or path)."""
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    if not name or not Path(name).is_dir():
+        raise ValueError("pass the tokenizer as processing_class= (the model's directory is not known)")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+def _check_not_sharded(accelerator: Accelerator) -> None:
+    """Refuse parameter sharding (FSDP, DeepSpeed ZeRO-3) rather than train wrongly: rollouts generate on the
+    unwrapped module, which under sharding holds only this process's shard, and checkpoints and the final
+    model are saved from it too. Several processes with DDP (each holding the whole model) are supported."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    zero3 = kind == DistributedType.DEEPSPEED and getattr(
+        getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
+    if kind == DistributedType.FSDP or zero3:
+        raise NotImplementedError(
+            f"{'FSDP' if kind == DistributedType.FSDP else 'DeepSpeed ZeRO-3'} is not supported: rollouts generate on "
+            "the unwrapped model without gathering sharded parameters, and checkpoints are saved from it. Use several "
+            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process.")
+
+
+def _check_report_to(report_to: str) -> None:
+    """A metric sink whose package is missing is an error naming what to install."""
+    import importlib.util
+
+    needs = {"tensorboard": "pip install 'trapo[tensorboard]'", "wandb": "pip install wandb"}
+    if report_to in needs and importlib.util.find_spec(report_to) is None:
+        raise ImportError(f"report_to={report_to} needs the {report_to} package: {needs[report_to]}")
+
+
+def _context_length(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def _logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:

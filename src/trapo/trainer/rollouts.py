@@ -24,7 +24,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import RewardFunction, score_rewards
+from trapo.rewards import Completion, RewardFunction, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -93,6 +93,7 @@ class GuidedSampler:
         sampling: SamplingParams,
         prefix_slack: float = 0.3,
         speculative: bool = False,
+        prefix_strict: bool = False,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -103,6 +104,8 @@ class GuidedSampler:
         self.sampling = sampling
         self.prefix_slack = prefix_slack
         self.speculative = speculative
+        self.prefix_strict = prefix_strict
+        self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
     # ------------------------------------------------------------------ pieces
     def expert_for(self, item: PreparedExample, group: int) -> list[int]:
@@ -115,7 +118,8 @@ class GuidedSampler:
         if level == 0:
             return []
         expert = self.expert_for(item, group)
-        n = cut_prefix(expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack)
+        n = cut_prefix(expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack,
+                       strict=self.prefix_strict)
         return expert[:n]
 
     def candidate_levels(self, item: PreparedExample, group: int) -> tuple[int, ...]:
@@ -184,7 +188,8 @@ class GuidedSampler:
                     prefix_ids=prefix, completion_ids=completion,
                     prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
                 ))
-            texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in group_trajs]
+            texts = [Completion(self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids,
+                                self.trainer_state) for t in group_trajs]
             scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
             rewards = scored.scores
             errors += scored.n_failed

@@ -42,6 +42,15 @@ NON_SEMANTIC_FIELDS = ("output_dir", "logging_steps", "save_total_limit", "sampl
 # TRAPOConfig fields renamed since FORMAT was set, hashed under the name they had then, so that runs cached
 # before a rename are still found.
 FORMER_FIELD_NAMES = {"prefix_loss_counts": "sft_counts"}
+# TRAPOConfig fields added since FORMAT was set, with the value that trains as before: left out of the hash
+# at that value, so that runs cached before they existed are still found.
+ADDED_FIELDS = {
+    "per_device_train_batch_size": None, "gradient_accumulation_steps": None, "prompt_template": "chat",
+    "expert_think": "keep", "prefix_boundary_match": "ends_with", "prefix_boundary_strict": False,
+    "entropy_tokens": "continuation", "loss_type": None, "loss_constant": None, "reward_weights": None,
+}
+# Fields whose values changed spelling since FORMAT was set: hashed as they were spelt then.
+FORMER_VALUES = {"scale_rewards": {"none": False, "group": True}}
 
 
 # ---------------------------------------------------------------------------------------------- files and digests
@@ -146,8 +155,9 @@ class RunCache:
         )
 
     def run_hash(self, key: RunKey) -> str:
-        config = {FORMER_FIELD_NAMES.get(k, k): v for k, v in self.config_for(key).to_dict().items()
-                  if k not in NON_SEMANTIC_FIELDS}
+        config = {FORMER_FIELD_NAMES.get(k, k): FORMER_VALUES[k].get(v, v) if k in FORMER_VALUES else v
+                  for k, v in self.config_for(key).to_dict().items()
+                  if k not in NON_SEMANTIC_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         return json_digest(FORMAT, config, self.base_identity, self.train_identity)[:10]
 
     def run_dir(self, key: RunKey) -> Path:

@@ -30,7 +30,11 @@ def run(method: str, out: Path) -> Path:
     cfg = TRAPOConfig(method=method, output_dir=str(out / method), max_steps=2, prompts_per_step=4,
                       max_completion_length=24, temperature=0.0, learning_rate=1e-2, sample_log_steps=0,
                       loss_normalization="token_mean", seed=0)
-    return TRAPOTrainer(model, tok, ROWS, cfg).train().final_model_dir
+    trainer = TRAPOTrainer(model, tok, ROWS, cfg)
+    final = trainer.train().final_model_dir
+    if trainer.is_main:
+        (out / method / "processes.txt").write_text(str(trainer.accelerator.num_processes))
+    return final
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ case("data_answer_key_absent", 2, "'solution.final'")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--answer-key", "solution.final"])
 case("data_parquet_garbage", 2, "d.parquet")(
     lambda b, t: (t / "d.parquet").write_bytes(b"not parquet at all") and _args(b.model, t / "d.parquet", t / "out"))
-case("data_unknown_chat_role", 2, "training row 0: the tokenizer's chat template cannot render the prompt")(
+case("data_unknown_chat_role", 2, "d.jsonl:1: the tokenizer's chat template cannot render the prompt")(
     lambda b, t: _args(b.model, _jsonl(t / "d.jsonl", _rows(b, lambda r: r.update(
         prompt=[{"role": "wizard", "content": "1+1"}]), first_only=True)), t / "out"))
 case("data_message_without_content", 2, "no usable examples")(
@@ -173,7 +173,7 @@ case("data_every_prompt_too_long", 2, "no usable training rows")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_prompt_length", "2"])
 case("data_strict_prompt_too_long", 2, "more than max_prompt_length=2")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_prompt_length", "2", "--strict"])
-case("data_sft_without_experts", 2, "has SFT steps but no training row has an expert solution")(
+case("data_sft_without_experts", 2, "--method sft trains on expert solutions, but no row has an expert solution")(
     lambda b, t: [*_args(b.model, _jsonl(t / "d.jsonl", _rows(b, lambda r: r["extra_info"].update(
         expert_solutions=[]))), t / "out"), "--method", "sft"])
 case("data_strict_expert_wrong_type", 2, "field 'extra_info.expert_solutions': must be a list of strings")(
