@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, read_yaml
 from trapo.methods import METHODS
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
     parser.add_argument("--expert-key", default="extra_info.expert_solutions", help="Field holding expert solutions.")
+    add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -59,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
     from trapo.rewards import load_reward
