@@ -68,8 +68,12 @@ def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch
         drop = cum - sorted_logits.softmax(dim=-1) >= sampling.top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: one uniform draw per row (torch.multinomial draws one per vocabulary entry, a
+    # visible share of a small model's decode step). Tokens of probability 0 have empty intervals.
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1)
+    return token.clamp(max=cdf.size(-1) - 1)
 
 
 if DynamicLayer is not None:
@@ -107,10 +111,13 @@ if DynamicLayer is not None:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:
+            if self.is_initialized:  # copy the filled positions of the selected rows, not the whole buffer
                 length = self.keys.shape[-2]
-                self._key_buffer = self._key_buffer[indices]
-                self._value_buffer = self._value_buffer[indices]
+                keys, values = self._key_buffer, self._value_buffer
+                self._key_buffer = keys.new_empty((len(indices), *keys.shape[1:]))
+                self._value_buffer = values.new_empty((len(indices), *values.shape[1:]))
+                self._key_buffer[:, :, :length] = keys[indices, :, :length]
+                self._value_buffer[:, :, :length] = values[indices, :, :length]
                 self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
 
 
@@ -133,12 +140,8 @@ def _new_cache(model: torch.nn.Module, capacity: int):
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
-    """The forward's name for the KV cache: ``cache`` (transformers >= 5.?) or ``past_key_values``."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+    """The forward's name for the KV cache: ``cache`` (newer transformers 5 releases) or ``past_key_values``."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
 class HFEngine(RolloutEngine):
@@ -202,61 +205,76 @@ class HFEngine(RolloutEngine):
     ) -> list[list[int]]:
         device = next(self.model.parameters()).device
         outputs: list[list[int]] = [[] for _ in prompts]
-        steps = max(budgets)
-        if progress is not None and any(b == 0 for b in budgets):
-            progress(sum(b == 0 for b in budgets), 0)
-        if steps == 0:
+        live_rows = [i for i, b in enumerate(budgets) if b > 0]  # a budget of 0 is an empty continuation
+        if progress is not None and len(live_rows) < len(prompts):
+            progress(len(prompts) - len(live_rows), 0)
+        if not live_rows:
             return outputs
-        prompt_ids, prompt_mask = _left_pad(prompts, self.pad_token_id, device)
+        steps = max(budgets)
+        # Identical prompts (a GRPO group: one prompt, several samples) share one prefill; the cache and the
+        # last logits are then copied to every row.
+        first: dict[tuple[int, ...], int] = {}
+        distinct = [first.setdefault(tuple(prompts[i]), len(first)) for i in live_rows]
+        unique = [list(key) for key in first]
+        prompt_ids, prompt_mask = _left_pad(unique, self.pad_token_id, device)
         width = prompt_ids.shape[1]
+        expand = torch.tensor(distinct, device=device)
         # The attention mask of every position this chunk can reach, filled as decoding goes; the KV cache
         # likewise (_PreallocatedLayer): no per-step concatenation.
-        mask = torch.zeros((len(prompts), width + steps), dtype=torch.long, device=device)
-        mask[:, :width] = prompt_mask
-        ids = prompt_ids
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        budget = torch.tensor(budgets, device=device)
-        rows = torch.arange(len(prompts), device=device)  # original row of each live batch row
-        live = budget > 0
+        mask = torch.zeros((len(live_rows), width + steps), dtype=torch.long, device=device)
+        mask[:, :width] = prompt_mask[expand]
         cache = _new_cache(self.model, width + steps)
-        cache_arg = _cache_argument(self.model)
         extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
+        cache_arg = _cache_argument(self.model)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        result = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                            **{cache_arg: cache}, **extra)
+        if cache is None:
+            cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
+        logits = result.logits[:, -1, :]
+        if len(unique) < len(live_rows):
+            cache.batch_select_indices(expand)
+            logits = logits[expand]
+        positions = positions[expand, -1:]
+        rows = torch.tensor(live_rows, device=device)  # original row of each batch row
+        budget = torch.tensor([budgets[i] for i in live_rows], device=device)
+        live = torch.ones(len(live_rows), dtype=torch.bool, device=device)
         length = width  # filled positions of mask and cache
+        ids: torch.Tensor | None = None  # the tokens the next decode step feeds in
         for step in range(steps):
-            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
-            # different lengths, and computing finished rows is wasted work.
-            if not bool(live.all()) and (step == 0 or (~live).sum() * 4 >= live.numel()):
-                keep = live.nonzero().flatten()
-                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
-                budget, live = budget[keep], live[keep]
-                if cache is not None and step > 0:
-                    cache.batch_select_indices(keep)
-                if rows.numel() == 0:
-                    break
-            result = self.model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
-                                use_cache=True, **{cache_arg: cache}, **extra)
-            if cache is None:
-                cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
-            tokens = sample_next(result.logits[:, -1, :], sampling, generator)
-            live_rows, live_tokens = rows[live].tolist(), tokens[live].tolist()
-            for row, token in zip(live_rows, live_tokens, strict=True):
+            if step > 0:
+                result = self.model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
+                                    use_cache=True, **{cache_arg: cache}, **extra)
+                logits = result.logits[:, -1, :]
+            tokens = sample_next(logits, sampling, generator)
+            done_rows, done_tokens = rows[live].tolist(), tokens[live].tolist()
+            for row, token in zip(done_rows, done_tokens, strict=True):
                 outputs[row].append(token)
             still = live & (tokens != self.eos_token_id) & (budget > step + 1)
             if progress is not None:
-                progress(int((live & ~still).sum()), len(live_tokens))
+                progress(int((live & ~still).sum()), len(done_tokens))
             live = still
             if not bool(live.any()):
                 break
             ids = torch.where(live, tokens, self.pad_token_id).unsqueeze(-1)
             mask[:, length] = 1
             length += 1
-            positions = positions[:, -1:] + 1
+            positions = positions + 1
+            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
+            # different lengths, and computing finished rows is wasted work.
+            if (~live).sum() * 4 >= live.numel():
+                keep = live.nonzero().flatten()
+                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
+                budget, live = budget[keep], live[keep]
+                cache.batch_select_indices(keep)
         return outputs
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether ``model``'s forward (that of the model a peft wrapper holds) takes ``name``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return name in inspect.signature(model.forward).parameters
+        return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
 
