@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("trl", "grpo", "trapo")
+VARIANTS = ("trl", "grpo", "trapo", "trapo-speculative")
 PROMPTS_PER_STEP, GENERATIONS, MAX_NEW_TOKENS, LR, ENTROPY_COEF = 8, 8, 64, 1e-5, 0.001
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 
@@ -86,7 +86,7 @@ def _load(base: str):
     return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
 
 
-def worker_ours(method: str, base: str, data: str | None, steps: int, seed: int) -> dict:
+def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int) -> dict:
     import torch
 
     from trapo.config import TRAPOConfig
@@ -97,7 +97,9 @@ def worker_ours(method: str, base: str, data: str | None, steps: int, seed: int)
     examples = _examples(data)
     ends, shares = [], []
     with tempfile.TemporaryDirectory() as out:
-        cfg = TRAPOConfig(output_dir=out, method=method, max_steps=steps, prompts_per_step=PROMPTS_PER_STEP,
+        method, _, mode = variant.partition("-")
+        cfg = TRAPOConfig(output_dir=out, method=method, rollout_mode=mode or "sequential", max_steps=steps,
+                          prompts_per_step=PROMPTS_PER_STEP,
                           max_completion_length=MAX_NEW_TOKENS, learning_rate=LR, seed=seed, sample_log_steps=0,
                           entropy_coef=ENTROPY_COEF, beta=0.0)
         trainer = TRAPOTrainer(model, tokenizer, examples, cfg, reward_fn=exact_match)
@@ -286,7 +288,7 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
                                                                  for x in r["real_token_share_one_batch"]])
                 rows[v]["real_token_share_sorted"] = _median([x for r in rounds for x in r["real_token_share_sorted"]])
 
-        def ratio(a: str, b: str) -> float | None:
+        def ratio(a: str, b: str, rows: dict = rows) -> float | None:
             if a not in rows or b not in rows:
                 return None
             return _median([x / y for x, y in zip(rows[a]["per_round_step_s"], rows[b]["per_round_step_s"],
@@ -296,6 +298,7 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
         out["threads"][str(threads)] = {
             "variants": rows, "grpo_over_trl": ratio("grpo", "trl"), "trapo_over_grpo": ratio("trapo", "grpo"),
             "trapo_over_trl": ratio("trapo", "trl"),
+            "speculative_over_sequential": ratio("trapo-speculative", "trapo"),
             "load_1min": {"min": min(loads), "median": _median(loads), "max": max(loads)},
         }
     one = out["threads"].get("1", {})
@@ -342,11 +345,14 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
             r = rows[v]
             share = ("-" if v == "trl" else
                      f"{100 * r['real_token_share_one_batch']:.0f}% -> {100 * r['real_token_share_sorted']:.0f}%")
-            lines.append(f"| {'TRL GRPOTrainer' if v == 'trl' else 'our ' + v} | {f(r['median_step_s'])} | "
+            label = {"trl": "TRL GRPOTrainer", "trapo": "our trapo (sequential rollouts, the default)",
+                     "trapo-speculative": "our trapo (speculative rollouts)"}.get(v, "our " + v)
+            lines.append(f"| {label} | {f(r['median_step_s'])} | "
                          f"{f(r['generated_tokens_per_step'], 0)} | {f(r['s_per_1000_generated_tokens'])} | "
                          f"{f(r.get('generation_s'))} | {share} | {f(r['peak_rss_mb'], 0)} |")
         lines += ["", f"grpo / TRL: **{f(t['grpo_over_trl'], 2)}x**; trapo / grpo: **{f(t['trapo_over_grpo'], 2)}x**; "
-                  f"trapo / TRL: {f(t['trapo_over_trl'], 2)}x.", ""]
+                  f"trapo / TRL: {f(t['trapo_over_trl'], 2)}x; speculative / sequential rollouts: "
+                  f"{f(t['speculative_over_sequential'], 2)}x.", ""]
     lines += ["## Generation: our engine vs `model.generate`", "",
               f"The same {PROMPTS_PER_STEP * GENERATIONS} sequences ({PROMPTS_PER_STEP} prompts x {GENERATIONS}), "
               f"sampling at T = 1, <= {MAX_NEW_TOKENS} new tokens; {args.rounds} interleaved rounds, medians.", "",
