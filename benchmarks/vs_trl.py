@@ -210,6 +210,15 @@ def worker_generation(base: str, data: str | None, rounds: int) -> dict:
                               ("generate_eos", theirs, tokenizer.eos_token_id)):
             seconds, tokens = fn(eos, r + 1)
             result[name].append({"s": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds})
+    # What bounds a decode step now: the ops' share of the CPU time of one forced-length pass of our engine.
+    from torch.profiler import profile
+
+    with profile() as prof:
+        ours(never, 0)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    result["decode_profile"] = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count}
+                                for e in ops[:8]]
     return result
 
 
@@ -306,7 +315,8 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
     out["trapo_over_grpo"] = one.get("trapo_over_grpo")
     gen = {}
     for threads, g in generation.items():
-        tps = {k: _median([x["tokens_per_s"] for x in v]) for k, v in g.items() if isinstance(v, list)}
+        tps = {k: _median([x["tokens_per_s"] for x in g[k]])
+               for k in ("ours_forced", "generate_forced", "ours_eos", "generate_eos")}
         gen[str(threads)] = {
             **{f"{k}_tokens_per_s": v for k, v in tps.items()},
             "ours_over_generate_forced": _median([a["tokens_per_s"] / b["tokens_per_s"] for a, b in
@@ -316,6 +326,7 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
             "eos_tokens": _median([x["tokens"] for x in g["ours_eos"]]),
             "eos_tokens_generate": _median([x["tokens"] for x in g["generate_eos"]]),
             "peak_rss_mb": g["peak_rss_mb"], "load_before": g["load_before"], "load_after": g["load_after"],
+            "decode_profile": g["decode_profile"],
         }
     out["generation"] = gen
     return out
@@ -363,6 +374,11 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
                      f" | **{f(g['ours_over_generate_forced'], 2)}x** | {f(g['ours_eos_tokens_per_s'], 0)} / "
                      f"{f(g['generate_eos_tokens_per_s'], 0)} | **{f(g['ours_over_generate_eos'], 2)}x** | "
                      f"{f(g['eos_tokens'], 0)} / {f(g['eos_tokens_generate'], 0)} |")
+    first = next(iter(result["generation"].values()), None)
+    if first:
+        lines += ["", "Where a decode pass of our engine spends its CPU time (torch profiler, one forced-length pass, "
+                  f"{next(iter(result['generation']))} thread(s)): "
+                  + ", ".join(f"`{o['op']}` {100 * o['share']:.0f}%" for o in first["decode_profile"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -414,15 +430,17 @@ def main() -> None:
         generation[threads] = run_worker(args, "generation", threads, rounds=args.rounds)
         print(f"generation threads {threads}: done", flush=True)
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = {"runs": {str(t): v for t, v in runs.items()}, "generation": {str(t): v for t, v in generation.items()}}
+    (out / "vs_trl.json").write_text(json.dumps({"raw": raw}, indent=2))  # kept should the summary fail
     result = summarize(runs, generation, args)
     result.update(
         command="python benchmarks/vs_trl.py " + " ".join(sys.argv[1:]),
         machine=f"{platform.machine()} {os.cpu_count()} cores (shared), {platform.python_version()}",
         versions=versions, wall_s=time.perf_counter() - started,
-        raw={"runs": {str(t): v for t, v in runs.items()}, "generation": {str(t): v for t, v in generation.items()}},
+        raw=raw,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "vs_trl.json").write_text(json.dumps(result, indent=2))
     text = markdown(result, args)
     (out / "vs_trl.md").write_text(text)
