@@ -71,7 +71,9 @@ def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch
     # Inverse-CDF sampling: one uniform draw per row (torch.multinomial draws one per vocabulary entry, a
     # visible share of a small model's decode step). Tokens of probability 0 have empty intervals.
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)
-    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    # Drawn on the generator's device (a CPU generator may drive a GPU model), then moved.
+    device = generator.device if generator is not None else cdf.device
+    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device, dtype=cdf.dtype).to(cdf.device)
     token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1)
     return token.clamp(max=cdf.size(-1) - 1)
 
