@@ -277,6 +277,7 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
     out: dict = {"threads": {}, "settings": {
         "prompts_per_step": PROMPTS_PER_STEP, "generations": GENERATIONS, "max_new_tokens": MAX_NEW_TOKENS,
         "learning_rate": LR, "entropy_coef": ENTROPY_COEF, "beta": 0.0, "rounds": args.rounds,
+        "rounds_other_threads": args.rounds_other,
         "steps_per_run": args.steps, "first_step_dropped": True, "base": args.base_label, "data": args.data}}
     for threads, per_variant in runs.items():
         rows: dict = {}
@@ -340,11 +341,13 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
              f"step, <= {MAX_NEW_TOKENS} new tokens, lr {LR:g}, fp32, beta 0, entropy coefficient {ENTROPY_COEF}, "
              "Dr. GRPO normalisation, no reward-std scaling, exact-match reward; TRL "
              f"{result['versions'].get('trl')} without gradient checkpointing, plain `model.generate`. "
-             f"{args.rounds} rounds of {args.steps}-step runs per variant, interleaved, each in a fresh process; the "
+             f"Rounds of {args.steps}-step runs per variant ({args.rounds} at {args.threads[0]} thread(s), "
+             f"{args.rounds_other} at more), interleaved, each in a fresh process; the "
              "first step of every run dropped; medians over rounds; ratios are medians of per-round ratios.", ""]
     for threads, t in result["threads"].items():
         rows = t["variants"]
-        lines += [f"## {threads} thread{'s' if threads != '1' else ''}", "",
+        n_rounds = max(len(r["per_round_step_s"]) for r in rows.values())
+        lines += [f"## {threads} thread{'s' if threads != '1' else ''} ({n_rounds} rounds)", "",
                   f"Machine load (1-min average, around the runs): min {t['load_1min']['min']:.2f}, median "
                   f"{t['load_1min']['median']:.2f}, max {t['load_1min']['max']:.2f} on {os.cpu_count()} cores.", "",
                   "| | s/step | generated tokens/step | s per 1000 generated tokens | generation s/step | "
@@ -366,7 +369,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
                   f"{f(t['speculative_over_sequential'], 2)}x.", ""]
     lines += ["## Generation: our engine vs `model.generate`", "",
               f"The same {PROMPTS_PER_STEP * GENERATIONS} sequences ({PROMPTS_PER_STEP} prompts x {GENERATIONS}), "
-              f"sampling at T = 1, <= {MAX_NEW_TOKENS} new tokens; {args.rounds} interleaved rounds, medians.", "",
+              f"sampling at T = 1, <= {MAX_NEW_TOKENS} new tokens; interleaved rounds (as many as the step "
+              "runs), medians.", "",
               "| threads | forced length: ours / generate (tokens/s) | ratio | stop at EOS: ours / generate (tokens/s) "
               "| ratio | tokens at EOS (ours / generate) |", "|---|---|---|---|---|---|"]
     for threads, g in result["generation"].items():
@@ -391,6 +395,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="torch threads (torch.set_num_threads and OMP_NUM_THREADS in every worker)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--rounds-other", type=int, default=2, help="rounds at the thread settings after the first")
+    parser.add_argument("--variants-other", nargs="+", default=["trl", "grpo", "trapo"], choices=VARIANTS,
+                        help="variants at the thread settings after the first")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the workers (needs trl)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -417,17 +424,21 @@ def main() -> None:
         if "trl" in args.variants:
             raise SystemExit("TRL is not installed: pip install -e '.[bench]' (or --variants grpo trapo)") from None
 
-    runs: dict = {t: {v: [] for v in args.variants} for t in args.threads}
+    # The first thread setting gets --rounds rounds of every variant; the others (on a shared machine, runs at
+    # 2 threads can take 10-50x longer) --rounds-other rounds of --variants-other.
+    plan = {t: (args.rounds, list(args.variants)) if i == 0 else
+            (args.rounds_other, [v for v in args.variants if v in args.variants_other])
+            for i, t in enumerate(args.threads)}
+    runs: dict = {t: {v: [] for v in variants} for t, (_, variants) in plan.items()}
     generation: dict = {}
-    for r in range(args.rounds):
-        for threads in args.threads:
-            for v in args.variants:
+    for threads, (rounds, variants) in plan.items():
+        for r in range(rounds):
+            for v in variants:
                 result = run_worker(args, v, threads, seed=r)
                 runs[threads][v].append(result)
                 print(f"round {r} threads {threads} {v}: step_s {[round(x, 3) for x in result['step_s']]} "
                       f"load {result['load_before']:.2f}", flush=True)
-    for threads in args.threads:
-        generation[threads] = run_worker(args, "generation", threads, rounds=args.rounds)
+        generation[threads] = run_worker(args, "generation", threads, rounds=rounds)
         print(f"generation threads {threads}: done", flush=True)
 
     out = Path(args.out)
