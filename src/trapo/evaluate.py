@@ -19,6 +19,7 @@ not scored 0; checks that ran past their time bound count as wrong and are repor
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -259,6 +260,32 @@ def _verdict(reward_fn: Callable[[str, str], Any], completion: str, answer: str)
     return Verdict("correct" if math.isfinite(score) and score >= 0.5 else "wrong")
 
 
+# The KV cache of a generation batch may take this much memory on CPU (on a GPU: half the free memory).
+CPU_KV_CACHE_BYTES = 2 * 2**30
+MAX_AUTO_BATCH_SIZE = 256
+
+
+def auto_batch_size(model: torch.nn.Module | None, max_tokens: int, device: torch.device | None = None) -> int:
+    """Rows per generation batch for ``model`` when ``max_tokens`` (prompt + completion) may be cached per row:
+    as many as keep the KV cache within :data:`CPU_KV_CACHE_BYTES` on CPU or half the free memory of a GPU,
+    between 8 and :data:`MAX_AUTO_BATCH_SIZE` (the throughput of the tiny model on CPU still grows up to 256
+    rows; the progress bar moves per decode step whatever the batch)."""
+    config = getattr(model, "config", None)
+    try:
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        layers, heads = int(text.num_hidden_layers), int(text.num_attention_heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+        itemsize = next(model.parameters()).element_size()
+    except (AttributeError, TypeError, ValueError, StopIteration):
+        return 64
+    per_row = 2 * layers * kv_heads * head_dim * itemsize * max(max_tokens, 1)
+    budget = CPU_KV_CACHE_BYTES
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        budget = torch.cuda.mem_get_info(device)[0] // 2
+    return int(min(MAX_AUTO_BATCH_SIZE, max(8, budget // per_row)))
+
+
 def _metrics(
     problems: list[ProblemResult], k: int, pass_ks: Sequence[int], n_tokens: int, seconds: float
 ) -> GroupMetrics:
@@ -288,7 +315,7 @@ def evaluate(
     max_new_tokens: int = 512,
     reward_fn: Callable[[str, str], Any] = math_reward,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     engine: RolloutEngine | None = None,
     group_by: str | Callable[[Example], str] = "data_source",
     pass_ks: Sequence[int] | None = None,
@@ -310,11 +337,12 @@ def evaluate(
             or ``-> Verdict``. With the default :func:`math_reward`, unverifiable ground truths and
             timeouts are reported separately.
         seed: seeds sampling; the same seed and batch size give the same completions.
-        batch_size: rows (problem × sample) per generation call.
+        batch_size: rows (problem × sample) per generation call; default :func:`auto_batch_size`.
         engine: a :class:`RolloutEngine` (default ``HFEngine.from_tokenizer(model, tokenizer)``).
         group_by: an :class:`Example` attribute or ``meta`` key, or a callable, naming each problem's group.
         pass_ks: the k's of pass@k to report (default powers of two up to k, and k).
-        progress: show tqdm progress bars.
+        progress: show a tqdm progress bar of finished samples (and tokens so far), updated after every decode
+            step where the engine reports them (:class:`HFEngine` does), else after every batch.
         keep_completions: store the completion texts in the report.
         prompt_template: how prompts become text, as in training (:func:`trapo.data.encode_prompt`: chat,
             none, trapo, or a template file); evaluate with the template the model was trained with.
@@ -323,10 +351,14 @@ def evaluate(
         raise ValueError(f"k must be >= 1, got {k}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not examples:
         raise ValueError("examples is empty: nothing to evaluate")
+    prompts = [encode_prompt(tokenizer, ex, prompt_template) for ex in examples]
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    if batch_size is None:
+        batch_size = auto_batch_size(model, max(map(len, prompts)) + max_new_tokens, device)
     pass_ks = tuple(sorted(set(pass_ks))) if pass_ks else default_pass_ks(k)
     if any(not 1 <= j <= k for j in pass_ks):
         raise ValueError(f"every pass@k k must be in 1..{k} (the samples per problem), got {list(pass_ks)}")
@@ -335,18 +367,25 @@ def evaluate(
         if model is None:
             raise ValueError("pass a model or an engine")
         engine = HFEngine.from_tokenizer(model, tokenizer, max_batch_size=batch_size)
-    device = next(model.parameters()).device if model is not None else torch.device("cpu")
 
     groups: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(_group_of(ex, group_by), []).append(i)
-    prompts = [encode_prompt(tokenizer, ex, prompt_template) for ex in examples]
     eos = getattr(tokenizer, "eos_token_id", None)
 
     results: list[ProblemResult | None] = [None] * len(examples)
     group_metrics: dict[str, GroupMetrics] = {}
     total_rows = len(examples) * k
-    bar = tqdm(total=total_rows, desc="generating", unit="sample", disable=not progress)
+    bar = tqdm(total=total_rows, desc="generating", unit="sample", disable=not progress, dynamic_ncols=True)
+    per_step = progress and "progress" in inspect.signature(engine.generate).parameters
+    tokens_so_far = 0
+
+    def step_done(finished: int, tokens: int) -> None:  # after every decode step of the engine
+        nonlocal tokens_so_far
+        tokens_so_far += tokens
+        bar.set_postfix_str(f"{tokens_so_far} tokens", refresh=False)
+        bar.update(finished)  # redraws at most every bar.mininterval seconds, also when finished == 0
+
     first_row, total_tokens, total_seconds = 0, 0, 0.0
     for name, members in groups.items():
         rows = [(i, s) for i in members for s in range(k)]  # problem-major: a problem's k samples together
@@ -355,8 +394,12 @@ def evaluate(
         for b in range(0, len(rows), batch_size):
             chunk = rows[b : b + batch_size]
             generator = torch.Generator(device=device).manual_seed(_batch_seed(seed, first_row + b))
-            completions += engine.generate([prompts[i] for i, _ in chunk], max_new_tokens, sampling, generator)
-            bar.update(len(chunk))
+            chunk_prompts = [prompts[i] for i, _ in chunk]
+            if per_step:
+                completions += engine.generate(chunk_prompts, max_new_tokens, sampling, generator, progress=step_done)
+            else:
+                completions += engine.generate(chunk_prompts, max_new_tokens, sampling, generator)
+                bar.update(len(chunk))
         seconds = time.perf_counter() - start
         first_row += len(rows)
         n_tokens = sum(map(len, completions))

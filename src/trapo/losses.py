@@ -172,18 +172,25 @@ def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Token entropy ``H = logsumexp(l) - sum(softmax(l) * l)``: ``(B, T, V) -> (B, T)``.
 
-    Computed in float32 (or float64 if given), one sequence at a time to bound the temporary memory.
+    Computed in float32 (or float64 if given), a few sequences at a time to bound the temporary memory (at most
+    ``_ENTROPY_CHUNK_ELEMENTS`` logits, and at least one sequence, per chunk).
     """
     if not isinstance(logits, Tensor) or logits.dim() != 3:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"`logits` must have shape (batch, tokens, vocab), got {shape}")
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    per_row = max(logits.shape[1] * logits.shape[2], 1)
+    step = max(1, _ENTROPY_CHUNK_ELEMENTS // per_row)
     rows = []
-    for row in logits:
-        row = row.to(dtype)
-        probs = torch.softmax(row, dim=-1)
-        rows.append(torch.logsumexp(row, dim=-1) - (probs * row).sum(dim=-1))
-    return torch.stack(rows) if rows else logits.new_zeros(logits.shape[:2], dtype=dtype)
+    for chunk in logits.split(step):
+        chunk = chunk.to(dtype)
+        probs = torch.softmax(chunk, dim=-1)
+        rows.append(torch.logsumexp(chunk, dim=-1) - (probs * chunk).sum(dim=-1))
+    return torch.cat(rows) if rows else logits.new_zeros(logits.shape[:2], dtype=dtype)
+
+
+# Logits per chunk of :func:`entropy_from_logits` (16M: 64 MiB of float32 temporaries per intermediate).
+_ENTROPY_CHUNK_ELEMENTS = 2**24
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from trapo.cli.threads import add_threads_argument, apply_threads
+
 DESCRIPTION = """\
 Evaluate a local causal LM on math benchmarks: sample k completions per problem, check each final answer
 (the last \\boxed{...}) against the ground truth with math-verify, and print a table per benchmark
@@ -48,7 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     p.add_argument("--max-tokens", type=int, default=512, help="completion budget in tokens")
-    p.add_argument("--batch-size", type=int, default=256, help="problem×sample rows per generation batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="problem×sample rows per generation batch; None: as many as keep the KV cache within "
+                        "2 GiB on CPU or half the free GPU memory, 8 to 256")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate only the first N problems of each benchmark (data source), after merging repeats")
@@ -65,16 +69,18 @@ def register(subparsers) -> None:
                    help="how prompts become text, as in training: chat (the tokenizer's template), none, trapo (the "
                         "authors' prompt) or a file with {problem}")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    threads = apply_threads(getattr(args, "threads", None))
     from trapo.data.loaders import load_examples
     from trapo.evaluate import evaluate
     from trapo.rollout.base import SamplingParams
 
     for name in ("k", "max_tokens", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from trapo.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
+    print(f"torch threads: {threads}", file=sys.stderr)
     report = evaluate(
         model, tokenizer, examples,
         k=args.k, sampling=sampling, max_new_tokens=args.max_tokens, seed=args.seed,

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 
+from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
 from trapo.methods import METHODS, get_method
 
@@ -71,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Field holding expert solutions: a list of strings (the first guides, a second serves "
                              "the last micro-group) or one string. When the default is absent, its aliases are "
                              "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').")
+    add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
 
 
@@ -119,6 +121,7 @@ def _guided(config: TRAPOConfig) -> bool:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
     from trapo.rewards import in_worker_process, load_reward

@@ -4,17 +4,28 @@
 and left padding. It supports what guided rollouts need and ``model.generate`` does not give directly:
 a token budget per prompt (a guided trajectory's continuation may be shorter than an unguided one's) and
 an explicit ``torch.Generator``, so every sample has its own reproducible random stream.
+
+A decode step writes its keys, values and mask column into buffers allocated once per batch
+(:class:`_PreallocatedLayer`), where a ``DynamicCache`` copies the whole cache with ``torch.cat`` every step:
+on CPU that copy was most of a decode step's time (benchmarks/vs_trl.py measures the engine against
+``model.generate``). Finished rows are dropped from the batch as they accumulate.
 :class:`HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two agree under greedy
 decoding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 import torch
 
 from trapo.rollout.base import RolloutEngine, SamplingParams
+
+try:  # transformers >= 5: a cache is a list of per-layer objects
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+except ImportError:  # pragma: no cover - older transformers: plain DynamicCache behaviour
+    DynamicCache = DynamicLayer = None
 
 
 def _budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int]) -> list[int]:
@@ -57,8 +68,82 @@ def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch
         drop = cum - sorted_logits.softmax(dim=-1) >= sampling.top_p  # keep the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # Inverse-CDF sampling: one uniform draw per row (torch.multinomial draws one per vocabulary entry, a
+    # visible share of a small model's decode step). Tokens of probability 0 have empty intervals.
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)
+    # Drawn on the generator's device (a CPU generator may drive a GPU model), then moved.
+    device = generator.device if generator is not None else cdf.device
+    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device, dtype=cdf.dtype).to(cdf.device)
+    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1)
+    return token.clamp(max=cdf.size(-1) - 1)
+
+
+if DynamicLayer is not None:
+
+    class _PreallocatedLayer(DynamicLayer):
+        """A full-attention cache layer whose keys and values live in a buffer of ``capacity`` positions,
+        allocated on the first write: each update copies only the new positions in, and ``keys``/``values`` are
+        views of the filled part (what ``DynamicLayer`` returns, without its per-step ``torch.cat``)."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.device = key_states.device
+            b, h, _, d = key_states.shape
+            self._key_buffer = key_states.new_empty((b, h, self.capacity, d))
+            self._value_buffer = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+            self.keys, self.values = self._key_buffer[:, :, :0], self._value_buffer[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            start, stop = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
+            if stop > self._key_buffer.shape[-2]:  # more than announced: grow (not reached by HFEngine)
+                grow = max(stop, 2 * self._key_buffer.shape[-2]) - self._key_buffer.shape[-2]
+                self._key_buffer = torch.cat([self._key_buffer, self._key_buffer.new_empty(
+                    (*self._key_buffer.shape[:2], grow, self._key_buffer.shape[-1]))], dim=-2)
+                self._value_buffer = torch.cat([self._value_buffer, self._value_buffer.new_empty(
+                    (*self._value_buffer.shape[:2], grow, self._value_buffer.shape[-1]))], dim=-2)
+            self._key_buffer[:, :, start:stop].copy_(key_states)
+            self._value_buffer[:, :, start:stop].copy_(value_states)
+            self.keys, self.values = self._key_buffer[:, :, :stop], self._value_buffer[:, :, :stop]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized:  # copy the filled positions of the selected rows, not the whole buffer
+                length = self.keys.shape[-2]
+                keys, values = self._key_buffer, self._value_buffer
+                self._key_buffer = keys.new_empty((len(indices), *keys.shape[1:]))
+                self._value_buffer = values.new_empty((len(indices), *values.shape[1:]))
+                self._key_buffer[:, :, :length] = keys[indices, :, :length]
+                self._value_buffer[:, :, :length] = values[indices, :, :length]
+                self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
+
+
+def _new_cache(model: torch.nn.Module, capacity: int):
+    """A ``DynamicCache`` for ``model`` whose full-attention layers are preallocated for ``capacity`` positions
+    (sliding-window and other layer kinds keep their own behaviour); None where that is not available."""
+    if DynamicCache is None:
+        return None
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a model whose config the cache cannot read: let the model build its own
+        return None
+    layers = getattr(cache, "layers", None)
+    if not layers:  # a lazily filled cache: the model's layers are not known up front
+        return None
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer:
+            layers[i] = _PreallocatedLayer(capacity)
+    return cache
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward's name for the KV cache: ``cache`` (newer transformers 5 releases) or ``past_key_values``."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
 class HFEngine(RolloutEngine):
@@ -93,7 +178,10 @@ class HFEngine(RolloutEngine):
         max_new_tokens: int | Sequence[int],
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
+        """See :meth:`RolloutEngine.generate`. ``progress(finished, tokens)``, when given, is called after every
+        decode step with the number of continuations that finished in it and the tokens it sampled."""
         budgets = _budgets(prompts, max_new_tokens)
         sampling = sampling or SamplingParams()
         out: list[list[int]] = []
@@ -103,7 +191,8 @@ class HFEngine(RolloutEngine):
             with torch.inference_mode():
                 for start in range(0, len(prompts), self.max_batch_size):
                     stop = start + self.max_batch_size
-                    out.extend(self._generate_chunk(prompts[start:stop], budgets[start:stop], sampling, generator))
+                    out.extend(self._generate_chunk(prompts[start:stop], budgets[start:stop], sampling, generator,
+                                                    progress))
         finally:
             self.model.train(was_training)
         return out
@@ -114,40 +203,82 @@ class HFEngine(RolloutEngine):
         budgets: list[int],
         sampling: SamplingParams,
         generator: torch.Generator | None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
         device = next(self.model.parameters()).device
-        ids, mask = _left_pad(prompts, self.pad_token_id, device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        budget = torch.tensor(budgets, device=device)
         outputs: list[list[int]] = [[] for _ in prompts]
-        rows = torch.arange(len(prompts), device=device)  # original row of each live batch row
-        live = budget > 0
-        past = None
-        for step in range(max(budgets)):
-            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
-            # different lengths, and computing finished rows is wasted work.
-            if not bool(live.all()) and (step == 0 or (~live).sum() * 4 >= live.numel()):
-                keep = live.nonzero().flatten()
-                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
-                budget, live = budget[keep], live[keep]
-                if past is not None:
-                    past.batch_select_indices(keep)
-                if rows.numel() == 0:
-                    break
-            result = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
-            )
-            past = result.past_key_values
-            tokens = sample_next(result.logits[:, -1, :], sampling, generator)
-            for row, token in zip(rows[live].tolist(), tokens[live].tolist(), strict=True):
+        live_rows = [i for i, b in enumerate(budgets) if b > 0]  # a budget of 0 is an empty continuation
+        if progress is not None and len(live_rows) < len(prompts):
+            progress(len(prompts) - len(live_rows), 0)
+        if not live_rows:
+            return outputs
+        steps = max(budgets)
+        # Identical prompts (a GRPO group: one prompt, several samples) share one prefill; the cache and the
+        # last logits are then copied to every row.
+        first: dict[tuple[int, ...], int] = {}
+        distinct = [first.setdefault(tuple(prompts[i]), len(first)) for i in live_rows]
+        unique = [list(key) for key in first]
+        prompt_ids, prompt_mask = _left_pad(unique, self.pad_token_id, device)
+        width = prompt_ids.shape[1]
+        expand = torch.tensor(distinct, device=device)
+        # The attention mask of every position this chunk can reach, filled as decoding goes; the KV cache
+        # likewise (_PreallocatedLayer): no per-step concatenation.
+        mask = torch.zeros((len(live_rows), width + steps), dtype=torch.long, device=device)
+        mask[:, :width] = prompt_mask[expand]
+        cache = _new_cache(self.model, width + steps)
+        extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
+        cache_arg = _cache_argument(self.model)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        result = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                            **{cache_arg: cache}, **extra)
+        if cache is None:
+            cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
+        logits = result.logits[:, -1, :]
+        if len(unique) < len(live_rows):
+            cache.batch_select_indices(expand)
+            logits = logits[expand]
+        positions = positions[expand, -1:]
+        rows = torch.tensor(live_rows, device=device)  # original row of each batch row
+        budget = torch.tensor([budgets[i] for i in live_rows], device=device)
+        live = torch.ones(len(live_rows), dtype=torch.bool, device=device)
+        length = width  # filled positions of mask and cache
+        ids: torch.Tensor | None = None  # the tokens the next decode step feeds in
+        for step in range(steps):
+            if step > 0:
+                result = self.model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
+                                    use_cache=True, **{cache_arg: cache}, **extra)
+                logits = result.logits[:, -1, :]
+            tokens = sample_next(logits, sampling, generator)
+            done_rows, done_tokens = rows[live].tolist(), tokens[live].tolist()
+            for row, token in zip(done_rows, done_tokens, strict=True):
                 outputs[row].append(token)
-            live = live & (tokens != self.eos_token_id) & (budget > step + 1)
+            still = live & (tokens != self.eos_token_id) & (budget > step + 1)
+            if progress is not None:
+                progress(int((live & ~still).sum()), len(done_tokens))
+            live = still
             if not bool(live.any()):
                 break
             ids = torch.where(live, tokens, self.pad_token_id).unsqueeze(-1)
-            mask = torch.cat([mask, torch.ones_like(ids)], dim=-1)
-            positions = positions[:, -1:] + 1
+            mask[:, length] = 1
+            length += 1
+            positions = positions + 1
+            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
+            # different lengths, and computing finished rows is wasted work.
+            if (~live).sum() * 4 >= live.numel():
+                keep = live.nonzero().flatten()
+                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
+                budget, live = budget[keep], live[keep]
+                cache.batch_select_indices(keep)
         return outputs
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether ``model``'s forward (that of the model a peft wrapper holds) takes ``name``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class HFGenerateEngine(RolloutEngine):

@@ -1,4 +1,5 @@
-"""Trajectories to tensors: the right-padded :class:`~trapo.objective.TokenBatch` the loss is computed on."""
+"""Trajectories to tensors: the right-padded :class:`~trapo.objective.TokenBatch` the loss is computed on, and
+the grouping of a batch's trajectories into mini-batches of similar length."""
 
 from __future__ import annotations
 
@@ -8,6 +9,57 @@ import torch
 
 from trapo.objective import TokenBatch
 from trapo.trainer.rollouts import Trajectory
+
+# What one more forward/backward call costs, in padded token slots (rows x width): the per-call overhead of a
+# small model's forward/backward on CPU is worth about this many token slots. Measured on the 1.09M-parameter
+# Qwen2 at 1 thread, 64 trajectories per update: 64 was the fastest of 0/64/256/1024/one mini-batch (about 5
+# mini-batches, 92% real tokens, 0.56x the update time of one padded batch at 55% real tokens).
+MINI_BATCH_CALL_COST = 64
+
+
+def sequence_length(trajectory: Trajectory) -> int:
+    """Tokens of ``prompt + prefix + completion``: the row width the trajectory needs in a :class:`TokenBatch`."""
+    return len(trajectory.prompt_ids) + len(trajectory.response_ids)
+
+
+def length_sorted_mini_batches(
+    lengths: Sequence[int], max_size: int, call_cost: float = MINI_BATCH_CALL_COST
+) -> list[list[int]]:
+    """Group the indices of sequences with ``lengths`` into mini-batches of at most ``max_size``, each of
+    sequences of similar length, so that right padding to a mini-batch's longest row wastes few token slots.
+
+    Sorted by length, the batch is cut into consecutive runs minimising ``sum(rows x longest) + call_cost x
+    mini-batches`` (exact, by dynamic programming): the padded token slots every forward/backward pays for,
+    plus what each extra call costs. The loss is unchanged: normalisers are fixed for the whole batch
+    (:func:`trapo.objective.batch_reduction`), so mini-batches add up to the batch however it is split; only
+    the floating-point summation order differs. Mini-batches come out shortest first; within one, indices
+    keep their batch order.
+    """
+    if max_size < 1:
+        raise ValueError(f"max_size must be >= 1, got {max_size}")
+    n = len(lengths)
+    if n == 0:
+        return []
+    order = sorted(range(n), key=lambda i: (lengths[i], i))
+    sorted_len = [lengths[i] for i in order]
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j sorted sequences
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - max_size), j):
+            cost = best[i] + (j - i) * sorted_len[j - 1] + call_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(sorted(order[cut[j] : j]))
+        j = cut[j]
+    return groups[::-1]
+
+
+def padded_token_share(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> float:
+    """The share of real tokens among the token slots of ``groups`` right-padded to their longest row."""
+    slots = sum(len(g) * max(lengths[i] for i in g) for g in groups if g)
+    return sum(lengths[i] for g in groups for i in g) / slots if slots else 1.0
 
 
 def build_token_batch(trajectories: Sequence[Trajectory], pad_id: int, device: torch.device) -> TokenBatch:

@@ -65,7 +65,7 @@ from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
 from trapo.trainer import safety
-from trapo.trainer.batch import build_token_batch
+from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, sequence_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 
 
@@ -393,10 +393,10 @@ class TRAPOTrainer:
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
         return self.sampler.sample(items, self._generator(step))
 
-    def _mini_batches(self, n: int) -> list[list[int]]:
-        """Indices of each mini-batch of an ``n``-trajectory batch (``mini_batch_size`` trajectories each)."""
-        size = self.config.mini_batch_size
-        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    def _mini_batches(self, trajectories: Sequence[Trajectory]) -> list[list[int]]:
+        """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by
+        length so that padding costs little: :func:`trapo.trainer.batch.length_sorted_mini_batches`)."""
+        return length_sorted_mini_batches([sequence_length(t) for t in trajectories], self.config.mini_batch_size)
 
     def _global_counts(self, masks: Sequence[torch.Tensor]) -> tuple[float, float] | None:
         if self.accelerator.num_processes == 1:
@@ -448,7 +448,7 @@ class TRAPOTrainer:
         """
         cfg, device = self.config, self.accelerator.device
         trajs = batch.trajectories
-        chunks = self._mini_batches(len(trajs))
+        chunks = self._mini_batches(trajs)
         tokens = [build_token_batch([trajs[j] for j in c], self.tokenizer.pad_token_id, device) for c in chunks]
         advs = [advantages[c].to(device) for c in chunks]
         model_tokens = self._reduction(cfg.loss_normalization, [b.model_mask for b in tokens])
@@ -525,7 +525,7 @@ class TRAPOTrainer:
             item = self.items[i]
             expert = item.expert_ids[int(torch.randint(len(item.expert_ids), (1,), generator=gen))]
             trajs.append(Trajectory(0, 0, 0, item.prompt_ids, expert, [], prefix_loss=True, reward=1.0))
-        chunks = self._mini_batches(len(trajs))
+        chunks = self._mini_batches(trajs)
         tokens = [build_token_batch([trajs[j] for j in c], self.tokenizer.pad_token_id, device) for c in chunks]
         expert_tokens = self._reduction(cfg.sft_normalization, [b.prefix_mask for b in tokens])
 

@@ -46,3 +46,31 @@ def test_trapo_eval_help_explains_the_metrics(capsys):
         assert exit_.code == 0
     text = capsys.readouterr().out
     assert "avg@k" in text and "pass@k" in text and "32" in text
+
+
+def test_trapo_eval_sets_threads_and_shows_progress(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(data_file(tmp_path)), "--k", "2",
+                   "--max-tokens", "4", "--device", "cpu", "--threads", "1"])
+        assert rc == 0 and torch.get_num_threads() == 1
+        err = capsys.readouterr().err
+        assert "torch threads: 1" in err and "6/6" in err and "tokens" in err  # the bar: samples and tokens
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_default_and_validation(monkeypatch):
+    import pytest
+
+    from trapo.cli.threads import DEFAULT_THREADS, resolve_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert resolve_threads(None) == DEFAULT_THREADS == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert resolve_threads(None) == 3 and resolve_threads(2) == 2 and resolve_threads(0) == 0
+    with pytest.raises(ValueError, match="--threads"):
+        resolve_threads(-1)

@@ -122,3 +122,19 @@ def test_report_serialises(tiny_model):
 def test_bad_arguments(tiny_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         run(tiny_model, **kwargs)
+
+
+def test_progress_per_decode_step_gives_the_same_report(tiny_model):
+    quiet = run(tiny_model, seed=5, batch_size=4)
+    shown = run(tiny_model, seed=5, batch_size=4, progress=True)
+    assert [p.completions for p in shown.problems] == [p.completions for p in quiet.problems]
+
+
+def test_auto_batch_size(tiny_model):
+    from trapo.evaluate import MAX_AUTO_BATCH_SIZE, auto_batch_size
+
+    model, _ = tiny_model
+    assert auto_batch_size(model, 600) == MAX_AUTO_BATCH_SIZE  # a tiny model's cache is small
+    assert auto_batch_size(model, 10**9) == 8  # never below 8 rows
+    assert auto_batch_size(None, 600) == 64
+    assert run(tiny_model).settings["batch_size"] == MAX_AUTO_BATCH_SIZE

@@ -61,3 +61,37 @@ def test_bad_input(model):
         engine.generate([[]], 3)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         SamplingParams(temperature=-1)
+
+
+def test_progress_reports_every_finished_row_and_token(model):
+    calls = []
+    engine = HFEngine(model, EOS, PAD, max_batch_size=4)
+    out = engine.generate(PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(3),
+                          progress=lambda finished, tokens: calls.append((finished, tokens)))
+    assert sum(f for f, _ in calls) == len(PROMPTS)  # budget-0 rows count as finished at once
+    assert sum(t for _, t in calls) == sum(map(len, out))
+    assert len(calls) > len(PROMPTS) // 4  # per decode step, not per batch
+    again = engine.generate(PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(3))
+    assert again == out  # the callback changes nothing
+
+
+def test_a_model_without_a_preallocatable_cache_still_generates(model, monkeypatch):
+    import trapo.rollout.hf as hf
+
+    reference = HFEngine(model, EOS, PAD).generate(PROMPTS, BUDGETS, SamplingParams(temperature=0))
+    monkeypatch.setattr(hf, "_new_cache", lambda model, capacity: None)  # the model builds a DynamicCache
+    assert HFEngine(model, EOS, PAD).generate(PROMPTS, BUDGETS, SamplingParams(temperature=0)) == reference
+
+
+def test_sample_next_follows_the_distribution_and_never_draws_excluded_tokens():
+    from trapo.rollout.hf import sample_next
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = probs.log().expand(20000, -1)
+    draws = sample_next(logits, SamplingParams(), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=5).float() / len(draws)
+    assert torch.allclose(freq, probs, atol=0.015) and freq[4] == 0
+    top2 = sample_next(logits, SamplingParams(top_k=2), torch.Generator().manual_seed(1))
+    assert set(top2.tolist()) == {0, 1}
+    nucleus = sample_next(logits, SamplingParams(top_p=0.7), torch.Generator().manual_seed(2))
+    assert set(nucleus.tolist()) == {0, 1}
