@@ -20,7 +20,7 @@ loss (the ``prefix_mask``), independent of reward except under LUFFY. ``Z`` is t
 (:class:`TokenReduction`): by default a constant, ``max_completion_length x trajectories`` (Dr. GRPO), or
 a fixed ``loss_constant`` per process (the authors' code divides by 8192 on each of 8 GPUs whose gradients
 are averaged: 8192 x 8); ``token_mean`` and ``seq_mean_token_mean`` are the alternatives. Normalisers
-are fixed for the whole batch up front (:func:`batch_reductions`), so splitting it into mini-batches or
+are fixed for the whole batch up front (:func:`batch_reduction`), so splitting it into mini-batches or
 across processes adds up to the gradient of one pass over the whole batch.
 """
 
