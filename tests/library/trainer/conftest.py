@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from trapo.data import Example
+from trapo.data import Example, write_examples
 from trapo_lab.models.config import tiny_config
 from trapo_lab.models.tokenizer import build_tokenizer
 
@@ -55,3 +55,20 @@ def make_model_fixture():
 @pytest.fixture(name="make_rows")
 def make_rows_fixture():
     return make_rows
+
+
+@pytest.fixture
+def model_dir(tmp_path, tokenizer, model):
+    """The tiny random model and its tokenizer saved like a checkpoint directory."""
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def setup(model_dir, tmp_path, rows):
+    """(model directory, a JSONL file of the hand-made rows): what `trapo train` needs."""
+    data = tmp_path / "train.jsonl"
+    write_examples(rows, data)
+    return model_dir, data

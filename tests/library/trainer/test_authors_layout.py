@@ -38,14 +38,6 @@ def write_parquet(rows: list[dict], path):
     return path
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer, model):
-    path = tmp_path / "model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_expert_text_extracts_the_think_block_as_the_authors_do():
     assert expert_text("<think>\n a \n</think>b", "extract") == "a"
     assert expert_text("  no block  ", "extract") == "no block"

@@ -23,16 +23,6 @@ from trapo.trainer.safety import LOCK_FILE, TrainingStopped
 FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "24", "--learning_rate", "1e-3"]
 
 
-@pytest.fixture
-def setup(tmp_path, tokenizer, model, rows):
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    data = tmp_path / "train.jsonl"
-    write_examples(rows, data)
-    return model_dir, data
-
-
 def _train_args(setup, out, steps, *extra):
     model_dir, data = setup
     return ["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--max_steps",

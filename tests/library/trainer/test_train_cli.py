@@ -8,17 +8,6 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from trapo.cli import main
-from trapo.data import write_examples
-
-
-@pytest.fixture
-def setup(tmp_path, tokenizer, model, rows):
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    data = tmp_path / "train.jsonl"
-    write_examples(rows, data)
-    return model_dir, data
 
 
 def _metrics(run):

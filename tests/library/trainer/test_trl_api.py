@@ -59,14 +59,6 @@ class _ShimDataset(list):
         return list(self)
 
 
-@pytest.fixture
-def model_dir(tmp_path, tokenizer, model):
-    path = tmp_path / "model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _run(script: str, model_dir, out) -> dict:
     namespace = {"MODEL": str(model_dir), "OUT": str(out), "__name__": "__trl_script__"}
     exec(compile(script, "trl_script.py", "exec"), namespace)
