@@ -105,6 +105,29 @@ def summary(groups: dict[str, dict]) -> dict:
     }
 
 
+def low_probability_tokens_by_place(model, tokenizer, examples: list[Example], alpha: float = 0.1) -> dict:
+    """Where the expert tokens below ``alpha`` are: the solution's first token, a paragraph boundary
+    (the ``\\n\\n`` token or the token right after it), or inside a step / the answer; each as a percent
+    of all expert tokens (EOS included)."""
+    from trapo.data.encoding import encode_prompt, encode_response
+    from trapo_lab.pretrain import sequence_token_probabilities
+
+    pairs = [(encode_prompt(tokenizer, ex), encode_response(tokenizer, sol)) for ex in examples
+             for sol in ex.expert_solutions]
+    probs = sequence_token_probabilities(model, tokenizer, pairs)
+    boundary = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("\n\n"))[0]
+    counts = {"first": 0, "boundary": 0, "inside": 0}
+    total = 0
+    for (_, ids), p in zip(pairs, probs, strict=True):
+        total += len(ids)
+        for i, (tid, pi) in enumerate(zip(ids, p.tolist(), strict=True)):
+            if pi >= alpha:
+                continue
+            place = "first" if i == 0 else "boundary" if tid == boundary or ids[i - 1] == boundary else "inside"
+            counts[place] += 1
+    return {k: round(100 * v / max(total, 1), 2) for k, v in counts.items()}
+
+
 def sft(base_dir: Path, train: list[Example], lr: float, steps: int, seed: int):
     model, tokenizer = load_model_and_tokenizer(base_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +190,11 @@ def render(record: dict) -> str:
               f"{last['expert_tokens']['problems']} training problems: "
               f"{last['expert_tokens']['share_below_0.1_pct']:.1f}% below 0.1, "
               f"{last['expert_tokens']['share_below_0.01_pct']:.1f}% below 0.01 "
-              f"(mean p {last['expert_tokens']['mean']}, {last['expert_tokens']['tokens']} tokens).", ""]
+              f"(mean p {last['expert_tokens']['mean']}, {last['expert_tokens']['tokens']} tokens). Where the tokens "
+              "below 0.1 are, in percent of all expert tokens: "
+              + ", ".join(f"{k} {v}" for k, v in last["expert_tokens"].get("below_0_1_by_place_pct", {}).items())
+              + " (first: the solution's first token; boundary: a paragraph break or the token after it; "
+              "inside: within a step or the answer).", ""]
     notes = record.get("notes")
     if notes:
         lines += ["## Notes", "", *notes, ""]
@@ -213,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     expert_tokens = {**stats, "problems": min(args.probe, len(train)),
                      "share_below_0.1_pct": round(100 * stats["share_below_0.1"], 2),
                      "share_below_0.01_pct": round(100 * stats["share_below_0.01"], 2)}
+    expert_tokens["below_0_1_by_place_pct"] = low_probability_tokens_by_place(base, tokenizer, train[: args.probe])
     groups = measure(base, tokenizer, val, args.task, args.seed)
     base_row = {"groups": groups, "summary": summary(groups)}
     print("base", base_row["summary"], "expert tokens < 0.1:", expert_tokens["share_below_0.1_pct"], flush=True)

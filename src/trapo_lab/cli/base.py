@@ -47,6 +47,10 @@ def register(subparsers) -> None:
         default=None,
         help="shortcut task: share of multi-operation chains written step by step in pre-training",
     )
+    parser.add_argument("--step-form", choices=("steps", "rewrite"), default=None,
+                        help="shortcut task: form of those written chains (see trapo_lab.tasks.step_lines)")
+    parser.add_argument("--step-layout", choices=("paragraphs", "line"), default=None,
+                        help="shortcut task: their layout, one step per paragraph (the expert's) or on one line")
     parser.add_argument(
         "--eval-per-tier", type=int, default=None, help="validation problems per tier and skill measured (0 = skip)"
     )
@@ -71,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, steps=args.steps)
     if args.expert_share is not None:
         config = replace(config, mix=replace(config.mix, expert_share=args.expert_share))
-    if args.step_share is not None:
-        config = replace(config, mix=replace(config.mix, step_share=args.step_share))
+    for name in ("step_share", "step_form", "step_layout"):
+        if getattr(args, name) is not None:
+            config = replace(config, mix=replace(config.mix, **{name: getattr(args, name)}))
     if args.eval_per_tier is not None:
         config = replace(config, eval_per_tier=args.eval_per_tier)
     if args.expert_probe is not None:
