@@ -55,7 +55,7 @@ class BaseModelConfig:
     """Everything that determines the base model (its hash names the build)."""
 
     seed: int = 0
-    steps: int = 1200
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.1

@@ -10,12 +10,15 @@ Two task designs (:data:`TASKS`; ``trapo data make --task`` / ``trapo base --tas
   (:data:`SHORTCUT_RANGES`: start 1..99, ``+x``/``-x`` with x in 1..9, ``*x`` with x in 2..5, values
   0..99). Pre-training teaches every single operation as a written step (``37+5=42\n\n\boxed{42}``) and
   multi-operation chains in a *short form*, the answer alone (``\boxed{34}``, :func:`short_solution`),
-  with an optional small share written step by step. The expert writes one operation per paragraph
-  (:func:`step_solution`)::
+  with a share written step by step on one line (the recipe: 20%, ``37+5=42-8*2;42-8=34*2;34*2=68``).
+  The expert writes one operation per paragraph (:func:`step_solution`), by default in the *rewrite*
+  form (leftmost operation evaluated, the rest of the chain rewritten after it)::
 
-      37+5=42\n\n42-8=34\n\n34*2=68\n\n\boxed{68}
+      37+5=42-8*2\n\n42-8=34*2\n\n34*2=68\n\n\boxed{68}
 
-  Every step is a skill the base has; the form is one it rarely (or never) writes for a chain.
+  or (``expert_style="steps"``) ``37+5=42\n\n42-8=34\n\n34*2=68\n\n\boxed{68}``. Every step is a skill
+  the base has; the paragraph layout is one it never writes. Whether imitating it pays is measured in
+  docs/results/miniature_gates.md (so far it does not pay enough: gate G2 fails).
 - ``"place-value"`` (the design of issues 6..14, kept for the record) — start 1..20, ``+x``/``-x`` with
   x in 1..30, ``*x`` with x in 2..9, values 0..199 (:data:`PLACE_VALUE_RANGES`). The base's *native*
   style is one operation per paragraph (:func:`native_solution`, the same text as :func:`step_solution`);

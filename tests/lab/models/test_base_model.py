@@ -100,6 +100,8 @@ def test_task_recipes():
     old = BaseModelConfig.for_task("place-value")
     assert old.mix.task == "place-value" and old.mix == PretrainMix.for_task("place-value")
     assert (old.steps, old.lr, old.hidden_size) == (1200, 2e-3, 128)
+    assert (default.steps, default.mix.step_share, default.mix.step_form, default.mix.step_layout) == (
+        3000, 0.2, "rewrite", "line")
     tweaked = BaseModelConfig.for_task("shortcut", steps=7, mix={"step_share": 0.02})
     assert tweaked.steps == 7 and tweaked.mix.step_share == 0.02 and tweaked.hash() != default.hash()
 

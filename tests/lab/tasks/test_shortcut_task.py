@@ -29,7 +29,7 @@ from trapo_lab.tasks import (
     split_files,
     step_solution,
 )
-from trapo_lab.tasks.arithmetic import ChainProblem, apply_op
+from trapo_lab.tasks.arithmetic import ChainProblem, apply_op, writes_steps
 
 SMALL = {"n_train": 300, "n_val_per_tier": 20, "n_test_per_tier": 30, "n_skill_val": 10, "n_skill_test": 10}
 WORKED = ChainProblem(37, (("+", 5), ("-", 8), ("*", 2)))
@@ -94,13 +94,14 @@ def test_every_expert_solution_parses_verifies_and_is_in_the_expert_form(splits)
     for name in ("train", "val", "test", "val_ood", "test_ood"):
         for ex in splits[name]:
             problem = parse_chain(ex.prompt_text)
-            (expert,) = ex.expert_solutions
+            (expert,) = ex.expert_solutions  # the rewrite form (default): 37+5=42-8*2
             paragraphs = expert.split("\n\n")
             assert len(paragraphs) == problem.tier + 1 and paragraphs[-1] == f"\\boxed{{{problem.answer}}}"
-            for paragraph, before, after in zip(paragraphs, problem.values, problem.values[1:], strict=False):
+            for i, paragraph in enumerate(paragraphs[:-1]):
                 left, right = paragraph.split("=")
-                step = parse_chain(left)
-                assert step.start == before and step.tier == 1 and int(right) == after == step.answer
+                step, rest = parse_chain(left), parse_chain(right)
+                assert step.start == problem.values[i] and step.tier == 1 and step.answer == problem.values[i + 1]
+                assert rest.start == step.answer and rest.steps == problem.steps[i + 1 :]
             assert math_reward(expert, ex.answer) == 1.0
             assert math_reward(ex.meta["native_solution"], ex.answer) == 1.0
             assert solution_style(expert) == "expert"
@@ -111,6 +112,7 @@ def test_ood_tiers_never_in_training_or_pre_training(splits):
     with pytest.raises(ValueError, match="out-of-distribution"):
         arithmetic_examples("train", {6: 2})
     stream = list(itertools.islice(pretraining_stream(0, PretrainMix(step_share=0.3)), 20_000))
+    assert sum(writes_steps(s) for _, s, src in stream if src.startswith("arith") and src != "arith-t1") > 1000
     held_out = {ex.prompt_text for name in ("val", "test", "val_ood", "test_ood", "val_skills", "test_skills")
                 for ex in splits[name]}
     assert not held_out & {prompt for prompt, _, _ in stream}
@@ -126,12 +128,16 @@ def test_pretraining_stream_forms_follow_the_mix():
         singles = [(p, s) for p, s, src in itertools.islice(pretraining_stream(1, mix), 5_000) if src == "arith-t1"]
         return multi, singles
 
-    multi, singles = forms(PretrainMix())
+    multi, singles = forms(PretrainMix(step_share=0))
     assert all(s == short_solution(parse_chain(p)) and solution_style(s) == "native" for p, s in multi)
     assert singles and all(s == step_solution(parse_chain(p)) for p, s in singles)
-    multi, _ = forms(PretrainMix(step_share=0.2))
+    multi, _ = forms(PretrainMix(step_share=0.2, step_form="steps", step_layout="paragraphs"))
     share = sum(solution_style(s) == "expert" for _, s in multi) / len(multi)
     assert 0.17 < share < 0.23
+    multi, _ = forms(PretrainMix())  # the default: 20% written out in the rewrite form, on one line
+    written = [(p, s) for p, s in multi if writes_steps(s)]
+    assert 0.17 < len(written) / len(multi) < 0.23
+    assert all(s == step_solution(parse_chain(p), "rewrite", "line") for p, s in written)
     with pytest.raises(ValueError, match="step_share"):
         PretrainMix(step_share=1.5)
     with pytest.raises(ValueError, match="expert_share"):
