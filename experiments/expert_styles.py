@@ -1,13 +1,13 @@
 """Is an expert style worth imitating for the embedded base model? Off-policy share vs what SFT on it does.
 
-Issue 6 asks for expert solutions that are off-policy for the student (≥ 20% of tokens below p = 0.1), as
-R1 traces are for a 7B student. The paper's conditions also include a second property that is easy to
+A faithful miniature needs expert solutions that are off-policy for the student (≥ 20% of tokens below
+p = 0.1), as R1 traces are for a 7B student. The paper's conditions also include a second property that is easy to
 miss: imitating the expert *helps* in-domain (its SFT row beats the base model on math) while it costs
 general abilities. This experiment measures both properties for several expert styles of the same
-training problems:
+training problems of the earlier task design (``trapo data make --task place-value``):
 
 - ``native``: the base model's own format (``180-28=152``), the on-policy control;
-- ``place-value``: the embedded default, tens-first and units-first place-value decompositions
+- ``place-value``: the earlier design's default, tens-first and units-first place-value decompositions
   (``180-28=160-8=152``; :func:`trapo_lab.tasks.expert_solution`);
 - ``commuted``: native, but ``+`` and ``*`` steps written operand first (``26+152=178``);
 - ``restated``: native, and after each step a paragraph restating what is left of the chain
@@ -17,6 +17,8 @@ For each style: the share of expert tokens with base-model probability below 0.1
 :func:`trapo_lab.pretrain.expert_token_probabilities`), then plain SFT (``trapo`` method ``sft``, token-mean NLL)
 from the base model and sampled accuracy on the validation split, in-domain tiers and retained skills.
 
+    trapo data make --task place-value --output artifacts/data-pv
+    trapo base --task place-value --output artifacts/base-pv
     python experiments/expert_styles.py --steps 400 --lr 1e-4 --out docs/results
 
 (13 minutes on one CPU thread with two comparisons running beside it; writes expert_styles.md and .json).
@@ -93,8 +95,8 @@ def accuracy(model, tokenizer, examples: list[Example], seed: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default="artifacts/data", help="`trapo data make` directory")
-    parser.add_argument("--base", default="artifacts/base", help="`trapo base` directory")
+    parser.add_argument("--data", default="artifacts/data-pv", help="`trapo data make --task place-value` directory")
+    parser.add_argument("--base", default="artifacts/base-pv", help="`trapo base --task place-value` directory")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     parser.add_argument("--steps", type=int, default=400, help="SFT optimizer steps")
     parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate")
