@@ -18,7 +18,7 @@ Two task designs (:data:`TASKS`; ``trapo data make --task`` / ``trapo base --tas
 
   or (``expert_style="steps"``) ``37+5=42\n\n42-8=34\n\n34*2=68\n\n\boxed{68}``. Every step is a skill
   the base has; the paragraph layout is one it never writes. Whether imitating it pays is measured in
-  docs/results/miniature_gates.md (so far it does not pay enough: gate G2 fails).
+  docs/results/miniature_gates.md (with the default 4.27M student it does: SFT lifts in-domain 32 → 69).
 - ``"place-value"`` (the design of issues 6..14, kept for the record) — start 1..20, ``+x``/``-x`` with
   x in 1..30, ``*x`` with x in 2..9, values 0..199 (:data:`PLACE_VALUE_RANGES`). The base's *native*
   style is one operation per paragraph (:func:`native_solution`, the same text as :func:`step_solution`);

@@ -417,9 +417,9 @@ class PretrainMix:
     Shortcut design (default): tier 1 examples are single-operation drills written as a step; chains of
     2..5 operations are answered in the short form, except a share ``step_share`` written step by step
     (:func:`step_solution` with ``step_form`` and ``step_layout``: ``"paragraphs"`` is the expert's
-    layout, ``"line"`` puts the steps on one line). Defaults (attempt G of docs/results/miniature_gates.md,
-    the best measured, which passes G1 and G3 but not G2): 20% of chains written out in the rewrite form
-    on one line.
+    layout, ``"line"`` puts the steps on one line). Defaults (attempts G and I of
+    docs/results/miniature_gates.md; I, with a 4.27M student, passes gates G1-G3): 20% of chains written out
+    in the rewrite form on one line.
 
     Place-value design: every solution is native (one step per paragraph) except a share
     ``expert_share`` written in the expert's place-value style (variant drawn uniformly), the knob that

@@ -102,6 +102,7 @@ def test_task_recipes():
     assert (old.steps, old.lr, old.hidden_size) == (1200, 2e-3, 128)
     assert (default.steps, default.mix.step_share, default.mix.step_form, default.mix.step_layout) == (
         3000, 0.2, "rewrite", "line")
+    assert (default.hidden_size, default.intermediate_size, default.lr) == (256, 1024, 1e-3)  # attempt I
     tweaked = BaseModelConfig.for_task("shortcut", steps=7, mix={"step_share": 0.02})
     assert tweaked.steps == 7 and tweaked.mix.step_share == 0.02 and tweaked.hash() != default.hash()
 
