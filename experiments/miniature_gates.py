@@ -184,7 +184,7 @@ def render(record: dict) -> str:
         lines.append(f"| {name} | {cells} | **{su['in_domain']:.1f}** | {su['ood']} | {su['retained']} | "
                      f"{su['expert_form_multi_op']:.1f}% |")
     lines += ["", f"SFT: {last['sft_steps']} steps × 8 prompts (token-mean NLL on the expert solution, "
-              f"`trapo` method `sft`, constant-free defaults of TRAPOConfig), learning rate chosen on the "
+              f"`trapo` method `sft`, TRAPOConfig defaults otherwise), learning rate chosen on the "
               f"validation in-domain average from {', '.join(f'{x:g}' for x in last['sft_lrs'])}.",
               "", "Expert-token probabilities under the base (teacher-forced, EOS included), "
               f"{last['expert_tokens']['problems']} training problems: "
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-per-tier", type=int, default=200, help="validation problems per tier / skill")
     parser.add_argument("--probe", type=int, default=1000, help="training problems whose expert tokens are scored")
     parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--sft-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
+    parser.add_argument("--sft-lrs", type=float, nargs="+", default=[3e-5, 1e-4, 3e-4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/results", help="where miniature_gates.{md,json} go")
     args = parser.parse_args(argv)
