@@ -28,7 +28,7 @@ Steps 1-2 are cached; a second run reuses them. Run `trapo train --help` for the
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="Run TRAPO on the embedded default (CPU; ~23 min to build the base once, ~3 min a run).",
+    parser = subparsers.add_parser("demo", help="Run TRAPO on the embedded default (CPU; base built once).",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="artifacts", help="Where data, base model and runs go.")
     parser.add_argument("--method", default="trapo", help="Training method (see `trapo train --help`).")
