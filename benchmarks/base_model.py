@@ -170,7 +170,7 @@ HOW_CHOSEN = """## How the recipe was chosen (development builds, 1200 steps, se
 
 - MINIATURE.md's mix left tier 3 at 4.5%: here tier 1 has only 204 problems outside the held-out pools
   (of 970 tier-1 problems, 78% are held out), so its 56% share mostly memorised them; moving weight to
-  tiers 2..5 fixed it. C put tier 3 at the top of issue 6's 10–50% band and tier 5 near its 10% cap,
+  tiers 2..5 fixed it. C put tier 3 at the top of the 10–50% band aimed for and tier 5 near its 10% cap,
   so the default moves a little back toward easy tiers (0.335 / 0.50 / 0.11 / 0.04 / 0.015).
 - That small move cost 18–32 points on tiers 2..4 (validation, C → default: 72.5 → 54.5, 51.5 → 19.5,
   24.5 → 4): at 1200 steps the model is still on the steep part of learning multi-step chains, so
@@ -178,7 +178,7 @@ HOW_CHOSEN = """## How the recipe was chosen (development builds, 1200 steps, se
   step-bounded), so the default base model is one fixed model, not a draw.
 - Showing the place-value style in pre-training (1–3% of solutions) brought the share of expert tokens
   below 0.1 under 20%; leaving it out (the base knows the characters and each single move, never the
-  decomposition) gives 23% (C) and 25% (default), inside issue 6's 20–40% target, far from the 67% of
+  decomposition) gives 23% (C) and 25% (default), inside the 20–40% target, far from the 67% of
   the pilot's never-seen character. `PretrainMix.expert_share` remains the knob.
 - Each row is one build and the builds differ in more than one setting: indications, not controlled
   comparisons; no seed variation was measured.

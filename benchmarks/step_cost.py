@@ -1,4 +1,4 @@
-"""Cost of a TRAPO step relative to a GRPO step with the same number of trajectories (issue 4 target: <= 1.3x).
+"""Cost of a TRAPO step relative to a GRPO step with the same number of trajectories (target: <= 1.3x).
 
 Side by side in one run, interleaved round by round so that machine noise hits every variant alike:
 each round trains every variant for ``--steps`` optimizer steps from the same base model on the same prompts,

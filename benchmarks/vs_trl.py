@@ -1,4 +1,4 @@
-"""Our grpo and trapo steps against TRL's GRPOTrainer, side by side in one run (issue 14).
+"""Our grpo and trapo steps against TRL's GRPOTrainer, side by side in one run.
 
 Matched settings: the same 1.09M-parameter Qwen2 and embedded tokenizer, the same exact-match reward (the last
 \\boxed{...} equals the ground truth), 8 prompts x 8 completions per step, at most 64 new tokens, lr 1e-5,
@@ -335,7 +335,7 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
 
 def markdown(result: dict, args: argparse.Namespace) -> str:
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    lines = ["# Step time: our grpo and trapo vs TRL's GRPOTrainer (issue 14)", "",
+    lines = ["# Step time: our grpo and trapo vs TRL's GRPOTrainer", "",
              f"`{result['command']}` on {result['machine']}; {result['wall_s']:.0f} s in all. "
              f"Base model: {result['settings']['base']}. {PROMPTS_PER_STEP} prompts x {GENERATIONS} completions per "
              f"step, <= {MAX_NEW_TOKENS} new tokens, lr {LR:g}, fp32, beta 0, entropy coefficient {ENTROPY_COEF}, "

@@ -141,7 +141,7 @@ def sft(base_dir: Path, train: list[Example], lr: float, steps: int, seed: int):
 def render(record: dict) -> str:
     last = record["attempts"][-1]
     lines = [
-        "# Miniature gates (issue 15): is the expert off-policy AND worth imitating?",
+        "# Miniature gates: is the expert off-policy AND worth imitating?",
         "",
         "Measured on the validation split, sampled (T = 1) pass@1, one sample per problem. Gates:",
         "",

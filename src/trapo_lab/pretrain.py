@@ -1,13 +1,13 @@
 """Pre-train the embedded tiny base model on CPU: ``build_base_model(out_dir)``.
 
-The recipe (MINIATURE.md; issue 15 for the shortcut design's 4.27M student): a small Qwen2
+The recipe (the shortcut design's 4.27M student; docs/results/miniature_gates.md): a small Qwen2
 (:func:`trapo_lab.models.tiny_config`) trained from scratch
 with plain NLL on solution tokens (prompt tokens are context only) of the pre-training stream
 (:func:`trapo_lab.tasks.pretraining_stream`: chain arithmetic skewed to easy tiers, a small share of
 expert-style solutions, retained skills). AdamW (peak 2e-3, betas 0.9/0.98, weight decay 0.01 on matrices),
 linear warm-up, cosine decay to 10% of the peak, batch 64, gradient clipping at 1.0.
 
-The run is bounded by ``steps`` only, never by seconds (issue 15: a time bound made a fresh machine build
+The run is bounded by ``steps`` only, never by seconds (a time bound made a fresh machine build
 another base model), so the build is deterministic given the config: every machine gets the same base.
 The recipe of each task design is :meth:`BaseModelConfig.for_task` (the shortcut design is the default).
 

@@ -2,7 +2,7 @@
 
 torch's default is one thread per core. On a machine whose cores other jobs also use, that oversubscribes
 them: on the 2-core development machine shared with other jobs, a training step took 5-25 s with torch's
-default and 0.83 s with one thread (issue 14), and one thread was also the fastest setting measured side by
+default and 0.83 s with one thread, and one thread was also the fastest setting measured side by
 side in benchmarks/vs_trl.py (docs/results/vs_trl.md). So the default is 1 thread per process (with
 ``accelerate launch``, per process), or ``$OMP_NUM_THREADS`` where that is set; ``--threads 0`` keeps torch's
 own default. On a GPU the setting only affects the CPU-side work.

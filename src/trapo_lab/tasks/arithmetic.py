@@ -6,7 +6,7 @@ expression, e.g. ``4*5*9-28+26-23`` (no precedence: the chain is evaluated left 
 
 Two task designs (:data:`TASKS`; ``trapo data make --task`` / ``trapo base --task``):
 
-- ``"shortcut"`` (the default since issue 15) — *shortcut base, step-by-step expert*. Small numbers
+- ``"shortcut"`` (the default) — *shortcut base, step-by-step expert*. Small numbers
   (:data:`SHORTCUT_RANGES`: start 1..99, ``+x``/``-x`` with x in 1..9, ``*x`` with x in 2..5, values
   0..99). Pre-training teaches every single operation as a written step (``37+5=42\n\n\boxed{42}``) and
   multi-operation chains in a *short form*, the answer alone (``\boxed{34}``, :func:`short_solution`),

@@ -231,7 +231,7 @@ def skill_examples(split: str, n_per_skill: int, *, seed: int = 0, skills: Seque
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """What :func:`make_splits` writes (defaults: issue 6 — ≥500 test problems per tier, ~200 validation)."""
+    """What :func:`make_splits` writes (defaults: ≥500 test problems per tier, ~200 validation)."""
 
     seed: int = 0
     n_train: int = 4000
