@@ -96,6 +96,17 @@ class RewardTypeError(TypeError):
     """A reward returned something that is not a number."""
 
 
+class ScoreCountError(ValueError):
+    """A reward returned a different number of scores than completions: it is broken, not flaky."""
+
+
+def _counted(scores: list, n: int, who: str) -> list:
+    """``scores`` when there is one per completion, else :class:`ScoreCountError` naming ``who``."""
+    if len(scores) != n:
+        raise ScoreCountError(f"{who} returned {len(scores)} scores for {n} completions")
+    return scores
+
+
 class FailedScore(float):
     """A score of 0.0 that records why the item could not be scored (``kind`` in :data:`FAILURE_KINDS`).
 
@@ -224,9 +235,7 @@ def as_reward_function(fn: Callable, kind: RewardKind | None = None, *, conversa
             columns = _columns(completions, examples, conversational)
             if not takes_kwargs:
                 columns = {k: v for k, v in columns.items() if k in names}
-            scores = list(fn(**columns))
-            if len(scores) != len(completions):
-                raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
+            scores = _counted(list(fn(**columns)), len(completions), f"reward {name!r}")
             return [_score(v) for v in scores]
 
     wrapped.__name__ = name
@@ -260,10 +269,7 @@ def _kind_of(err: BaseException) -> str:
 def _as_scores(values: Any, n: int) -> list[float]:
     if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
         raise RewardTypeError(f"the reward returned a {type(values).__name__}, not a list of {n} scores")
-    out = [_score(v) for v in values]
-    if len(out) != n:
-        raise ValueError(f"the reward returned {len(out)} scores for {n} completions")
-    return out
+    return _counted([_score(v) for v in values], n, "the reward")
 
 
 def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Example]) -> RewardScores:
@@ -288,7 +294,7 @@ def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Exa
         raw: list[float] = _as_scores(fn(completions, examples), n)
     except Exception as err:
         message = f"{type(err).__name__}: {err}" if not isinstance(err, WorkerError) else str(err)
-        if "scores for" in message:  # the wrong number of scores: the reward is broken, not flaky
+        if message.startswith(f"{ScoreCountError.__name__}:"):  # here or in a worker: broken, not flaky
             result.scores = [fail("error", message) for _ in range(n)]
             return result
         logger.debug("reward failed on a batch of %d (%s); scoring item by item", n, message)
@@ -344,10 +350,8 @@ class RewardSet:
         _check_lengths(completions, examples)
         per_function = []
         for fn, name in zip(self.functions, self.names, strict=True):
-            scores = [_score(v) for v in fn(completions, examples)]
-            if len(scores) != len(completions):
-                raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
-            per_function.append(scores)
+            per_function.append(_counted([_score(v) for v in fn(completions, examples)], len(completions),
+                                         f"reward {name!r}"))
         for name, scores in zip(self.names, per_function, strict=True):  # recorded once every function succeeded
             scored = [v for v in scores if math.isfinite(v) and not isinstance(v, FailedScore)]
             self._sums[name] += sum(scored)
