@@ -64,8 +64,8 @@ def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if sampling.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum - sorted_logits.softmax(dim=-1) >= sampling.top_p  # keep the smallest set reaching top_p
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= sampling.top_p  # the smallest set reaching top_p
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     # Inverse-CDF sampling: one uniform draw per row (torch.multinomial draws one per vocabulary entry, a

@@ -67,7 +67,7 @@ def build_token_batch(trajectories: Sequence[Trajectory], pad_id: int, device: t
     of trajectories flagged ``prefix_loss``), the model mask (generated tokens) and the response mask (both
     kinds, every trajectory) on next-token positions."""
     n = len(trajectories)
-    width = max(len(t.prompt_ids) + len(t.response_ids) for t in trajectories)
+    width = max(map(sequence_length, trajectories))
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     attn = torch.zeros((n, width), dtype=torch.long)
     prefix = torch.zeros((n, width - 1), dtype=torch.bool)

@@ -83,11 +83,11 @@ class DataReport:
     near_context: list[int] = field(default_factory=list)  # prompt + max_completion_length exceeds it
     context: int | None = None
     think_kept: int = 0  # expert solutions with a <think> block used whole (expert_think="keep")
+    unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
 
     def _where(self, rows: list[int]) -> str:
         shown = ", ".join(self.origins.get(r, f"row {r}") for r in rows[:5])
         return shown + (", ..." if len(rows) > 5 else "")
-    unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
 
     def summary(self) -> str:
         text = f"{self.kept}/{self.rows} rows kept; {self.without_expert} without an expert solution (RL only)"
