@@ -90,6 +90,15 @@ def register(subparsers) -> None:
                         help=f"prompts per step ({defaults('prompts_per_step')})")
     parser.add_argument("--test-per-tier", type=int, default=None,
                         help=f"test problems per tier ({defaults('n_test_per_tier')})")
+    parser.add_argument("--test-per-skill", type=int, default=None,
+                        help=f"test problems per retained skill ({defaults('n_test_skill')})")
+    parser.add_argument("--test-per-ood-tier", type=int, default=None,
+                        help=f"test problems per out-of-distribution tier, 0 for none ({defaults('n_test_ood')})")
+    parser.add_argument("--val-per-tier", type=int, default=None,
+                        help=f"validation problems per tier, for the learning-rate choice and the curves "
+                             f"({defaults('n_val_per_tier')})")
+    parser.add_argument("--val-per-skill", type=int, default=None,
+                        help=f"validation problems per retained skill ({defaults('n_val_skill')})")
     parser.add_argument("--curve-points", type=int, default=None,
                         help=f"checkpoints per run evaluated on validation for the curves ({defaults('curve_points')})")
     parser.add_argument("--passk-per-tier", type=int, default=None,
@@ -120,8 +129,14 @@ def register(subparsers) -> None:
 def _default_text(value) -> str:
     from trapo_lab.compare.cache import format_lr
 
-    if isinstance(value, dict):  # a learning-rate grid: the defaults give every method the same one
-        value = next(iter(value.values()))
+    if isinstance(value, dict):  # a learning-rate grid: the most common one, then the methods that differ
+        grids = list(value.values())
+        common = max(grids, key=grids.count)
+        others: dict[tuple, list[str]] = {}
+        for method, grid in value.items():
+            if grid != common:
+                others.setdefault(grid, []).append(method)
+        return " ".join([_default_text(common), *(f"({', '.join(m)}: {_default_text(g)})" for g, m in others.items())])
     if isinstance(value, tuple):
         return " ".join(format_lr(v) if isinstance(v, float) else str(v) for v in value)
     return str(value)
@@ -175,8 +190,11 @@ def spec_from_args(args: argparse.Namespace):
     if args.test_per_tier is not None:
         values["n_test_per_tier"] = args.test_per_tier
         values["n_passk_per_tier"] = min(base.n_passk_per_tier, args.test_per_tier)
-    if args.curve_points is not None:
-        values["curve_points"] = args.curve_points
+    for flag, field in (("test_per_skill", "n_test_skill"), ("test_per_ood_tier", "n_test_ood"),
+                        ("val_per_tier", "n_val_per_tier"), ("val_per_skill", "n_val_skill"),
+                        ("curve_points", "curve_points")):
+        if getattr(args, flag) is not None:
+            values[field] = getattr(args, flag)
     if args.passk_per_tier is not None:
         values["n_passk_per_tier"] = args.passk_per_tier
     return replace(base, **values)

@@ -14,6 +14,8 @@ import numpy as np
 
 # The method every other method is paired against, seed by seed (d = its accuracy − the other's).
 PAIRED_AGAINST = "trapo"
+# The averages the paired comparison is made on.
+PAIRED_COLUMNS = ("in_domain", "ood", "retained")
 # Per-step training metrics kept for the dynamics plots (as logged by the trainer), besides guidance levels.
 DYNAMICS_METRICS = ("reward/mean", "reward/unguided", "length/completion", "entropy", "trust/prefix_below_alpha",
                     "loss/total", "grad_norm", "perf/step_s")
@@ -89,18 +91,21 @@ def group_average(groups: dict[str, dict[str, Any]], names: Sequence[str], key: 
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def table_columns(in_domain: Sequence[str], retained: Sequence[str]) -> list[str]:
-    """The columns of a result table: each tier, their average, each retained skill, theirs, and the two
-    output shares (degenerate, expert style)."""
-    return [*in_domain, "in_domain", *retained, *(["retained"] if retained else []), "degenerate", "expert_style"]
+def table_columns(in_domain: Sequence[str], retained: Sequence[str], ood: Sequence[str] = ()) -> list[str]:
+    """The columns of a result table: each tier, their average, each out-of-distribution tier, theirs, each
+    retained skill, theirs, and the two output shares (degenerate, expert style)."""
+    return [*in_domain, "in_domain", *ood, *(["ood"] if ood else []), *retained, *(["retained"] if retained else []),
+            "degenerate", "expert_style"]
 
 
-def table_row(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], retained: Sequence[str]
-              ) -> dict[str, Any]:
-    """One model's table row from an evaluation's groups: per-group accuracy, the two averages, and the
-    in-domain shares of degenerate and expert-style outputs."""
-    row: dict[str, Any] = {g: groups[g]["acc"] for g in [*in_domain, *retained] if g in groups}
+def table_row(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], retained: Sequence[str],
+              ood: Sequence[str] = ()) -> dict[str, Any]:
+    """One model's table row from an evaluation's groups: per-group accuracy, the averages (in-domain, OOD,
+    retained), and the in-domain shares of degenerate and expert-style outputs."""
+    row: dict[str, Any] = {g: groups[g]["acc"] for g in [*in_domain, *ood, *retained] if g in groups}
     row["in_domain"] = group_average(groups, in_domain)
+    if ood:
+        row["ood"] = group_average(groups, ood)
     row["retained"] = group_average(groups, retained) if retained else None
     row["degenerate"] = group_average(groups, in_domain, "degenerate")
     row["expert_style"] = group_average(groups, in_domain, "expert_style")
@@ -115,12 +120,12 @@ def summarize_rows(rows_per_seed: dict[Any, dict[str, Any]], columns: Sequence[s
 def paired_table(table: dict[str, Any], methods: Sequence[str], columns: Sequence[str],
                  against: str = PAIRED_AGAINST) -> dict[str, Any]:
     """Per method other than ``against``: :func:`paired_differences` of ``against`` minus it, seed by seed,
-    on the in-domain and retained averages (``table[method]["per_seed"]`` are the rows by seed)."""
+    on the in-domain, OOD and retained averages (``table[method]["per_seed"]`` are the rows by seed)."""
     ref = table[against]["per_seed"]
     return {
         m: {col: paired_differences({int(s): r[col] for s, r in ref.items()},
                                     {int(s): r[col] for s, r in table[m]["per_seed"].items()})
-            for col in ("in_domain", "retained") if col in columns}
+            for col in PAIRED_COLUMNS if col in columns}
         for m in methods if m != against
     }
 
@@ -132,10 +137,11 @@ def passk_curve(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], ks:
             for k in ks]
 
 
-def passk_summary(ks: Sequence[int], curves_per_seed: Sequence[Sequence[float | None]]) -> dict[str, Any]:
-    """Mean and std over seeds of the pass@k curves, k by k."""
-    stats = [mean_std(curve[i] for curve in curves_per_seed) for i in range(len(ks))]
-    return {"k": list(ks), "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats]}
+def passk_summary(ks: Sequence[int], curves_per_seed: dict[int, Sequence[float | None]]) -> dict[str, Any]:
+    """Mean and std over seeds of the pass@k curves, k by k, and the curves by seed."""
+    stats = [mean_std(curve[i] for curve in curves_per_seed.values()) for i in range(len(ks))]
+    return {"k": list(ks), "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats],
+            "per_seed": {str(s): list(c) for s, c in curves_per_seed.items()}}
 
 
 def timing_summary(train_seconds_per_seed: dict[int, float], max_steps: int) -> dict[str, Any]:

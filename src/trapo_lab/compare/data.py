@@ -20,10 +20,11 @@ class CompareData:
 
     train: list[Example]
     val: list[Example]  # in-domain tiers + retained skills
-    test: list[Example]
+    test: list[Example]  # in-domain tiers + retained skills + out-of-distribution tiers
     passk: list[Example]  # in-domain test subset for the pass@k curve
     in_domain: list[str]  # data sources of the tiers
     retained: list[str]  # data sources of the retained skills
+    ood: list[str]  # data sources of the out-of-distribution tiers (test only: never used to choose anything)
     train_identity: str  # examples_identity of the training set (part of every run's hash)
 
     @classmethod
@@ -45,17 +46,21 @@ class CompareData:
 
         train, val, test = read("train"), read("val"), read("test")
         val_skills, test_skills = read("val_skills", False), read("test_skills", False)
+        test_ood = read("test_ood", False) if spec.n_test_ood else []
         in_domain = sorted({ex.data_source for ex in test})
         retained = sorted({ex.data_source for ex in test_skills} - set(in_domain))
+        ood = sorted({ex.data_source for ex in test_ood} - set(in_domain) - set(retained))
         return cls(
             train=train,
             val=first_per_source(val, spec.n_val_per_tier, "val") + first_per_source(
                 val_skills, spec.n_val_skill, "val_skills"),
-            test=first_per_source(test, spec.n_test_per_tier, "test") + first_per_source(
-                test_skills, spec.n_test_skill, "test_skills"),
+            test=(first_per_source(test, spec.n_test_per_tier, "test")
+                  + first_per_source(test_skills, spec.n_test_skill, "test_skills")
+                  + first_per_source(test_ood, spec.n_test_ood, "test_ood")),
             passk=first_per_source(test, spec.n_passk_per_tier, "test"),
             in_domain=in_domain,
             retained=retained if spec.n_test_skill else [],
+            ood=ood,
             train_identity=examples_identity(train),
         )
 

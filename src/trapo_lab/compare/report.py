@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .aggregate import condense_dynamics
+from .aggregate import PAIRED_COLUMNS, condense_dynamics
 from .cache import format_lr
+from .claims import claims_table
 from .plots import plot_curves, plot_dynamics, plot_guidance, plot_passk
 
 # Output shares shown in the cost-and-mechanism table rather than in the accuracy tables.
@@ -62,8 +63,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _column_title(name: str) -> str:
-    return {"in_domain": "**in-domain avg**", "retained": "**retained avg**", "degenerate": "no \\boxed"}.get(
-        name, name.replace("arith-", ""))
+    return {"in_domain": "**in-domain avg**", "ood": "**OOD avg**", "retained": "**retained avg**",
+            "degenerate": "no \\boxed"}.get(name, name.replace("arith-", ""))
 
 
 # ---------------------------------------------------------------------------------------------- markdown
@@ -86,7 +87,8 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
     facts = [
         f"- methods: {', '.join(methods)}; seeds {seeds}; {spec['max_steps']} optimizer steps each, "
         f"{spec['prompts_per_step']} prompts per step, responses up to {spec['max_completion_length']} tokens",
-        f"- test: {spec['n_test_per_tier']} problems per tier, {spec['n_test_skill']} per retained skill "
+        f"- test: {spec['n_test_per_tier']} problems per tier, {spec['n_test_skill']} per retained skill, "
+        f"{spec.get('n_test_ood', 0) if summary.get('ood') else 0} per out-of-distribution tier "
         f"({sizes['test']} in all), avg@{spec['test_k']} at temperature {spec['temperature']}; validation "
         f"(learning-rate choice, curves): {spec['n_val_per_tier']} per tier, {spec['n_val_skill']} per skill; pass@k: "
         f"{spec['n_passk_per_tier']} test problems per tier × {spec['passk_max']} samples",
@@ -104,6 +106,7 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
                      "probability < 0.1 (off-policy share)")
         facts.append(line)
     out += [*facts, ""]
+    out += claims_markdown(claims_table(summary))
 
     # equal optimizer steps
     out += ["## Equal optimizer steps (the paper's protocol)", "",
@@ -139,13 +142,16 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
         out += ["## Paired comparison against TRAPO", "",
                 "Per seed, d = TRAPO − method in accuracy points (positive: TRAPO better), then the mean ± std of "
                 "d and the seeds TRAPO wins / loses / ties.", ""]
-        head = ["view", "method", "in-domain d per seed", "in-domain mean ± std", "wins/losses/ties",
-                "retained d per seed", "retained mean ± std", "wins/losses/ties"]
+        paired_columns = [c for c in PAIRED_COLUMNS if c in summary["columns"]]
+        head = ["view", "method"]
+        for col in paired_columns:
+            label = {"in_domain": "in-domain", "ood": "OOD"}.get(col, col)
+            head += [f"{label} d per seed", f"{label} mean ± std", "wins/losses/ties"]
         rows = []
         for view, table in paired.items():
             for name, cols in table.items():
                 row = [view.replace("_", " "), name]
-                for col in ("in_domain", "retained"):
+                for col in paired_columns:
                     p = cols.get(col)
                     if p is None or not p["n"]:
                         row += ["–", "–", "–"]
@@ -197,6 +203,19 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
             "![pass@k](passk.png)", "",
             "pass@k (unbiased estimator) on the pass@k test subset, in-domain tiers averaged.", ""]
     return "\n".join(out)
+
+
+def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
+    """The claims table (:func:`~trapo_lab.compare.claims.claims_table`) as Markdown lines (none if empty)."""
+    if not claims:
+        return []
+    out = ["## The paper's claims", "",
+           "Each claim with our numbers (test split, equal optimizer steps, mean ± std over seeds, in points; "
+           "d = TRAPO − other, paired by seed) and a verdict: **holds** when the paired difference is on the "
+           "claimed side on every seed, **fails** when it is on the other side on every seed, **within noise** "
+           "otherwise.", ""]
+    rows = [[str(i), c["claim"], c["evidence"], f"**{c['verdict']}**"] for i, c in enumerate(claims, 1)]
+    return out + _table(["#", "claim", "our numbers", "verdict"], rows)
 
 
 def _lr(lr: float | str) -> str:

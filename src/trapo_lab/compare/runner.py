@@ -223,7 +223,7 @@ class Comparison:
     def _row(self, key: RunKey | None, split: str, step: int) -> dict[str, Any]:
         """The table row of an evaluation (:func:`~trapo_lab.compare.aggregate.table_row`)."""
         return aggregate.table_row(self.evaluation(key, split, step)["groups"], self.data.in_domain,
-                                   self.data.retained)
+                                   self.data.retained, self.data.ood if split == "test" else ())
 
     def results(self, selection: dict[str, dict[str, Any]]) -> CompareResult:
         """The summary and dynamics of the finished comparison, given each method's learning-rate selection
@@ -231,7 +231,7 @@ class Comparison:
         from trapo.trainer import read_metrics
 
         spec, data = self.spec, self.data
-        columns = aggregate.table_columns(data.in_domain, data.retained)
+        columns = aggregate.table_columns(data.in_domain, data.retained, data.ood)
         ks = list(range(1, spec.passk_max + 1))
         points = [0, *spec.checkpoint_steps]
         steps_view: dict[str, Any] = {}
@@ -250,7 +250,7 @@ class Comparison:
 
         for method in spec.methods:
             lr = selection[method]["chosen"]
-            test_rows, train_seconds, series, val_rows, passk_curves = {}, {}, {}, {}, []
+            test_rows, train_seconds, series, val_rows, passk_curves = {}, {}, {}, {}, {}
             cumulative[method] = {}
             for seed in spec.seeds:
                 key = RunKey(method, lr, seed)
@@ -261,8 +261,8 @@ class Comparison:
                 cumulative[method][seed] = aggregate.cumulative_seconds(seconds_by_step, points)
                 series[seed] = aggregate.dynamics_series(metric_rows)
                 val_rows[seed] = {0: base_val_row, **{s: self._row(key, "val", s) for s in spec.checkpoint_steps}}
-                passk_curves.append(aggregate.passk_curve(self.evaluation(key, "passk", spec.max_steps)["groups"],
-                                                          data.in_domain, ks))
+                passk_curves[seed] = aggregate.passk_curve(self.evaluation(key, "passk", spec.max_steps)["groups"],
+                                                           data.in_domain, ks)
             steps_view[method] = {"lr": lr, "per_seed": {str(s): r for s, r in test_rows.items()},
                                   "summary": aggregate.summarize_rows(test_rows, columns)}
             timing[method] = aggregate.timing_summary(train_seconds, spec.max_steps)
@@ -284,6 +284,7 @@ class Comparison:
             "columns": columns,
             "in_domain": data.in_domain,
             "retained": data.retained,
+            "ood": data.ood,
             "eval_sizes": {"val": len(data.val), "test": len(data.test), "passk": len(data.passk)},
             "lr_selection": {m: {**v, "chosen": format_lr(v["chosen"])} for m, v in selection.items()},
             "equal_steps": steps_view,

@@ -11,6 +11,10 @@ from trapo.methods import METHODS
 
 DEFAULT_METHODS = tuple(METHODS)
 DEFAULT_LRS = (1e-5, 3e-5, 1e-4)
+# Methods whose loss is mostly plain SFT on whole expert solutions take larger steps well: their grid is
+# shifted up by one notch, so that each grid brackets the rate its method's validation curve prefers.
+SFT_LRS = (3e-5, 1e-4, 3e-4)
+DEFAULT_LR_GRID = {m: SFT_LRS if m in ("sft", "sft-then-grpo") else DEFAULT_LRS for m in METHODS}
 
 
 @dataclass
@@ -23,22 +27,23 @@ class CompareSpec:
 
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
-    lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict.fromkeys(METHODS, DEFAULT_LRS))
-    max_steps: int = 300
+    lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_LR_GRID))
+    max_steps: int = 200
     prompts_per_step: int = 8
     max_completion_length: int = 128
     config_overrides: dict[str, Any] = field(default_factory=dict)  # more TRAPOConfig fields for every run
     # evaluation
-    n_val_per_tier: int = 200  # learning-rate selection and the curves
-    n_val_skill: int = 100
-    n_test_per_tier: int = 500
-    n_test_skill: int = 500
+    n_val_per_tier: int = 100  # learning-rate selection and the curves
+    n_val_skill: int = 50
+    n_test_per_tier: int = 300
+    n_test_skill: int = 300
+    n_test_ood: int = 300  # of each out-of-distribution tier (test_ood split; 0: no OOD column)
     test_k: int = 1  # samples per test problem (the table reports avg@test_k)
     temperature: float = 1.0
     max_new_tokens: int = 128
     passk_max: int = 16  # pass@k curve for k = 1..passk_max ...
-    n_passk_per_tier: int = 100  # ... on this many test problems of each tier
-    curve_points: int = 10  # checkpoints (every max_steps / curve_points steps), each evaluated on validation
+    n_passk_per_tier: int = 40  # ... on this many test problems of each tier
+    curve_points: int = 5  # checkpoints (every max_steps / curve_points steps), each evaluated on validation
     wallclock_reference: str = "grpo"  # its longest full run's training time is the equal-wall-clock budget
     eval_seed: int = 0
     eval_batch_size: int = 512
@@ -57,7 +62,7 @@ class CompareSpec:
             raise ValueError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
         grid = {}
         for name in self.methods:
-            lrs = tuple(sorted(float(lr) for lr in self.lr_grid.get(name, DEFAULT_LRS)))
+            lrs = tuple(sorted(float(lr) for lr in self.lr_grid.get(name, DEFAULT_LR_GRID[name])))
             if not lrs or any(not lr > 0 for lr in lrs) or len(set(lrs)) != len(lrs):
                 raise ValueError(f"lr_grid[{name!r}] must be distinct positive learning rates, got {list(lrs)}")
             grid[name] = lrs
@@ -67,7 +72,7 @@ class CompareSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("n_val_skill", "n_test_skill"):
+        for name in ("n_val_skill", "n_test_skill", "n_test_ood"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -86,7 +91,8 @@ class CompareSpec:
         tiny evaluation sets. Its numbers say nothing about the methods; it checks the machinery."""
         values: dict[str, Any] = dict(
             seeds=(0, 1), lr_grid=dict.fromkeys(METHODS, (3e-5, 1e-4)), max_steps=6, prompts_per_step=4,
-            n_val_per_tier=16, n_val_skill=8, n_test_per_tier=24, n_test_skill=16, n_passk_per_tier=6, passk_max=8,
+            n_val_per_tier=16, n_val_skill=8, n_test_per_tier=24, n_test_skill=16, n_test_ood=8,
+            n_passk_per_tier=6, passk_max=8,
             curve_points=2,
         )
         values.update(overrides)

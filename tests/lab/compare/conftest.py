@@ -19,7 +19,7 @@ def tiny_spec(**overrides) -> CompareSpec:
     values = dict(
         methods=("trapo", "grpo"), seeds=(0, 1), lr_grid={"trapo": (1e-4, 3e-4), "grpo": (1e-4,)}, max_steps=2,
         prompts_per_step=2, max_completion_length=24, n_val_per_tier=2, n_val_skill=1, n_test_per_tier=2,
-        n_test_skill=1, n_passk_per_tier=1, passk_max=2, curve_points=2, max_new_tokens=12,
+        n_test_skill=1, n_test_ood=1, n_passk_per_tier=1, passk_max=2, curve_points=2, max_new_tokens=12,
     )
     values.update(overrides)
     return CompareSpec(**values)

@@ -8,6 +8,7 @@ import pytest
 
 from trapo.cli import build_parser
 from trapo_lab.cli.compare import report_dir, spec_from_args
+from trapo_lab.compare import CompareSpec
 
 
 def parse(*argv):
@@ -21,7 +22,16 @@ def test_quick_flags_become_the_spec():
     assert spec.lr_grid == {"trapo": (2e-5,), "grpo": (1e-5, 5e-5)}
     assert (spec.max_steps, spec.seeds, spec.checkpoint_steps) == (4, (3, 4, 5), [2, 4])
     full = spec_from_args(parse())
-    assert full.max_steps == 300 and full.n_test_per_tier == 500 and len(full.methods) == 7
+    assert full == CompareSpec() and len(full.methods) == 7
+    sized = spec_from_args(parse("--test-per-skill", "7", "--test-per-ood-tier", "0", "--val-per-tier", "9",
+                                 "--val-per-skill", "3"))
+    assert (sized.n_test_skill, sized.n_test_ood, sized.n_val_per_tier, sized.n_val_skill) == (7, 0, 9, 3)
+
+
+def test_default_grids_bracket_sft_higher_than_rl():
+    grid = CompareSpec().lr_grid
+    assert grid["sft"] == grid["sft-then-grpo"] == (3e-5, 1e-4, 3e-4)
+    assert grid["trapo"] == grid["grpo"] == grid["luffy"] == (1e-5, 3e-5, 1e-4)
 
 
 @pytest.mark.parametrize("item", ["grpo", "ppo=1e-5", "grpo=fast"])
@@ -36,8 +46,9 @@ def test_help_says_what_it_runs_and_that_it_resumes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "validation" in text.lower() and "resum" in text.lower() and "--quick" in text
     # the defaults in the help are the spec's
-    assert "(default: 0 1 2; quick: 0 1)" in text and "(default: 1e-5 3e-5 1e-4; quick: 3e-5 1e-4)" in text
-    assert "(default: 300; quick: 6)" in text and "--publish" in text
+    assert "(default: 0 1 2; quick: 0 1)" in text
+    assert "(default: 1e-5 3e-5 1e-4 (sft, sft-then-grpo: 3e-5 1e-4 3e-4); quick: 3e-5 1e-4)" in text
+    assert "(default: 200; quick: 6)" in text and "--publish" in text
 
 
 def test_the_report_goes_to_the_runs_directory_unless_published():

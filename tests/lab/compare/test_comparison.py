@@ -140,9 +140,13 @@ def test_report_writes_tables_json_and_plots(finished, tmp_path):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["results.md"].read_text()
     for heading in ("Equal optimizer steps", "Equal wall-clock", "Paired comparison against TRAPO",
-                    "Learning-rate selection", "trapo compare --test"):
+                    "Learning-rate selection", "trapo compare --test", "**OOD avg**", "OOD d per seed",
+                    "## The paper's claims"):
         assert heading in text
     data = json.loads(paths["results.json"].read_text())
+    # the out-of-distribution tiers are test-only columns, averaged apart from the in-domain tiers
+    assert data["ood"] == ["ood-t6", "ood-t7"] and data["columns"].index("ood") > data["columns"].index("in_domain")
+    assert data["equal_steps"]["trapo"]["summary"]["ood"]["n"] == 2
     assert data["equal_steps"]["grpo"]["lr"] == 1e-4 and data["wall_seconds"] == 12.0
     dynamics = json.loads(paths["dynamics.json"].read_text())
     assert dynamics["trapo"]["steps"] == [1, 2] and "guidance/level_3" in dynamics["trapo"]["metrics"]

@@ -74,8 +74,8 @@ def test_format_lr():
 
 def test_spec_defaults_follow_the_protocol_and_quick_is_small():
     spec = CompareSpec()
-    assert len(spec.seeds) >= 3 and spec.n_test_per_tier >= 500 and spec.passk_max == 16
-    assert spec.checkpoint_steps == list(range(30, 301, 30))
+    assert len(spec.seeds) >= 3 and spec.n_test_per_tier >= 300 and spec.n_test_ood >= 300 and spec.passk_max == 16
+    assert spec.checkpoint_steps == list(range(40, 201, 40))
     quick = CompareSpec.quick()
     assert quick.max_steps <= 10 and len(quick.seeds) <= 2 and quick.checkpoint_steps == [3, 6]
     assert set(quick.methods) == set(spec.methods)
