@@ -10,6 +10,8 @@ from pathlib import Path
 from trapo_lab.cli import lab_command
 
 COMMAND = "demo"
+# The published full comparison (relative to the repository root, where `make demo` runs).
+PUBLISHED_RESULTS = "docs/results/compare/results.json"
 
 DESCRIPTION = """\
 The main job on the embedded default, on CPU (measured on one thread: about 23 minutes to build the base
@@ -40,6 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for the tiny model; 0: torch's default).")
     parser.set_defaults(func=lab_command(COMMAND, run))
+
+
+def comparison_line(results_json: Path) -> str:
+    """One line on what the published full comparison found (its first claim, with the command that
+    reproduces it), read from its ``results.json``; a pointer to ``trapo compare`` when there is none."""
+    from trapo_lab.compare.claims import claims_table
+
+    if not results_json.is_file():
+        return ("Whether TRAPO beats its baselines takes the full comparison: `trapo compare` "
+                "(docs/results/compare/results.md in the repository).")
+    summary = json.loads(results_json.read_text())
+    claims = claims_table(summary)
+    if not claims:
+        return f"{results_json} has no TRAPO-vs-baseline claims."
+    first = claims[0]
+    return (f"The full comparison ({results_json.parent / 'results.md'}; reproduce: `{summary.get('command')}`): "
+            f"{first['claim']}: {first['verdict']} ({first['evidence'].split(';')[0]}).")
 
 
 def _evaluate(model_dir: Path, examples, seed: int) -> dict:
@@ -105,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                "run_dir": str(out), "final_model": str(result.final_model_dir)}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     print("\nSampled (T = 1) pass@1, % of held-out problems:\n" + table)
+    print("\n" + comparison_line(Path(PUBLISHED_RESULTS)))
     print(f"\ndone in {summary['minutes']} min; metrics per step in {out / 'metrics.jsonl'}, "
           f"example trajectories in {out / 'samples.jsonl'}")
     return 0

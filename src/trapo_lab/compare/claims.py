@@ -86,7 +86,7 @@ def _claim_in_domain(summary: dict[str, Any], baselines: Sequence[str]) -> dict[
     steps = summary["equal_steps"]
     pairs = {b: _paired(summary, PAIRED_AGAINST, b, "in_domain") for b in baselines}
     best = max(baselines, key=lambda b: steps[b]["summary"]["in_domain"]["mean"] or -1.0)
-    parts = [f"TRAPO {_points(steps[PAIRED_AGAINST]['summary']['in_domain'])}; best baseline {best} "
+    parts = [f"TRAPO {_points(steps[PAIRED_AGAINST]['summary']['in_domain'])}, best baseline {best} "
              f"{_points(steps[best]['summary']['in_domain'])}"]
     parts += [f"d vs {b}: {_delta(p)}" for b, p in pairs.items()]
     return {"claim": "TRAPO's in-domain average ≥ the best baseline's", "evidence": "; ".join(parts),

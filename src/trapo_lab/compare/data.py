@@ -91,6 +91,6 @@ def ensure_inputs(data_dir: str | os.PathLike, base_dir: str | os.PathLike, *, p
     if not (base_dir / "config.json").is_file():
         from trapo_lab.pretrain import build_base_model
 
-        log(f"no base model in {base_dir}: pre-training it (trapo base; 7 minutes on a busy 2-core machine)")
+        log(f"no base model in {base_dir}: pre-training it (trapo base: 3000 steps, ~23 min on 1 thread)")
         build_base_model(base_dir, progress=progress)
     return data_dir, base_dir

@@ -89,3 +89,16 @@ def test_claims_markdown_is_a_table_with_every_verdict():
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| #")]
     assert len(rows) == 4 and rows[3].endswith("| **fails** |")
     assert claims_markdown([]) == []
+
+
+def test_demo_line_reads_the_published_comparison(tmp_path):
+    import json
+
+    from trapo_lab.cli.demo import comparison_line
+
+    path = tmp_path / "results.json"
+    assert "trapo compare" in comparison_line(path)  # nothing published: a pointer, no numbers
+    path.write_text(json.dumps({**_summary(), "command": "trapo compare --publish"}))
+    line = comparison_line(path)
+    assert "reproduce: `trapo compare --publish`" in line
+    assert line.endswith(": within noise (TRAPO 60.0 ± 2.0, best baseline sft-then-grpo 59.3 ± 2.1).")
