@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from trapo.rollout.base import RolloutEngine, SamplingParams
+from trapo.rollout.qwen2_decode import qwen2_decoder
 
 try:  # transformers >= 5: a cache is a list of per-layer objects
     from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -249,6 +250,8 @@ class HFEngine(RolloutEngine):
         mask[:, :width] = prompt_mask[expand].bool()
         mask_4d = _full_attention_sdpa(self.model)
         cache = _new_cache(self.model, width + steps)
+        # Decode steps without transformers' per-op overhead where that computes the same (qwen2_decode)
+        decoder = qwen2_decoder(self.model, width + steps) if mask_4d and cache is not None else None
         extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         cache_arg = _cache_argument(self.model)
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
@@ -267,7 +270,9 @@ class HFEngine(RolloutEngine):
         length = width  # filled positions of mask and cache
         ids: torch.Tensor | None = None  # the tokens the next decode step feeds in
         for step in range(steps):
-            if step > 0:
+            if step > 0 and decoder is not None:
+                logits = decoder.step(ids, positions, mask[:, None, None, :length], cache)
+            elif step > 0:
                 step_mask = mask[:, None, None, :length] if mask_4d else mask[:, :length]
                 result = self.model(input_ids=ids, attention_mask=step_mask, position_ids=positions,
                                     use_cache=True, **{cache_arg: cache}, **extra)
