@@ -8,7 +8,8 @@ an explicit ``torch.Generator``, so every sample has its own reproducible random
 A decode step writes its keys, values and mask column into buffers allocated once per batch
 (:class:`_PreallocatedLayer`), where a ``DynamicCache`` copies the whole cache with ``torch.cat`` every step:
 on CPU that copy was most of a decode step's time (benchmarks/vs_trl.py measures the engine against
-``model.generate``). Finished rows are dropped from the batch as they accumulate.
+``model.generate``). Finished rows are dropped from the batch as they accumulate. On a plain float32 Qwen2 model
+the decode steps run :class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
 :class:`HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two agree under greedy
 decoding.
 """
