@@ -14,8 +14,9 @@ completions) and no reward-std scaling in all three; TRL with gradient checkpoin
   per step and s per 1000 generated tokens;
 - generation tokens/s of our engine (trapo.rollout.HFEngine) against ``model.generate`` on the same 64
   sequences (8 prompts x 8), sampling at T = 1, with every sequence forced to 64 tokens and stopping at EOS;
-- the share of real tokens in the update batch: one right-padded batch (before) and the length-sorted
-  mini-batches the trainer now uses (after);
+- the share of real tokens in the update batch: one right-padded batch of whole sequences (before) and the
+  length-sorted mini-batches the trainer now uses (after; their rows are last prompt token + response where
+  the trainer computes each distinct prompt once, trapo.trainer.shared_prompts);
 - peak RSS of every run and the machine's 1-minute load average around every run.
 
     pip install -e ".[bench]"       # TRL, in an environment of its own: it is never a dependency of trapo
@@ -91,7 +92,7 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
 
     from trapo.config import TRAPOConfig
     from trapo.trainer import TRAPOTrainer, read_metrics
-    from trapo.trainer.batch import length_sorted_mini_batches, padded_token_share, sequence_length
+    from trapo.trainer.batch import length_sorted_mini_batches, padded_token_share, row_length, sequence_length
 
     model, tokenizer = _load(base)
     examples = _examples(data)
@@ -112,8 +113,10 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
 
         def update(batch, advantages, metrics):
             lengths = [sequence_length(t) for t in batch.trajectories]
+            shared = trainer._shares_prompts(batch.trajectories)
+            rows = [row_length(t, shared) for t in batch.trajectories]  # what the update's mini-batches hold
             shares.append((padded_token_share(lengths, [list(range(len(lengths)))]),
-                           padded_token_share(lengths, length_sorted_mini_batches(lengths, cfg.mini_batch_size))))
+                           padded_token_share(rows, length_sorted_mini_batches(rows, cfg.mini_batch_size))))
             return update_fn(batch, advantages, metrics)
 
         trainer.training_step, trainer.update = training_step, update

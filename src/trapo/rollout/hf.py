@@ -8,7 +8,8 @@ an explicit ``torch.Generator``, so every sample has its own reproducible random
 A decode step writes its keys, values and mask column into buffers allocated once per batch
 (:class:`_PreallocatedLayer`), where a ``DynamicCache`` copies the whole cache with ``torch.cat`` every step:
 on CPU that copy was most of a decode step's time (benchmarks/vs_trl.py measures the engine against
-``model.generate``). Finished rows are dropped from the batch as they accumulate.
+``model.generate``). Finished rows are dropped from the batch as they accumulate. On a plain float32 Qwen2 model
+the decode steps run :class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
 :class:`HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two agree under greedy
 decoding.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from trapo.rollout.base import RolloutEngine, SamplingParams
+from trapo.rollout.qwen2_decode import qwen2_decoder
 
 try:  # transformers >= 5: a cache is a list of per-layer objects
     from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -113,14 +115,24 @@ if DynamicLayer is not None:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized:  # copy the filled positions of the selected rows, not the whole buffer
-                length = self.keys.shape[-2]
-                keys, values = self._key_buffer, self._value_buffer
-                self._key_buffer = keys.new_empty((len(indices), *keys.shape[1:]))
-                self._value_buffer = values.new_empty((len(indices), *values.shape[1:]))
-                self._key_buffer[:, :, :length] = keys[indices, :, :length]
-                self._value_buffer[:, :, :length] = values[indices, :, :length]
-                self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
+            """Keep the rows ``indices`` (ascending, as the engine drops finished rows, or repeating a row, as
+            it expands a shared prefill): their filled positions are gathered to the front of the buffer, in
+            place when there are no more rows than before (a new buffer is memory touched for the first time,
+            which on CPU cost more than the copy)."""
+            if not self.is_initialized:
+                return
+            length, rows = self.keys.shape[-2], len(indices)
+            for name in ("_key_buffer", "_value_buffer"):
+                buffer = getattr(self, name)
+                # index_select (a copy: safe to write back over the rows it came from) is several times faster
+                # than advanced indexing on this strided view
+                selected = torch.index_select(buffer[:, :, :length], 0, indices)
+                if rows > buffer.shape[0]:
+                    buffer = buffer.new_empty((rows, *buffer.shape[1:]))
+                buffer = buffer[:rows]
+                buffer[:, :, :length] = selected
+                setattr(self, name, buffer)
+            self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
 
 
 def _new_cache(model: torch.nn.Module, capacity: int):
@@ -139,6 +151,18 @@ def _new_cache(model: torch.nn.Module, capacity: int):
         if type(layer) is DynamicLayer:
             layers[i] = _PreallocatedLayer(capacity)
     return cache
+
+
+def _full_attention_sdpa(model: torch.nn.Module) -> bool:
+    """Whether every attention layer of ``model`` is full (causal) attention run by ``sdpa``: then a decode
+    step's mask is the key-padding mask as it stands, ``(rows, 1, 1, keys)`` booleans, and building it in
+    place spares transformers a ``create_causal_mask`` per step (which returns a 4D mask as given)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"])
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -223,9 +247,12 @@ class HFEngine(RolloutEngine):
         expand = torch.tensor(distinct, device=device)
         # The attention mask of every position this chunk can reach, filled as decoding goes; the KV cache
         # likewise (_PreallocatedLayer): no per-step concatenation.
-        mask = torch.zeros((len(live_rows), width + steps), dtype=torch.long, device=device)
-        mask[:, :width] = prompt_mask[expand]
+        mask = torch.zeros((len(live_rows), width + steps), dtype=torch.bool, device=device)
+        mask[:, :width] = prompt_mask[expand].bool()
+        mask_4d = _full_attention_sdpa(self.model)
         cache = _new_cache(self.model, width + steps)
+        # Decode steps without transformers' per-op overhead where that computes the same (qwen2_decode)
+        decoder = qwen2_decoder(self.model, width + steps) if mask_4d and cache is not None else None
         extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         cache_arg = _cache_argument(self.model)
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
@@ -244,8 +271,11 @@ class HFEngine(RolloutEngine):
         length = width  # filled positions of mask and cache
         ids: torch.Tensor | None = None  # the tokens the next decode step feeds in
         for step in range(steps):
-            if step > 0:
-                result = self.model(input_ids=ids, attention_mask=mask[:, :length], position_ids=positions,
+            if step > 0 and decoder is not None:
+                logits = decoder.step(ids, positions, mask[:, None, None, :length], cache)
+            elif step > 0:
+                step_mask = mask[:, None, None, :length] if mask_4d else mask[:, :length]
+                result = self.model(input_ids=ids, attention_mask=step_mask, position_ids=positions,
                                     use_cache=True, **{cache_arg: cache}, **extra)
                 logits = result.logits[:, -1, :]
             tokens = sample_next(logits, sampling, generator)
@@ -259,7 +289,7 @@ class HFEngine(RolloutEngine):
             if not bool(live.any()):
                 break
             ids = torch.where(live, tokens, self.pad_token_id).unsqueeze(-1)
-            mask[:, length] = 1
+            mask[:, length] = True
             length += 1
             positions = positions + 1
             # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at

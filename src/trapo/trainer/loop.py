@@ -65,8 +65,9 @@ from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
 from trapo.trainer import safety
-from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, sequence_length
+from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
+from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
 
 
 @dataclass
@@ -316,6 +317,9 @@ class TRAPOTrainer:
         self._dirty = False  # an optimizer step of self.step was applied but self.step not yet counted
         self._pending_sizes: list[float] = []
         self._rollback_reason = ""
+        # The update computes each distinct prompt once (trapo.trainer.shared_prompts) in one process; with
+        # several, DDP's gradient reduction expects one backward per forward, and the plain path is used.
+        self.share_prompts = self.accelerator.num_processes == 1
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -393,10 +397,17 @@ class TRAPOTrainer:
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
         return self.sampler.sample(items, self._generator(step))
 
-    def _mini_batches(self, trajectories: Sequence[Trajectory]) -> list[list[int]]:
-        """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by
-        length so that padding costs little: :func:`trapo.trainer.batch.length_sorted_mini_batches`)."""
-        return length_sorted_mini_batches([sequence_length(t) for t in trajectories], self.config.mini_batch_size)
+    def _mini_batches(self, trajectories: Sequence[Trajectory], shared_prompt: bool = False) -> list[list[int]]:
+        """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by the
+        width of their rows so that padding costs little: :func:`trapo.trainer.batch.length_sorted_mini_batches`)."""
+        return length_sorted_mini_batches([row_length(t, shared_prompt) for t in trajectories],
+                                          self.config.mini_batch_size)
+
+    def _shares_prompts(self, trajectories: Sequence[Trajectory]) -> bool:
+        """Whether the update computes each distinct prompt once: where the model supports it and some
+        trajectories share a prompt (otherwise the prompt pass would be one forward more for nothing)."""
+        return (self.share_prompts and len({tuple(t.prompt_ids) for t in trajectories}) < len(trajectories)
+                and supports_shared_prompts(self.unwrapped))
 
     def _global_counts(self, masks: Sequence[torch.Tensor]) -> tuple[float, float] | None:
         if self.accelerator.num_processes == 1:
@@ -444,33 +455,51 @@ class TRAPOTrainer:
         and leaves the optimizer step to the caller. With ``num_iterations = K > 1`` (PPO-style reuse of the
         rollouts) it takes the first ``K - 1`` optimizer steps itself, one after each pass, with the ratio
         taken to the policy that sampled the batch, and leaves the last pass's gradients to the caller.
-        Metrics describe the last pass.
+        Metrics describe the last pass. Where trajectories share prompts, each distinct prompt is computed
+        once per pass and its KV cache serves every trajectory of it (:mod:`trapo.trainer.shared_prompts`).
         """
-        cfg, device = self.config, self.accelerator.device
+        cfg, device, pad = self.config, self.accelerator.device, self.tokenizer.pad_token_id
         trajs = batch.trajectories
-        chunks = self._mini_batches(trajs)
-        tokens = [build_token_batch([trajs[j] for j in c], self.tokenizer.pad_token_id, device) for c in chunks]
+        shared = self._shares_prompts(trajs)
+        chunks = self._mini_batches(trajs, shared)
+        tokens = [build_token_batch([trajs[j] for j in c], pad, device, shared_prompt=shared) for c in chunks]
         advs = [advantages[c].to(device) for c in chunks]
         model_tokens = self._reduction(cfg.loss_normalization, [b.model_mask for b in tokens])
         prefix_tokens = self._reduction(cfg.loss_normalization, [b.prefix_mask for b in tokens])
         entropy_tokens = (self._reduction(cfg.loss_normalization, [b.response_mask for b in tokens])
                           if cfg.entropy_tokens == "all" else None)
+        prompts, prompt_of = distinct_prompts(trajs)
+        prompt_rows = [torch.tensor([prompt_of[j] for j in c], device=device) for c in chunks]
+
+        def encode(model: torch.nn.Module) -> PromptCache | None:
+            """The distinct prompts' KV cache on ``model`` (None on the plain path)."""
+            return PromptCache.encode(model, prompts, pad, device) if shared else None
+
+        def logits_of(model: torch.nn.Module, i: int, cache: PromptCache | None) -> torch.Tensor:
+            b = tokens[i]
+            if cache is None:
+                return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+            return cache.logits(model, b.input_ids, b.attention_mask, prompt_rows[i])
+
+        def logprobs_of(model: torch.nn.Module) -> list[torch.Tensor]:
+            cache = encode(model)
+            return [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels)
+                    for i, b in enumerate(tokens)]
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         ref: list[torch.Tensor | None] = [None] * len(chunks)
-        with torch.no_grad():
-            for i, b in enumerate(tokens):
-                if cfg.num_iterations > 1:
-                    old[i] = _logprobs(self.model, b)
-                if self.ref_model is not None:
-                    ref[i] = _logprobs(self.ref_model, b)
+        with torch.no_grad():  # only PPO-style reuse and the KL penalty need a pass without the gradient
+            if cfg.num_iterations > 1:
+                old = [*logprobs_of(self.model)]
+            if self.ref_model is not None:
+                ref = [*logprobs_of(self.ref_model)]
 
         record = False
+        cut: PromptCache | None = None  # this pass's prompt cache, cut from its graph (PromptCache.cut)
 
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
-            logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            terms = trapo_loss(logits, b, advs[i], self.weights, model_tokens=model_tokens,
+            terms = trapo_loss(logits_of(self.model, i, cut), b, advs[i], self.weights, model_tokens=model_tokens,
                                prefix_tokens=prefix_tokens, old_logprobs=old[i], ref_logprobs=ref[i],
                                entropy_reduction=entropy_tokens)
             if record:
@@ -481,7 +510,11 @@ class TRAPOTrainer:
             if iteration > 0:  # PPO-style: one optimizer step per pass over the batch; the last is the caller's
                 self._apply_gradients(metrics)
             record = iteration == cfg.num_iterations - 1
+            cache = encode(self.model)
+            cut = cache.cut() if cache is not None else None
             self._backward_all(len(chunks), loss_of)
+            if cache is not None:
+                cache.backward(cut)  # the mini-batches' gradient on the prompts' keys and values, once
         self._record_batch(batch, metrics)
 
     def _record_loss(self, terms, b: TokenBatch, metrics: _Metrics) -> None:
@@ -937,11 +970,6 @@ def _context_length(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
     value = getattr(config, "max_position_embeddings", None)
     return int(value) if isinstance(value, int) and value > 0 else None
-
-
-def _logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return token_logprobs(logits[:, :-1].float(), batch.labels)
 
 
 def _truncate_jsonl(path: Path, step: int) -> None:

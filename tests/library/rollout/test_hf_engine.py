@@ -95,3 +95,45 @@ def test_sample_next_follows_the_distribution_and_never_draws_excluded_tokens():
     assert set(top2.tolist()) == {0, 1}
     nucleus = sample_next(logits, SamplingParams(top_p=0.7), torch.Generator().manual_seed(2))
     assert set(nucleus.tolist()) == {0, 1}
+
+
+def test_the_prebuilt_decode_mask_samples_what_the_model_built_mask_does(model, monkeypatch):
+    """Decode steps hand an sdpa full-attention model its (rows, 1, 1, keys) padding mask; the model building
+    the mask from the 2D one gives the same samples."""
+    from trapo.rollout import hf
+
+    assert hf._full_attention_sdpa(model)
+    prebuilt = HFEngine(model, EOS, PAD).generate(PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(5))
+    monkeypatch.setattr(hf, "_full_attention_sdpa", lambda m: False)
+    built = HFEngine(model, EOS, PAD).generate(PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(5))
+    assert prebuilt == built
+
+
+def test_the_prebuilt_decode_mask_is_only_for_full_attention_sdpa():
+    from trapo.rollout import hf
+
+    def config(**kw):
+        return Qwen2Config(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, **kw)
+
+    assert hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="sdpa")))
+    assert not hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="eager")))
+    sliding = config(attn_implementation="sdpa", use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    assert not hf._full_attention_sdpa(Qwen2ForCausalLM(sliding))
+
+
+@pytest.mark.parametrize("indices", [[0, 2, 3], [1], [0, 0, 1, 1, 2, 2, 3, 3]])
+def test_a_preallocated_layer_keeps_the_selected_rows(indices):
+    """Dropping rows (in place) and repeating them (a shared prefill, into a larger buffer) keep exactly the
+    selected rows' filled positions, and later writes land after them."""
+    from trapo.rollout.hf import _PreallocatedLayer
+
+    layer = _PreallocatedLayer(capacity=6)
+    keys, values = torch.randn(4, 2, 3, 5), torch.randn(4, 2, 3, 5)
+    layer.update(keys, values)
+    layer.batch_select_indices(torch.tensor(indices))
+    assert torch.equal(layer.keys, keys[indices]) and torch.equal(layer.values, values[indices])
+    new_k, new_v = torch.randn(len(indices), 2, 1, 5), torch.randn(len(indices), 2, 1, 5)
+    k, v = layer.update(new_k, new_v)
+    assert torch.equal(k, torch.cat([keys[indices], new_k], dim=2))
+    assert torch.equal(v, torch.cat([values[indices], new_v], dim=2))

@@ -61,7 +61,7 @@ def test_sorted_mini_batches_give_the_loss_and_gradient_of_one_batch(method, tmp
     advantages = trainer.advantages(batch)
 
     def run(groups) -> tuple[float, list[torch.Tensor]]:
-        trainer._mini_batches = lambda trajs: groups
+        trainer._mini_batches = lambda trajs, *_: groups
         trainer.optimizer.zero_grad(set_to_none=True)
         metrics = _Metrics()
         trainer.update(batch, advantages, metrics)

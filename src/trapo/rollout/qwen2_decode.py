@@ -1,0 +1,98 @@
+"""One decode step of a ``transformers`` Qwen2 model in plain tensor ops, for :class:`~trapo.rollout.HFEngine`.
+
+A decode step feeds one token per row. On a small model on CPU its time is mostly the fixed cost of the
+step, not arithmetic: transformers' modules run about 55 tensor ops per layer (RMSNorm in six, rotary
+embeddings in fourteen, q/k/v and gate/up as separate products) plus the Python of the modules and their
+wrappers. :class:`Qwen2Decoder` computes the same step from the same weights in about 20 ops per layer: q/k/v
+and gate/up each as one product of concatenated weights (concatenated once per generation call, as the
+weights are fixed while it runs), ``rms_norm`` as one op, the rotary embedding of queries and keys at once
+from a table of the model's own cos/sin. Prefill still runs the model itself. Used only where it computes
+what the model does (:func:`qwen2_decoder`); tests check the logits against the model's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def qwen2_decoder(model: torch.nn.Module, positions: int) -> Qwen2Decoder | None:
+    """A :class:`Qwen2Decoder` of ``model`` for positions below ``positions``, or None unless ``model`` is a
+    plain float32 ``Qwen2ForCausalLM`` whose layers this step reproduces: full attention through sdpa, default
+    rotary embeddings, SiLU, plain linear layers (no LoRA or quantised ones) with q/k/v biases all present or
+    all absent, no hooks and no patched ``forward`` (e.g. autocast)."""
+    try:
+        from transformers import Qwen2ForCausalLM
+    except ImportError:  # pragma: no cover - transformers without Qwen2
+        return None
+    if type(model) is not Qwen2ForCausalLM or "forward" in vars(model):
+        return None
+    config = model.config
+    rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    if (getattr(config, "_attn_implementation", None) != "sdpa" or config.hidden_act != "silu" or rope != "default"
+            or (getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None))
+            or any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or [])):
+        return None
+    linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    for layer in model.model.layers:
+        parts = [getattr(layer.self_attn, n, None) for n in linear[:4]] + [getattr(layer.mlp, n, None)
+                                                                           for n in linear[4:]]
+        if any(type(p) is not torch.nn.Linear for p in parts) or len({p.bias is None for p in parts[:3]}) > 1:
+            return None
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return None
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return None
+    return Qwen2Decoder(model, positions)
+
+
+class Qwen2Decoder:
+    """The decode step of a Qwen2 model (see the module docstring); built from its current weights."""
+
+    def __init__(self, model: torch.nn.Module, positions: int):
+        config, base = model.config, model.model
+        self.hidden = config.hidden_size
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.eps = config.rms_norm_eps
+        self.embed, self.norm, self.lm_head = base.embed_tokens.weight, base.norm.weight, model.lm_head.weight
+        self.layers = [self._layer(layer) for layer in base.layers]
+        steps = torch.arange(positions, device=self.embed.device)[None]
+        cos, sin = base.rotary_emb(self.embed[:1][None], steps)  # the model's own cos/sin, a row per position
+        self.cos, self.sin = cos[0], sin[0]
+
+    @staticmethod
+    def _layer(layer: torch.nn.Module) -> tuple:
+        """(input norm, q/k/v weight, q/k/v bias, o weight, post-attention norm, gate/up weight, down weight,
+        attention scale) of one decoder layer."""
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
+        bias = torch.cat([p.bias for p in qkv]) if attn.q_proj.bias is not None else None
+        return (layer.input_layernorm.weight, torch.cat([p.weight for p in qkv]), bias, attn.o_proj.weight,
+                layer.post_attention_layernorm.weight, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                mlp.down_proj.weight, attn.scaling)
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (self.hidden,), weight, self.eps)
+
+    def step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
+        """Logits ``(rows, vocab)`` for one new token per row: ``ids`` and ``positions`` ``(rows, 1)``, ``mask``
+        the ``(rows, 1, 1, keys)`` boolean padding mask over the cached positions and the new one; ``cache``:
+        the model's ``DynamicCache`` (each layer's ``update`` appends the new keys and values)."""
+        rows, heads, kv_heads, dim = ids.shape[0], self.heads, self.kv_heads, self.head_dim
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # (rows, 1, 1, dim)
+        half = dim // 2
+        h = F.embedding(ids, self.embed)
+        for (norm1, w_qkv, b_qkv, w_o, norm2, w_gate_up, w_down, scale), layer in zip(
+                self.layers, cache.layers, strict=True):
+            qkv = F.linear(self._rms_norm(h, norm1), w_qkv, b_qkv).view(rows, 1, heads + 2 * kv_heads, dim)
+            qkv = qkv.transpose(1, 2)
+            qk = qkv[:, : heads + kv_heads]  # queries and keys get the rotary embedding together
+            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+            keys, values = layer.update(qk[:, heads:], qkv[:, heads + kv_heads :])
+            out = F.scaled_dot_product_attention(qk[:, :heads], keys, values, attn_mask=mask, scale=scale,
+                                                 enable_gqa=heads != kv_heads)
+            h = h + F.linear(out.transpose(1, 2).reshape(rows, 1, heads * dim), w_o)
+            gate, up = F.linear(self._rms_norm(h, norm2), w_gate_up).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, w_down)
+        return F.linear(self._rms_norm(h, self.norm), self.lm_head)[:, -1]
