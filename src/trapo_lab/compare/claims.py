@@ -157,4 +157,3 @@ def claims_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     return [_claim_in_domain(summary, baselines), _claim_retained(summary), _claim_trust_region(summary),
             _claim_passk(summary, baselines)]
-
