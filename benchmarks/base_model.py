@@ -121,6 +121,7 @@ def render(r: dict) -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     sources = list(r["test_pass@1_sampled"])
     rss_scope = "test evaluation" if r.get("measured_existing_build") else "build + test evaluation"
+    build_rss = "not measured (existing build)" if r["peak_rss_mib_build"] is None else f"{r['peak_rss_mib_build']} MiB"
     expert = f"expert ({r['config']['mix'].get('task', 'place-value')} task)"
     lines = [
         "# The embedded base model",
@@ -138,7 +139,7 @@ def render(r: dict) -> str:
         f"| build time (pre-training + validation measurements; {r.get('build_torch_threads') or '?'} thread(s)) "
         f"| {r['build_seconds']} s |",
         f"| of which pre-training | {r['pretraining']['seconds']} s |",
-        f"| peak resident memory (build) | {r['peak_rss_mib_build'] or 'not measured (existing build)'} MiB |",
+        f"| peak resident memory (build) | {build_rss} |",
         f"| peak resident memory ({rss_scope}) | {r['peak_rss_mib_total']} MiB |",
         f"| test evaluation time (sampled + greedy) | {r['test_eval_seconds']} s |",
         "",
