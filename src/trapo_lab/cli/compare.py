@@ -44,14 +44,15 @@ finished run is reused, an interrupted one (Ctrl-C included) resumes from its la
 evaluations are cached too, so rerunning the same command continues where it stopped; --max-runs and
 --time-budget stop cleanly between runs (exit status 3) to do the work in pieces.
 
-How long (2 shared CPU cores, one torch thread): --quick took 4.7 minutes (21 runs of 6 steps and 73
-small evaluations) with the data and base model present; building a missing base model adds about 7
-minutes. The full default (7 methods x 3 learning rates, then 2 more seeds each: 35 runs of 300 steps;
-evaluation of each final model on 3500 test problems, a 500-problem x 16-sample pass@k set and 10
-checkpoints on 1200 validation problems) is estimated from the measured costs at about 4 hours of
-training (at 8 prompts per step: 0.13 s per step for sft, 1.4 s for GRPO, 1.6 s for LUFFY, 1.8 s for
-TRAPO) plus about 45 minutes of evaluation (~190 samples/s): run it in pieces, e.g. `--time-budget 50`
-repeatedly.
+How long (2 shared CPU cores, one torch thread each): --quick took 1.9 minutes (21 runs of 6 steps and 74
+small evaluations) with the data and base model present; building a missing base model adds about 23
+minutes (3000 pre-training steps). The full default (7 methods x 3 learning rates, then 2 more seeds each:
+35 runs of 200 steps; each final model evaluated on 2700 test problems, a 200-problem x 16-sample pass@k set
+and 5 checkpoints on 600 validation problems) took 204 CPU-minutes of training (per step: 0.24 s for sft,
+1.6 s for GRPO, 1.9 s for LUFFY, 3.0 s for TRAPO, as the models learn to write their steps out) plus 36 of
+evaluation: 105 minutes of wall time with the methods split over two or three processes sharing one
+--runs-dir (e.g. `--methods trapo trapo-sft` in one, the rest in another), then one all-method invocation
+that reads the cache and writes the report (3 minutes). Or run it in pieces: `--time-budget 50` repeatedly.
 
 If --data or --base do not exist they are built with the default recipes (`trapo data make`, `trapo base`).
 """
