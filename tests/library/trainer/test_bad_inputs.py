@@ -87,6 +87,11 @@ def _args(model, data, out, *extra) -> list[str]:
     return ["train", "--model", str(model), "--data", str(data), "--output", str(out), *FLAGS, *extra]
 
 
+def _flags(*extra: str):
+    """A case's argv builder: the shared model and data with these extra flags."""
+    return lambda b, t: _args(b.model, b.data, t / "out", *extra)
+
+
 def _reward_file(tmp: Path, body: str) -> str:
     path = tmp / "my_reward.py"
     path.write_text(body)
@@ -158,9 +163,9 @@ case("data_strict_bad_row", 2, "d.jsonl: line 1: field 'reward_model.ground_trut
     lambda b, t: _args(b.model, _jsonl(t / "d.jsonl", _rows(b, lambda r: r["reward_model"].update(ground_truth=""),
                                                              first_only=True)), t / "out", "--strict"))
 case("data_prompt_key_absent", 2, "'question_text'")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--prompt-key", "question_text"])
+    _flags("--prompt-key", "question_text"))
 case("data_answer_key_absent", 2, "'solution.final'")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--answer-key", "solution.final"])
+    _flags("--answer-key", "solution.final"))
 case("data_parquet_garbage", 2, "d.parquet")(
     lambda b, t: (t / "d.parquet").write_bytes(b"not parquet at all") and _args(b.model, t / "d.parquet", t / "out"))
 case("data_unknown_chat_role", 2, "d.jsonl:1: the tokenizer's chat template cannot render the prompt")(
@@ -170,9 +175,9 @@ case("data_message_without_content", 2, "no usable examples")(
     lambda b, t: _args(b.model, _jsonl(t / "d.jsonl", _rows(b, lambda r: r.update(prompt=[{"role": "user"}]))),
                        t / "out"))
 case("data_every_prompt_too_long", 2, "no usable training rows")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_prompt_length", "2"])
+    _flags("--max_prompt_length", "2"))
 case("data_strict_prompt_too_long", 2, "more than max_prompt_length=2")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_prompt_length", "2", "--strict"])
+    _flags("--max_prompt_length", "2", "--strict"))
 case("data_sft_without_experts", 2, "--method sft trains on expert solutions, but no row has an expert solution")(
     lambda b, t: [*_args(b.model, _jsonl(t / "d.jsonl", _rows(b, lambda r: r["extra_info"].update(
         expert_solutions=[]))), t / "out"), "--method", "sft"])
@@ -188,33 +193,33 @@ case("data_directory_of_non_data_files", 2, "directory has no *.parquet or *.jso
 
 # ---------------------------------------------------------------------------------------------- the config
 case("config_unknown_method", 2, "unknown method 'ppo'; valid methods")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--method", "ppo"])
+    _flags("--method", "ppo"))
 case("config_zero_steps", 2, "max_steps must be >= 1, got 0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_steps", "0"])
+    _flags("--max_steps", "0"))
 case("config_zero_prompts", 2, "prompts_per_step must be >= 1, got 0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--prompts_per_step", "0"])
+    _flags("--prompts_per_step", "0"))
 case("config_zero_completion_length", 2, "max_completion_length must be >= 1")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_completion_length", "0"])
+    _flags("--max_completion_length", "0"))
 case("config_negative_learning_rate", 2, "learning_rate must be > 0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--learning_rate=-1e-5"])
+    _flags("--learning_rate=-1e-5"))
 case("config_zero_iterations", 2, "num_iterations must be >= 1")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--num_iterations", "0"])
+    _flags("--num_iterations", "0"))
 case("config_zero_mini_batch", 2, "mini_batch_size must be >= 1")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--mini_batch_size", "0"])
+    _flags("--mini_batch_size", "0"))
 case("config_trsft_alpha_zero", 2, "trsft_alpha must be in (0, 1]")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--trsft_alpha", "0"])
+    _flags("--trsft_alpha", "0"))
 case("config_trsft_alpha_above_one", 2, "trsft_alpha must be in (0, 1], got 2.0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--trsft_alpha", "2"])
+    _flags("--trsft_alpha", "2"))
 case("config_sft_fraction_above_one", 2, "sft_fraction must be in [0, 1]")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--sft_fraction", "1.5"])
+    _flags("--sft_fraction", "1.5"))
 case("config_num_generations_mismatch", 2, "num_generations=6 but micro_group_sizes sum to 8")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--num_generations", "6"])
+    _flags("--num_generations", "6"))
 case("config_negative_save_minutes", 2, "save_minutes must be >= 0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--save_minutes=-1"])
+    _flags("--save_minutes=-1"))
 case("config_negative_reward_timeout", 2, "reward_timeout must be >= 0")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward_timeout=-1"])
+    _flags("--reward_timeout=-1"))
 case("config_zero_failure_share", 2, "max_reward_failure_share must be in (0, 1]")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--max_reward_failure_share", "0"])
+    _flags("--max_reward_failure_share", "0"))
 case("config_file_missing", 2, "cannot read config file")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--config", str(t / "none.yaml")])
 case("config_file_not_yaml", 2, "not valid YAML")(
@@ -235,9 +240,9 @@ case("config_file_bad_value", 2, "max_steps must be >= 1")(
 case("reward_file_missing", 2, "does not exist")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", f"{t}/none.py:f"])
 case("reward_spec_without_function", 2, "expected 'module:function'")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", "just_a_name"])
+    _flags("--reward", "just_a_name"))
 case("reward_module_missing", 2, "cannot import module 'no_such_module_xyz'")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", "no_such_module_xyz:f"])
+    _flags("--reward", "no_such_module_xyz:f"))
 case("reward_function_missing", 2, "has no attribute 'nope'")(
     lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward",
                   _reward_file(t, "def score(c, gt):\n    return 1.0\n") + ":nope"])
@@ -285,7 +290,7 @@ case("output_is_a_file", 2, "is a file, not a directory")(
 case("output_holds_another_run", 2, "holds another run")(
     lambda b, t: _args(b.model, b.data, _run_copy(b, t)))
 case("resume_with_nothing_to_resume", 2, "no complete checkpoint to resume from")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--resume"])
+    _flags("--resume"))
 case("resume_missing_checkpoint_path", 2, "no complete checkpoint to resume from")(
     lambda b, t: [*_args(b.model, b.data, _run_copy(b, t)), "--resume", str(t / "run_copy" / "checkpoint-9")])
 case("resume_with_another_config", 2, "trained with a different config (learning_rate: 0.001 -> 0.5")(
@@ -302,7 +307,7 @@ case("output_locked_by_a_live_process", 2, "is in use by another trapo process")
     lambda b, t: (t / "out").mkdir() or ((t / "out" / ".trapo.lock").write_text(
         json.dumps({"pid": os.getppid(), "host": os.uname().nodename})) and _args(b.model, b.data, t / "out")))
 case("updates_explode", 3, "steps in a row had a NaN/inf loss or gradient or an update out of range")(
-    lambda b, t: [*_args(b.model, b.data, t / "out"), "--learning_rate", "1e6", "--max_steps", "3"])
+    _flags("--learning_rate", "1e6", "--max_steps", "3"))
 
 
 def _snapshot(root: Path) -> dict[str, str]:
