@@ -65,9 +65,13 @@ class RolloutBatch:
     examples: list[Example]
     generated_tokens: int = 0
     generation_seconds: float = 0.0
-    reward_errors: int = 0
     reward_failures: Counter = field(default_factory=Counter)  # kind -> items (trapo.rewards.FAILURE_KINDS)
     first_reward_error: str = ""
+
+    @property
+    def reward_errors(self) -> int:
+        """Items whose reward failed, of any kind."""
+        return sum(self.reward_failures.values())
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ class GuidedSampler:
 
         returns = [0.0] * len(items)
         trajectories: list[Trajectory] = []
-        errors, failures, first_error = 0, Counter(), ""
+        failures, first_error = Counter(), ""
         for g, size in enumerate(schedule.sizes):
             chosen = []
             for p, item in enumerate(items):
@@ -192,7 +196,6 @@ class GuidedSampler:
                                 self.trainer_state) for t in group_trajs]
             scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
             rewards = scored.scores
-            errors += scored.n_failed
             failures.update(scored.failures)
             first_error = first_error or scored.first_error
             for traj, reward in zip(group_trajs, rewards, strict=True):
@@ -207,7 +210,6 @@ class GuidedSampler:
             examples=[item.example for item in items],
             generated_tokens=generated,
             generation_seconds=generation_seconds,
-            reward_errors=errors,
             reward_failures=failures,
             first_reward_error=first_error,
         )
