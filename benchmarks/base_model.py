@@ -43,8 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-per-tier", type=int, default=500, help="test problems per tier and per skill")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--base", default=None,
-                        help="measure this existing build of the default recipe instead of building one")
+    parser.add_argument(
+        "--base", default=None, help="measure this existing build of the default recipe instead of building one"
+    )
     parser.add_argument("--output", default=None, help="keep the model here (default: a temporary directory)")
     parser.add_argument("--results", default=str(RESULTS), help="where base_model.{json,md} go")
     args = parser.parse_args()
@@ -74,8 +75,15 @@ def main() -> None:
     measured = {}
     eval_start = time.perf_counter()
     for name, temperature in (("sampled", 1.0), ("greedy", 0.0)):
-        report = evaluate(model, tokenizer, problems, k=1, sampling=SamplingParams(temperature=temperature),
-                          max_new_tokens=160, seed=0)
+        report = evaluate(
+            model,
+            tokenizer,
+            problems,
+            k=1,
+            sampling=SamplingParams(temperature=temperature),
+            max_new_tokens=160,
+            seed=0,
+        )
         measured[name] = {g: round(m.avg_at_k, 4) for g, m in report.groups.items()}
         measured[f"{name}_truncated"] = {g: round(m.truncated_rate, 4) for g, m in report.groups.items()}
     eval_s = time.perf_counter() - eval_start

@@ -80,15 +80,24 @@ def measure(benchmarks: Path) -> dict:
         return verdict.status, 1000 * (time.perf_counter() - start)
 
     # pass 1, everything cold: the ground truth is parsed (the boxed copy reuses that parse)
-    accepts = [timed(f"Let me work through this.\n\nSo the answer is \\boxed{{{ex.answer}}}.", ex.answer)
-               for ex in examples]
+    accepts = [
+        timed(f"Let me work through this.\n\nSo the answer is \\boxed{{{ex.answer}}}.", ex.answer) for ex in examples
+    ]
     # pass 2, as in training: ground truths parsed already, every candidate parsed afresh
     _clear_parse_caches()
-    rejects = [timed(f"Hence the result is \\boxed{{{other}}}.", ex.answer) for ex, other in zip(examples, others,
-                                                                                                   strict=True)]
+    rejects = [
+        timed(f"Hence the result is \\boxed{{{other}}}.", ex.answer) for ex, other in zip(examples, others, strict=True)
+    ]
     rows = [
-        {"source": ex.data_source, "answer": ex.answer, "other": other, "accept": a[0], "reject": r[0],
-         "accept_ms": a[1], "reject_ms": r[1]}
+        {
+            "source": ex.data_source,
+            "answer": ex.answer,
+            "other": other,
+            "accept": a[0],
+            "reject": r[0],
+            "accept_ms": a[1],
+            "reject_ms": r[1],
+        }
         for ex, other, a, r in zip(examples, others, accepts, rejects, strict=True)
     ]
 
@@ -135,8 +144,10 @@ def markdown(result: dict) -> str:
     ]
     for name, b in [*result["per_source"].items(), ("**all**", o)]:
         s = b["all_calls"]
-        lines.append(f"| {name} | {b['problems']} | {100 * b['accept_rate']:.2f}% | {100 * b['reject_rate']:.2f}% | "
-                     f"{s['mean_ms']:.1f} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.0f} |")
+        lines.append(
+            f"| {name} | {b['problems']} | {100 * b['accept_rate']:.2f}% | {100 * b['reject_rate']:.2f}% | "
+            f"{s['mean_ms']:.1f} | {s['median_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.0f} |"
+        )
     cold, warm = o["accept_calls"], o["reject_calls"]
     lines += [
         "",
@@ -157,8 +168,11 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmarks", default=str(ROOT / ".." / "shared" / "benchmarks"),
-                        help="directory of the verl benchmark parquet files")
+    parser.add_argument(
+        "--benchmarks",
+        default=str(ROOT / ".." / "shared" / "benchmarks"),
+        help="directory of the verl benchmark parquet files",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"), help="where to write the results")
     args = parser.parse_args()
     result = measure(Path(args.benchmarks))

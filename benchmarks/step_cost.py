@@ -38,8 +38,16 @@ def run_variant(base: Path, examples, overrides: dict, steps: int, seed: int) ->
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base)
     with tempfile.TemporaryDirectory() as out:
-        cfg = TRAPOConfig(output_dir=out, max_steps=steps, prompts_per_step=8, learning_rate=1e-5, seed=seed,
-                          max_completion_length=128, sample_log_steps=0, **overrides)
+        cfg = TRAPOConfig(
+            output_dir=out,
+            max_steps=steps,
+            prompts_per_step=8,
+            learning_rate=1e-5,
+            seed=seed,
+            max_completion_length=128,
+            sample_log_steps=0,
+            **overrides,
+        )
         trainer = TRAPOTrainer(model, tokenizer, examples, cfg)
         trainer.train()
         rows = read_metrics(out)
@@ -67,28 +75,40 @@ def main() -> None:
         for name, overrides in VARIANTS.items():
             per_round[name].append(run_variant(Path(args.base), examples, overrides, args.steps, seed=r))
             print(f"round {r} {name}: {per_round[name][-1]}", flush=True)
-    ratios = {name: statistics.median(x["step_s"] / g["step_s"] for x, g in zip(rounds, per_round["grpo"], strict=True))
-              for name, rounds in per_round.items()}
+    ratios = {
+        name: statistics.median(x["step_s"] / g["step_s"] for x, g in zip(rounds, per_round["grpo"], strict=True))
+        for name, rounds in per_round.items()
+    }
     result = {
-        "rounds": args.rounds, "steps_per_round": args.steps, "threads": args.threads,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "threads": args.threads,
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         "wall_s": round(time.time() - started, 1),
-        **{f"median_{key}": {n: statistics.median(x[key] for x in v) for n, v in per_round.items()}
-           for key in ("step_s", "generation_s", "generated_tokens")},
+        **{
+            f"median_{key}": {n: statistics.median(x[key] for x in v) for n, v in per_round.items()}
+            for key in ("step_s", "generation_s", "generated_tokens")
+        },
         "step_time_ratio_to_grpo": ratios,
         "per_round": per_round,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "step_cost.json").write_text(json.dumps(result, indent=2))
-    lines = ["# Step cost: TRAPO vs GRPO (same 8 trajectories per prompt, 8 prompts per step)", "",
-             f"`python benchmarks/step_cost.py --rounds {args.rounds} --steps {args.steps}` on {result['machine']}; "
-             f"{result['wall_s']} s in all. Ratios are medians over interleaved rounds.", "",
-             "| variant | median step (s) | generation (s) | generated tokens / step | step time / GRPO |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# Step cost: TRAPO vs GRPO (same 8 trajectories per prompt, 8 prompts per step)",
+        "",
+        f"`python benchmarks/step_cost.py --rounds {args.rounds} --steps {args.steps}` on {result['machine']}; "
+        f"{result['wall_s']} s in all. Ratios are medians over interleaved rounds.",
+        "",
+        "| variant | median step (s) | generation (s) | generated tokens / step | step time / GRPO |",
+        "|---|---|---|---|---|",
+    ]
     for n in VARIANTS:
-        lines.append(f"| {n} | {result['median_step_s'][n]:.3f} | {result['median_generation_s'][n]:.3f} | "
-                     f"{result['median_generated_tokens'][n]:.0f} | {ratios[n]:.2f}x |")
+        lines.append(
+            f"| {n} | {result['median_step_s'][n]:.3f} | {result['median_generation_s'][n]:.3f} | "
+            f"{result['median_generated_tokens'][n]:.0f} | {ratios[n]:.2f}x |"
+        )
     (out / "step_cost.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -99,10 +99,19 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
     ends, shares = [], []
     with tempfile.TemporaryDirectory() as out:
         method, _, mode = variant.partition("-")
-        cfg = TRAPOConfig(output_dir=out, method=method, rollout_mode=mode or "sequential", max_steps=steps,
-                          prompts_per_step=PROMPTS_PER_STEP,
-                          max_completion_length=MAX_NEW_TOKENS, learning_rate=LR, seed=seed, sample_log_steps=0,
-                          entropy_coef=ENTROPY_COEF, beta=0.0)
+        cfg = TRAPOConfig(
+            output_dir=out,
+            method=method,
+            rollout_mode=mode or "sequential",
+            max_steps=steps,
+            prompts_per_step=PROMPTS_PER_STEP,
+            max_completion_length=MAX_NEW_TOKENS,
+            learning_rate=LR,
+            seed=seed,
+            sample_log_steps=0,
+            entropy_coef=ENTROPY_COEF,
+            beta=0.0,
+        )
         trainer = TRAPOTrainer(model, tokenizer, examples, cfg, reward_fn=exact_match)
         step_fn, update_fn = trainer.training_step, trainer.update
 
@@ -115,8 +124,12 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
             lengths = [sequence_length(t) for t in batch.trajectories]
             shared = trainer._shares_prompts(batch.trajectories)
             rows = [row_length(t, shared) for t in batch.trajectories]  # what the update's mini-batches hold
-            shares.append((padded_token_share(lengths, [list(range(len(lengths)))]),
-                           padded_token_share(rows, length_sorted_mini_batches(rows, cfg.mini_batch_size))))
+            shares.append(
+                (
+                    padded_token_share(lengths, [list(range(len(lengths)))]),
+                    padded_token_share(rows, length_sorted_mini_batches(rows, cfg.mini_batch_size)),
+                )
+            )
             return update_fn(batch, advantages, metrics)
 
         trainer.training_step, trainer.update = training_step, update
@@ -124,10 +137,14 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
         trainer.train()
         rows = read_metrics(out)
     times = [b - a for a, b in zip([start, *ends], ends, strict=False)]
-    return {"step_s": times, "generated_tokens": [r["perf/generated_tokens"] for r in rows],
-            "generation_s": [r.get("perf/generation_s", 0.0) for r in rows],
-            "real_token_share_one_batch": [s[0] for s in shares], "real_token_share_sorted": [s[1] for s in shares],
-            "threads_at_end": torch.get_num_threads()}
+    return {
+        "step_s": times,
+        "generated_tokens": [r["perf/generated_tokens"] for r in rows],
+        "generation_s": [r.get("perf/generation_s", 0.0) for r in rows],
+        "real_token_share_one_batch": [s[0] for s in shares],
+        "real_token_share_sorted": [s[1] for s in shares],
+        "threads_at_end": torch.get_num_threads(),
+    }
 
 
 def worker_trl(base: str, data: str | None, steps: int, seed: int) -> dict:
@@ -138,8 +155,12 @@ def worker_trl(base: str, data: str | None, steps: int, seed: int) -> dict:
 
     model, tokenizer = _load(base)
     examples = _examples(data)
-    dataset = Dataset.from_list([{"prompt": list(e.prompt) if not isinstance(e.prompt, str) else e.prompt,
-                                  "answer": e.answer} for e in examples])
+    dataset = Dataset.from_list(
+        [
+            {"prompt": list(e.prompt) if not isinstance(e.prompt, str) else e.prompt, "answer": e.answer}
+            for e in examples
+        ]
+    )
     ends, lengths = [], []
 
     class Clock(TrainerCallback):
@@ -152,20 +173,45 @@ def worker_trl(base: str, data: str | None, steps: int, seed: int) -> dict:
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as out:
-        cfg = GRPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
-                         num_generations=GENERATIONS, max_completion_length=MAX_NEW_TOKENS, learning_rate=LR,
-                         beta=0.0, entropy_coef=ENTROPY_COEF, loss_type="dr_grpo", scale_rewards="none",
-                         temperature=1.0, gradient_checkpointing=False, bf16=False, use_cpu=True, seed=seed,
-                         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-                         dataloader_num_workers=0)
-        trainer = GRPOTrainer(model=model, reward_funcs=exact_match, args=cfg, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=[Clock()])
+        cfg = GRPOConfig(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=PROMPTS_PER_STEP * GENERATIONS,
+            num_generations=GENERATIONS,
+            max_completion_length=MAX_NEW_TOKENS,
+            learning_rate=LR,
+            beta=0.0,
+            entropy_coef=ENTROPY_COEF,
+            loss_type="dr_grpo",
+            scale_rewards="none",
+            temperature=1.0,
+            gradient_checkpointing=False,
+            bf16=False,
+            use_cpu=True,
+            seed=seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=exact_match,
+            args=cfg,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[Clock()],
+        )
         torch.set_num_threads(threads)  # in case set-up changed it
         start = time.perf_counter()
         trainer.train()
     times = [b - a for a, b in zip([start, *ends], ends, strict=False)]
-    return {"step_s": times, "generated_tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths],
-            "threads_at_end": torch.get_num_threads()}
+    return {
+        "step_s": times,
+        "generated_tokens": [m * PROMPTS_PER_STEP * GENERATIONS for m in lengths],
+        "threads_at_end": torch.get_num_threads(),
+    }
 
 
 def worker_generation(base: str, data: str | None, rounds: int) -> dict:
@@ -192,13 +238,21 @@ def worker_generation(base: str, data: str | None, rounds: int) -> dict:
         ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
         mask = torch.zeros_like(ids)
         for row, p in enumerate(prompts):
-            ids[row, width - len(p):], mask[row, width - len(p):] = torch.tensor(p), 1
+            ids[row, width - len(p) :], mask[row, width - len(p) :] = torch.tensor(p), 1
         torch.manual_seed(seed)
         t = time.perf_counter()
         with torch.inference_mode():
-            seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=MAX_NEW_TOKENS, do_sample=True,
-                                  temperature=1.0, top_p=1.0, top_k=0,
-                                  eos_token_id=eos if eos >= 0 else None, pad_token_id=tokenizer.pad_token_id)
+            seqs = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                eos_token_id=eos if eos >= 0 else None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         seconds = time.perf_counter() - t
         new = seqs[:, width:].tolist()
         if eos >= 0:  # count up to and including EOS, as our engine returns
@@ -208,9 +262,12 @@ def worker_generation(base: str, data: str | None, rounds: int) -> dict:
     result: dict[str, list] = {k: [] for k in ("ours_forced", "generate_forced", "ours_eos", "generate_eos")}
     ours(tokenizer.eos_token_id, 0), theirs(tokenizer.eos_token_id, 0)  # warm-up
     for r in range(rounds):
-        for name, fn, eos in (("ours_forced", ours, never), ("generate_forced", theirs, never),
-                              ("ours_eos", ours, tokenizer.eos_token_id),
-                              ("generate_eos", theirs, tokenizer.eos_token_id)):
+        for name, fn, eos in (
+            ("ours_forced", ours, never),
+            ("generate_forced", theirs, never),
+            ("ours_eos", ours, tokenizer.eos_token_id),
+            ("generate_eos", theirs, tokenizer.eos_token_id),
+        ):
             seconds, tokens = fn(eos, r + 1)
             result[name].append({"s": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds})
     # What bounds a decode step now: the ops' share of the CPU time of one forced-length pass of our engine.
@@ -220,8 +277,9 @@ def worker_generation(base: str, data: str | None, rounds: int) -> dict:
         ours(never, 0)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) or 1
-    result["decode_profile"] = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count}
-                                for e in ops[:8]]
+    result["decode_profile"] = [
+        {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in ops[:8]
+    ]
     return result
 
 
@@ -241,8 +299,22 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run_worker(args: argparse.Namespace, name: str, threads: int, seed: int = 0, rounds: int = 0) -> dict:
-    cmd = [args.python, __file__, "--worker", name, "--threads", str(threads), "--base", args.base,
-           "--steps", str(args.steps), "--seed", str(seed), "--rounds", str(rounds)]
+    cmd = [
+        args.python,
+        __file__,
+        "--worker",
+        name,
+        "--threads",
+        str(threads),
+        "--base",
+        args.base,
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(seed),
+        "--rounds",
+        str(rounds),
+    ]
     if args.data:
         cmd += ["--data", args.data]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
@@ -252,7 +324,7 @@ def run_worker(args: argparse.Namespace, name: str, threads: int, seed: int = 0,
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     result.update(load_before=load_before, load_after=os.getloadavg()[0], wall_s=time.perf_counter() - started)
     return result
 
@@ -277,39 +349,57 @@ def _random_base(directory: Path) -> str:
 
 
 def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
-    out: dict = {"threads": {}, "settings": {
-        "prompts_per_step": PROMPTS_PER_STEP, "generations": GENERATIONS, "max_new_tokens": MAX_NEW_TOKENS,
-        "learning_rate": LR, "entropy_coef": ENTROPY_COEF, "beta": 0.0, "rounds": args.rounds,
-        "rounds_other_threads": args.rounds_other,
-        "steps_per_run": args.steps, "first_step_dropped": True, "base": args.base_label, "data": args.data}}
+    out: dict = {
+        "threads": {},
+        "settings": {
+            "prompts_per_step": PROMPTS_PER_STEP,
+            "generations": GENERATIONS,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "learning_rate": LR,
+            "entropy_coef": ENTROPY_COEF,
+            "beta": 0.0,
+            "rounds": args.rounds,
+            "rounds_other_threads": args.rounds_other,
+            "steps_per_run": args.steps,
+            "first_step_dropped": True,
+            "base": args.base_label,
+            "data": args.data,
+        },
+    }
     for threads, per_variant in runs.items():
         rows: dict = {}
         for v, rounds in per_variant.items():
             per_round = [_median(r["step_s"][1:]) for r in rounds]
             tokens = [_median(r["generated_tokens"][1:]) for r in rounds]
             rows[v] = {
-                "median_step_s": _median(per_round), "per_round_step_s": per_round,
+                "median_step_s": _median(per_round),
+                "per_round_step_s": per_round,
                 "generated_tokens_per_step": _median(tokens),
-                "s_per_1000_generated_tokens": _median([1000 * s / t for s, t in zip(per_round, tokens, strict=True)
-                                                        if t]),
+                "s_per_1000_generated_tokens": _median(
+                    [1000 * s / t for s, t in zip(per_round, tokens, strict=True) if t]
+                ),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
                 "threads_at_end": sorted({r["threads_at_end"] for r in rounds}),
             }
             if v != "trl":
                 rows[v]["generation_s"] = _median([_median(r["generation_s"][1:]) for r in rounds])
-                rows[v]["real_token_share_one_batch"] = _median([x for r in rounds
-                                                                 for x in r["real_token_share_one_batch"]])
+                rows[v]["real_token_share_one_batch"] = _median(
+                    [x for r in rounds for x in r["real_token_share_one_batch"]]
+                )
                 rows[v]["real_token_share_sorted"] = _median([x for r in rounds for x in r["real_token_share_sorted"]])
 
         def ratio(a: str, b: str, rows: dict = rows) -> float | None:
             if a not in rows or b not in rows:
                 return None
-            return _median([x / y for x, y in zip(rows[a]["per_round_step_s"], rows[b]["per_round_step_s"],
-                                                  strict=True)])
+            return _median(
+                [x / y for x, y in zip(rows[a]["per_round_step_s"], rows[b]["per_round_step_s"], strict=True)]
+            )
 
         loads = [x for rounds in per_variant.values() for r in rounds for x in (r["load_before"], r["load_after"])]
         out["threads"][str(threads)] = {
-            "variants": rows, "grpo_over_trl": ratio("grpo", "trl"), "trapo_over_grpo": ratio("trapo", "grpo"),
+            "variants": rows,
+            "grpo_over_trl": ratio("grpo", "trl"),
+            "trapo_over_grpo": ratio("trapo", "grpo"),
             "trapo_over_trl": ratio("trapo", "trl"),
             "speculative_over_sequential": ratio("trapo-speculative", "trapo"),
             "load_1min": {"min": min(loads), "median": _median(loads), "max": max(loads)},
@@ -319,17 +409,26 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
     out["trapo_over_grpo"] = one.get("trapo_over_grpo")
     gen = {}
     for threads, g in generation.items():
-        tps = {k: _median([x["tokens_per_s"] for x in g[k]])
-               for k in ("ours_forced", "generate_forced", "ours_eos", "generate_eos")}
+        tps = {
+            k: _median([x["tokens_per_s"] for x in g[k]])
+            for k in ("ours_forced", "generate_forced", "ours_eos", "generate_eos")
+        }
         gen[str(threads)] = {
             **{f"{k}_tokens_per_s": v for k, v in tps.items()},
-            "ours_over_generate_forced": _median([a["tokens_per_s"] / b["tokens_per_s"] for a, b in
-                                                  zip(g["ours_forced"], g["generate_forced"], strict=True)]),
-            "ours_over_generate_eos": _median([a["tokens_per_s"] / b["tokens_per_s"] for a, b in
-                                               zip(g["ours_eos"], g["generate_eos"], strict=True)]),
+            "ours_over_generate_forced": _median(
+                [
+                    a["tokens_per_s"] / b["tokens_per_s"]
+                    for a, b in zip(g["ours_forced"], g["generate_forced"], strict=True)
+                ]
+            ),
+            "ours_over_generate_eos": _median(
+                [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(g["ours_eos"], g["generate_eos"], strict=True)]
+            ),
             "eos_tokens": _median([x["tokens"] for x in g["ours_eos"]]),
             "eos_tokens_generate": _median([x["tokens"] for x in g["generate_eos"]]),
-            "peak_rss_mb": g["peak_rss_mb"], "load_before": g["load_before"], "load_after": g["load_after"],
+            "peak_rss_mb": g["peak_rss_mb"],
+            "load_before": g["load_before"],
+            "load_after": g["load_after"],
             "decode_profile": g["decode_profile"],
         }
     out["generation"] = gen
@@ -338,54 +437,85 @@ def summarize(runs: dict, generation: dict, args: argparse.Namespace) -> dict:
 
 def markdown(result: dict, args: argparse.Namespace) -> str:
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    lines = ["# Step time: our grpo and trapo vs TRL's GRPOTrainer", "",
-             f"`{result['command']}` on {result['machine']}; {result['wall_s']:.0f} s in all. "
-             f"Base model: {result['settings']['base']}. {PROMPTS_PER_STEP} prompts x {GENERATIONS} completions per "
-             f"step, <= {MAX_NEW_TOKENS} new tokens, lr {LR:g}, fp32, beta 0, entropy coefficient {ENTROPY_COEF}, "
-             "Dr. GRPO normalisation, no reward-std scaling, exact-match reward; TRL "
-             f"{result['versions'].get('trl')} without gradient checkpointing, plain `model.generate`. "
-             f"Rounds of {args.steps}-step runs per variant ({args.rounds} at {args.threads[0]} thread(s), "
-             f"{args.rounds_other} at more), interleaved, each in a fresh process; the "
-             "first step of every run dropped; medians over rounds; ratios are medians of per-round ratios.", ""]
+    lines = [
+        "# Step time: our grpo and trapo vs TRL's GRPOTrainer",
+        "",
+        f"`{result['command']}` on {result['machine']}; {result['wall_s']:.0f} s in all. "
+        f"Base model: {result['settings']['base']}. {PROMPTS_PER_STEP} prompts x {GENERATIONS} completions per "
+        f"step, <= {MAX_NEW_TOKENS} new tokens, lr {LR:g}, fp32, beta 0, entropy coefficient {ENTROPY_COEF}, "
+        "Dr. GRPO normalisation, no reward-std scaling, exact-match reward; TRL "
+        f"{result['versions'].get('trl')} without gradient checkpointing, plain `model.generate`. "
+        f"Rounds of {args.steps}-step runs per variant ({args.rounds} at {args.threads[0]} thread(s), "
+        f"{args.rounds_other} at more), interleaved, each in a fresh process; the "
+        "first step of every run dropped; medians over rounds; ratios are medians of per-round ratios.",
+        "",
+    ]
     for threads, t in result["threads"].items():
         rows = t["variants"]
         n_rounds = max(len(r["per_round_step_s"]) for r in rows.values())
-        lines += [f"## {threads} thread{'s' if threads != '1' else ''} ({n_rounds} rounds)", "",
-                  f"Machine load (1-min average, around the runs): min {t['load_1min']['min']:.2f}, median "
-                  f"{t['load_1min']['median']:.2f}, max {t['load_1min']['max']:.2f} on {os.cpu_count()} cores.", "",
-                  "| | s/step | generated tokens/step | s per 1000 generated tokens | generation s/step | "
-                  "real tokens in the update: one padded batch -> sorted mini-batches | peak RSS (MB) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {threads} thread{'s' if threads != '1' else ''} ({n_rounds} rounds)",
+            "",
+            f"Machine load (1-min average, around the runs): min {t['load_1min']['min']:.2f}, median "
+            f"{t['load_1min']['median']:.2f}, max {t['load_1min']['max']:.2f} on {os.cpu_count()} cores.",
+            "",
+            "| | s/step | generated tokens/step | s per 1000 generated tokens | generation s/step | "
+            "real tokens in the update: one padded batch -> sorted mini-batches | peak RSS (MB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for v in VARIANTS:
             if v not in rows:
                 continue
             r = rows[v]
-            share = ("-" if v == "trl" else
-                     f"{100 * r['real_token_share_one_batch']:.0f}% -> {100 * r['real_token_share_sorted']:.0f}%")
-            label = {"trl": "TRL GRPOTrainer", "trapo": "our trapo (sequential rollouts, the default)",
-                     "trapo-speculative": "our trapo (speculative rollouts)"}.get(v, "our " + v)
-            lines.append(f"| {label} | {f(r['median_step_s'])} | "
-                         f"{f(r['generated_tokens_per_step'], 0)} | {f(r['s_per_1000_generated_tokens'])} | "
-                         f"{f(r.get('generation_s'))} | {share} | {f(r['peak_rss_mb'], 0)} |")
-        lines += ["", f"grpo / TRL: **{f(t['grpo_over_trl'], 2)}x**; trapo / grpo: **{f(t['trapo_over_grpo'], 2)}x**; "
-                  f"trapo / TRL: {f(t['trapo_over_trl'], 2)}x; speculative / sequential rollouts: "
-                  f"{f(t['speculative_over_sequential'], 2)}x.", ""]
-    lines += ["## Generation: our engine vs `model.generate`", "",
-              f"The same {PROMPTS_PER_STEP * GENERATIONS} sequences ({PROMPTS_PER_STEP} prompts x {GENERATIONS}), "
-              f"sampling at T = 1, <= {MAX_NEW_TOKENS} new tokens; interleaved rounds (as many as the step "
-              "runs), medians.", "",
-              "| threads | forced length: ours / generate (tokens/s) | ratio | stop at EOS: ours / generate (tokens/s) "
-              "| ratio | tokens at EOS (ours / generate) |", "|---|---|---|---|---|---|"]
+            share = (
+                "-"
+                if v == "trl"
+                else f"{100 * r['real_token_share_one_batch']:.0f}% -> {100 * r['real_token_share_sorted']:.0f}%"
+            )
+            label = {
+                "trl": "TRL GRPOTrainer",
+                "trapo": "our trapo (sequential rollouts, the default)",
+                "trapo-speculative": "our trapo (speculative rollouts)",
+            }.get(v, "our " + v)
+            lines.append(
+                f"| {label} | {f(r['median_step_s'])} | "
+                f"{f(r['generated_tokens_per_step'], 0)} | {f(r['s_per_1000_generated_tokens'])} | "
+                f"{f(r.get('generation_s'))} | {share} | {f(r['peak_rss_mb'], 0)} |"
+            )
+        lines += [
+            "",
+            f"grpo / TRL: **{f(t['grpo_over_trl'], 2)}x**; trapo / grpo: **{f(t['trapo_over_grpo'], 2)}x**; "
+            f"trapo / TRL: {f(t['trapo_over_trl'], 2)}x; speculative / sequential rollouts: "
+            f"{f(t['speculative_over_sequential'], 2)}x.",
+            "",
+        ]
+    lines += [
+        "## Generation: our engine vs `model.generate`",
+        "",
+        f"The same {PROMPTS_PER_STEP * GENERATIONS} sequences ({PROMPTS_PER_STEP} prompts x {GENERATIONS}), "
+        f"sampling at T = 1, <= {MAX_NEW_TOKENS} new tokens; interleaved rounds (as many as the step "
+        "runs), medians.",
+        "",
+        "| threads | forced length: ours / generate (tokens/s) | ratio | stop at EOS: ours / generate (tokens/s) "
+        "| ratio | tokens at EOS (ours / generate) |",
+        "|---|---|---|---|---|---|",
+    ]
     for threads, g in result["generation"].items():
-        lines.append(f"| {threads} | {f(g['ours_forced_tokens_per_s'], 0)} / {f(g['generate_forced_tokens_per_s'], 0)}"
-                     f" | **{f(g['ours_over_generate_forced'], 2)}x** | {f(g['ours_eos_tokens_per_s'], 0)} / "
-                     f"{f(g['generate_eos_tokens_per_s'], 0)} | **{f(g['ours_over_generate_eos'], 2)}x** | "
-                     f"{f(g['eos_tokens'], 0)} / {f(g['eos_tokens_generate'], 0)} |")
+        lines.append(
+            f"| {threads} | {f(g['ours_forced_tokens_per_s'], 0)} / {f(g['generate_forced_tokens_per_s'], 0)}"
+            f" | **{f(g['ours_over_generate_forced'], 2)}x** | {f(g['ours_eos_tokens_per_s'], 0)} / "
+            f"{f(g['generate_eos_tokens_per_s'], 0)} | **{f(g['ours_over_generate_eos'], 2)}x** | "
+            f"{f(g['eos_tokens'], 0)} / {f(g['eos_tokens_generate'], 0)} |"
+        )
     first = next(iter(result["generation"].values()), None)
     if first:
-        lines += ["", "Where a decode pass of our engine spends its CPU time (torch profiler, one forced-length pass, "
-                  f"{next(iter(result['generation']))} thread(s)): "
-                  + ", ".join(f"`{o['op']}` {100 * o['share']:.0f}%" for o in first["decode_profile"]) + "."]
+        lines += [
+            "",
+            "Where a decode pass of our engine spends its CPU time (torch profiler, one forced-length pass, "
+            f"{next(iter(result['generation']))} thread(s)): "
+            + ", ".join(f"`{o['op']}` {100 * o['share']:.0f}%" for o in first["decode_profile"])
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -395,12 +525,22 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="training data (trapo data make); default: built in memory")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is dropped)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="torch threads (torch.set_num_threads and OMP_NUM_THREADS in every worker)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch threads (torch.set_num_threads and OMP_NUM_THREADS in every worker)",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--rounds-other", type=int, default=2, help="rounds at the thread settings after the first")
-    parser.add_argument("--variants-other", nargs="+", default=["trl", "grpo", "trapo"], choices=VARIANTS,
-                        help="variants at the thread settings after the first")
+    parser.add_argument(
+        "--variants-other",
+        nargs="+",
+        default=["trl", "grpo", "trapo"],
+        choices=VARIANTS,
+        help="variants at the thread settings after the first",
+    )
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the workers (needs trl)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -429,9 +569,12 @@ def main() -> None:
 
     # The first thread setting gets --rounds rounds of every variant; the others (on a shared machine, runs at
     # 2 threads can take 10-50x longer) --rounds-other rounds of --variants-other.
-    plan = {t: (args.rounds, list(args.variants)) if i == 0 else
-            (args.rounds_other, [v for v in args.variants if v in args.variants_other])
-            for i, t in enumerate(args.threads)}
+    plan = {
+        t: (args.rounds, list(args.variants))
+        if i == 0
+        else (args.rounds_other, [v for v in args.variants if v in args.variants_other])
+        for i, t in enumerate(args.threads)
+    }
     runs: dict = {t: {v: [] for v in variants} for t, (_, variants) in plan.items()}
     generation: dict = {}
     for threads, (rounds, variants) in plan.items():
@@ -439,8 +582,11 @@ def main() -> None:
             for v in variants:
                 result = run_worker(args, v, threads, seed=r)
                 runs[threads][v].append(result)
-                print(f"round {r} threads {threads} {v}: step_s {[round(x, 3) for x in result['step_s']]} "
-                      f"load {result['load_before']:.2f}", flush=True)
+                print(
+                    f"round {r} threads {threads} {v}: step_s {[round(x, 3) for x in result['step_s']]} "
+                    f"load {result['load_before']:.2f}",
+                    flush=True,
+                )
         generation[threads] = run_worker(args, "generation", threads, rounds=rounds)
         print(f"generation threads {threads}: done", flush=True)
 
@@ -452,7 +598,8 @@ def main() -> None:
     result.update(
         command="python benchmarks/vs_trl.py " + " ".join(sys.argv[1:]),
         machine=f"{platform.machine()} {os.cpu_count()} cores (shared), {platform.python_version()}",
-        versions=versions, wall_s=time.perf_counter() - started,
+        versions=versions,
+        wall_s=time.perf_counter() - started,
         raw=raw,
     )
     (out / "vs_trl.json").write_text(json.dumps(result, indent=2))

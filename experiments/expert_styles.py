@@ -51,8 +51,10 @@ from trapo_lab.tasks.arithmetic import boxed
 def commuted_solution(problem: ChainProblem) -> str:
     """Native steps, with ``+`` and ``*`` written operand first: ``26+152=178``, ``7*23=161``."""
     v = problem.values
-    steps = [f"{x}{op}{a}={r}" if op in "+*" else f"{a}{op}{x}={r}"
-             for a, (op, x), r in zip(v, problem.steps, v[1:], strict=False)]
+    steps = [
+        f"{x}{op}{a}={r}" if op in "+*" else f"{a}{op}{x}={r}"
+        for a, (op, x), r in zip(v, problem.steps, v[1:], strict=False)
+    ]
     return "\n\n".join([*steps, boxed(problem.answer)])
 
 
@@ -87,14 +89,23 @@ def in_domain_and_retained(groups: dict[str, float]) -> tuple[float, float]:
 
 
 def accuracy(model, tokenizer, examples: list[Example], seed: int) -> dict[str, float]:
-    report = evaluate(model, tokenizer, examples, k=1, sampling=SamplingParams(temperature=1.0),
-                      max_new_tokens=128, seed=seed, progress=False)
+    report = evaluate(
+        model,
+        tokenizer,
+        examples,
+        k=1,
+        sampling=SamplingParams(temperature=1.0),
+        max_new_tokens=128,
+        seed=seed,
+        progress=False,
+    )
     return {name: g.avg_at_k for name, g in report.groups.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--data", default="artifacts/data-pv", help="`trapo data make --task place-value` directory")
     parser.add_argument("--base", default="artifacts/base-pv", help="`trapo base --task place-value` directory")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
@@ -122,14 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         probs = expert_token_probabilities(base, tokenizer, examples[: args.probe])
         model, tokenizer = load_model_and_tokenizer(args.base)
         with tempfile.TemporaryDirectory() as tmp:
-            config = TRAPOConfig(method="sft", learning_rate=args.lr, max_steps=args.steps, seed=args.seed,
-                                 output_dir=tmp, report_to="none")
+            config = TRAPOConfig(
+                method="sft",
+                learning_rate=args.lr,
+                max_steps=args.steps,
+                seed=args.seed,
+                output_dir=tmp,
+                report_to="none",
+            )
             TRAPOTrainer(model, tokenizer, examples, config).train()
-        rows[style] = {"off_policy": probability_stats(probs), "val": accuracy(model, tokenizer, val, args.seed),
-                       "seconds": round(time.perf_counter() - started, 1)}
+        rows[style] = {
+            "off_policy": probability_stats(probs),
+            "val": accuracy(model, tokenizer, val, args.seed),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         ind, ret = in_domain_and_retained(rows[style]["val"])
-        print(f"{style}: {rows[style]['off_policy']['share_below_0.1']:.1%} below 0.1; after SFT in-domain {ind:.1f}, "
-              f"retained {ret:.1f}", flush=True)
+        print(
+            f"{style}: {rows[style]['off_policy']['share_below_0.1']:.1%} below 0.1; after SFT in-domain {ind:.1f}, "
+            f"retained {ret:.1f}",
+            flush=True,
+        )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

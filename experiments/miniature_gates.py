@@ -65,8 +65,17 @@ def first_per_source(examples: list[Example], n: int) -> list[Example]:
 def measure(model, tokenizer, examples: list[Example], task: str, seed: int) -> dict:
     """Sampled pass@1 per data source, and per source the share of completions in the expert's form,
     without a \\boxed answer (degenerate), and mean completion tokens."""
-    report = evaluate(model, tokenizer, examples, k=1, sampling=SamplingParams(temperature=1.0),
-                      max_new_tokens=128, seed=seed, progress=False, keep_completions=True)
+    report = evaluate(
+        model,
+        tokenizer,
+        examples,
+        k=1,
+        sampling=SamplingParams(temperature=1.0),
+        max_new_tokens=128,
+        seed=seed,
+        progress=False,
+        keep_completions=True,
+    )
     from trapo.rewards import extract_boxed
 
     out: dict[str, dict] = {}
@@ -74,11 +83,11 @@ def measure(model, tokenizer, examples: list[Example], task: str, seed: int) -> 
         completions = [c for p in report.problems if p.group == name for c in (p.completions or [])]
         out[name] = {
             "acc": round(100 * (group.avg_at_k or 0.0), 2),
-            "expert_form": round(100 * sum(solution_style(c, task) == "expert" for c in completions)
-                                 / max(len(completions), 1), 2),
+            "expert_form": round(
+                100 * sum(solution_style(c, task) == "expert" for c in completions) / max(len(completions), 1), 2
+            ),
             "writes_steps": round(100 * sum(writes_steps(c) for c in completions) / max(len(completions), 1), 2),
-            "degenerate": round(100 * sum(extract_boxed(c) is None for c in completions) / max(len(completions), 1),
-                                2),
+            "degenerate": round(100 * sum(extract_boxed(c) is None for c in completions) / max(len(completions), 1), 2),
             "mean_tokens": round(group.mean_completion_tokens or 0.0, 1),
         }
     return out
@@ -112,8 +121,11 @@ def low_probability_tokens_by_place(model, tokenizer, examples: list[Example], a
     from trapo.data.encoding import encode_prompt, encode_response
     from trapo_lab.pretrain import sequence_token_probabilities
 
-    pairs = [(encode_prompt(tokenizer, ex), encode_response(tokenizer, sol)) for ex in examples
-             for sol in ex.expert_solutions]
+    pairs = [
+        (encode_prompt(tokenizer, ex), encode_response(tokenizer, sol))
+        for ex in examples
+        for sol in ex.expert_solutions
+    ]
     probs = sequence_token_probabilities(model, tokenizer, pairs)
     boundary = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("\n\n"))[0]
     counts = {"first": 0, "boundary": 0, "inside": 0}
@@ -131,8 +143,15 @@ def low_probability_tokens_by_place(model, tokenizer, examples: list[Example], a
 def sft(base_dir: Path, train: list[Example], lr: float, steps: int, seed: int):
     model, tokenizer = load_model_and_tokenizer(base_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        config = TRAPOConfig(method="sft", learning_rate=lr, max_steps=steps, seed=seed, output_dir=tmp,
-                             report_to="none", max_completion_length=128)
+        config = TRAPOConfig(
+            method="sft",
+            learning_rate=lr,
+            max_steps=steps,
+            seed=seed,
+            output_dir=tmp,
+            report_to="none",
+            max_completion_length=128,
+        )
         TRAPOTrainer(model, tokenizer, train, config).train()
     model.eval()
     return model, tokenizer
@@ -168,33 +187,51 @@ def render(record: dict) -> str:
             f"{a['expert_tokens']['share_below_0.1_pct']:.1f} / "
             f"{a['expert_tokens']['share_below_0.01_pct']:.1f} | {a['sft_chosen']['lr']:g} | {s['in_domain']:.1f} | "
             f"{s['in_domain'] - b['in_domain']:+.1f} | {b['ood']} → {s['ood']} | {b['retained']} → {s['retained']} | "
-            f"{'pass' if g['G1'] else 'FAIL'} | {'pass' if g['G2'] else 'FAIL'} | {'pass' if g['G3'] else 'FAIL'} |")
-    lines += ["", f"## The last attempt in full: {last['label']}", "", f"Design: {last['design']}", "",
-              f"Base model: `{last['base_dir']}` (config `{last['base_config_hash']}`, {last['parameters']:,} "
-              f"parameters, {last['base_pretraining'].get('steps')} pre-training steps, "
-              f"{last['base_pretraining'].get('seconds')} s); data: `{last['data_dir']}`.", ""]
+            f"{'pass' if g['G1'] else 'FAIL'} | {'pass' if g['G2'] else 'FAIL'} | {'pass' if g['G3'] else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        f"## The last attempt in full: {last['label']}",
+        "",
+        f"Design: {last['design']}",
+        "",
+        f"Base model: `{last['base_dir']}` (config `{last['base_config_hash']}`, {last['parameters']:,} "
+        f"parameters, {last['base_pretraining'].get('steps')} pre-training steps, "
+        f"{last['base_pretraining'].get('seconds')} s); data: `{last['data_dir']}`.",
+        "",
+    ]
     sources = list(last["base"]["groups"])
-    lines += ["| model | " + " | ".join(sources) + " | in-domain | OOD | retained | multi-op in expert form |",
-              "|---|" + "---|" * (len(sources) + 4)]
-    rows = [("base", last["base"])] + [(f"SFT lr {r['lr']:g}" + (" (chosen)" if r["lr"] == last["sft_chosen"]["lr"]
-                                                                    else ""), r) for r in last["sft"]]
+    lines += [
+        "| model | " + " | ".join(sources) + " | in-domain | OOD | retained | multi-op in expert form |",
+        "|---|" + "---|" * (len(sources) + 4),
+    ]
+    rows = [("base", last["base"])] + [
+        (f"SFT lr {r['lr']:g}" + (" (chosen)" if r["lr"] == last["sft_chosen"]["lr"] else ""), r) for r in last["sft"]
+    ]
     for name, r in rows:
         su = r["summary"]
         cells = " | ".join(f"{r['groups'][k]['acc']:.1f}" for k in sources)
-        lines.append(f"| {name} | {cells} | **{su['in_domain']:.1f}** | {su['ood']} | {su['retained']} | "
-                     f"{su['expert_form_multi_op']:.1f}% |")
-    lines += ["", f"SFT: {last['sft_steps']} steps × 8 prompts (token-mean NLL on the expert solution, "
-              f"`trapo` method `sft`, TRAPOConfig defaults otherwise), learning rate chosen on the "
-              f"validation in-domain average from {', '.join(f'{x:g}' for x in last['sft_lrs'])}.",
-              "", "Expert-token probabilities under the base (teacher-forced, EOS included), "
-              f"{last['expert_tokens']['problems']} training problems: "
-              f"{last['expert_tokens']['share_below_0.1_pct']:.1f}% below 0.1, "
-              f"{last['expert_tokens']['share_below_0.01_pct']:.1f}% below 0.01 "
-              f"(mean p {last['expert_tokens']['mean']}, {last['expert_tokens']['tokens']} tokens). Where the tokens "
-              "below 0.1 are, in percent of all expert tokens: "
-              + ", ".join(f"{k} {v}" for k, v in last["expert_tokens"].get("below_0_1_by_place_pct", {}).items())
-              + " (first: the solution's first token; boundary: a paragraph break or the token after it; "
-              "inside: within a step or the answer).", ""]
+        lines.append(
+            f"| {name} | {cells} | **{su['in_domain']:.1f}** | {su['ood']} | {su['retained']} | "
+            f"{su['expert_form_multi_op']:.1f}% |"
+        )
+    lines += [
+        "",
+        f"SFT: {last['sft_steps']} steps × 8 prompts (token-mean NLL on the expert solution, "
+        f"`trapo` method `sft`, TRAPOConfig defaults otherwise), learning rate chosen on the "
+        f"validation in-domain average from {', '.join(f'{x:g}' for x in last['sft_lrs'])}.",
+        "",
+        "Expert-token probabilities under the base (teacher-forced, EOS included), "
+        f"{last['expert_tokens']['problems']} training problems: "
+        f"{last['expert_tokens']['share_below_0.1_pct']:.1f}% below 0.1, "
+        f"{last['expert_tokens']['share_below_0.01_pct']:.1f}% below 0.01 "
+        f"(mean p {last['expert_tokens']['mean']}, {last['expert_tokens']['tokens']} tokens). Where the tokens "
+        "below 0.1 are, in percent of all expert tokens: "
+        + ", ".join(f"{k} {v}" for k, v in last["expert_tokens"].get("below_0_1_by_place_pct", {}).items())
+        + " (first: the solution's first token; boundary: a paragraph break or the token after it; "
+        "inside: within a step or the answer).",
+        "",
+    ]
     notes = record.get("notes")
     if notes:
         lines += ["## Notes", "", *notes, ""]
@@ -202,14 +239,18 @@ def render(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--data", default="artifacts/data", help="`trapo data make` directory (made if missing)")
     parser.add_argument("--base", default="artifacts/base", help="`trapo base` directory (built if missing)")
     parser.add_argument("--task", default="shortcut", help="task design of data and base when they are built")
     parser.add_argument("--expert-style", default=None, help="expert style of the data when it is built")
-    parser.add_argument("--base-overrides", default="{}",
-                        help="JSON of BaseModelConfig fields (mix: a dict of PretrainMix fields) for a missing base")
+    parser.add_argument(
+        "--base-overrides",
+        default="{}",
+        help="JSON of BaseModelConfig fields (mix: a dict of PretrainMix fields) for a missing base",
+    )
     parser.add_argument("--label", default="default", help="name of this attempt (replaces an attempt of that name)")
     parser.add_argument("--design", default="", help="one-line description of the design, for the table")
     parser.add_argument("--val-per-tier", type=int, default=200, help="validation problems per tier / skill")
@@ -237,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     base.eval()
     probs = expert_token_probabilities(base, tokenizer, train[: args.probe])
     stats = probability_stats(probs)
-    expert_tokens = {**stats, "problems": min(args.probe, len(train)),
-                     "share_below_0.1_pct": round(100 * stats["share_below_0.1"], 2),
-                     "share_below_0.01_pct": round(100 * stats["share_below_0.01"], 2)}
+    expert_tokens = {
+        **stats,
+        "problems": min(args.probe, len(train)),
+        "share_below_0.1_pct": round(100 * stats["share_below_0.1"], 2),
+        "share_below_0.01_pct": round(100 * stats["share_below_0.01"], 2),
+    }
     expert_tokens["below_0_1_by_place_pct"] = low_probability_tokens_by_place(base, tokenizer, train[: args.probe])
     groups = measure(base, tokenizer, val, args.task, args.seed)
     base_row = {"groups": groups, "summary": summary(groups)}
@@ -258,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "G1": b["in_domain"] <= 35 and b["single_op"] >= 85,
         "G2": s["in_domain"] - b["in_domain"] >= 10,
         # strict: a written step in any layout counts as the expert's form
-        "G3": expert_tokens["share_below_0.1_pct"] >= 10 and max(b["expert_form_multi_op"],
-                                                                 b["writes_steps_multi_op"]) <= 10,
+        "G3": expert_tokens["share_below_0.1_pct"] >= 10
+        and max(b["expert_form_multi_op"], b["writes_steps_multi_op"]) <= 10,
     }
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     attempt = {
@@ -302,15 +346,40 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads(path.read_text()) if path.is_file() else {"attempts": []}
     record["attempts"] = [a for a in record["attempts"] if a["label"] != args.label] + [attempt]
     # the issue's top-level keys describe the last attempt
-    for key in ("base_in_domain", "base_single_op", "sft_in_domain", "expert_tokens_below_0_1",
-                "expert_tokens_below_0_01", "base_expert_form_share", "base_writes_steps_share", "base_ood",
-                "sft_ood", "base_retained", "sft_retained", "gates", "command"):
+    for key in (
+        "base_in_domain",
+        "base_single_op",
+        "sft_in_domain",
+        "expert_tokens_below_0_1",
+        "expert_tokens_below_0_01",
+        "base_expert_form_share",
+        "base_writes_steps_share",
+        "base_ood",
+        "sft_ood",
+        "base_retained",
+        "sft_retained",
+        "gates",
+        "command",
+    ):
         record[key] = attempt[key]
     record["units"] = "percent"
     path.write_text(json.dumps(record, indent=2) + "\n")
     (out / "miniature_gates.md").write_text(render(record))
-    print(json.dumps({k: attempt[k] for k in ("base_in_domain", "base_single_op", "sft_in_domain",
-                                                "expert_tokens_below_0_1", "base_expert_form_share", "gates")}))
+    print(
+        json.dumps(
+            {
+                k: attempt[k]
+                for k in (
+                    "base_in_domain",
+                    "base_single_op",
+                    "sft_in_domain",
+                    "expert_tokens_below_0_1",
+                    "base_expert_form_share",
+                    "gates",
+                )
+            }
+        )
+    )
     print(f"wrote {path} and {out / 'miniature_gates.md'}")
     return 0
 

@@ -12,8 +12,21 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 CORE = ("losses", "advantages", "guidance", "objective")
 # Third-party modules the library may import (its declared dependencies), by top-level name.
-LIBRARY_DEPENDENCIES = {"torch", "transformers", "tokenizers", "safetensors", "accelerate", "math_verify", "pyarrow",
-                        "yaml", "tqdm", "numpy", "sympy", "peft", "datasets"}
+LIBRARY_DEPENDENCIES = {
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "accelerate",
+    "math_verify",
+    "pyarrow",
+    "yaml",
+    "tqdm",
+    "numpy",
+    "sympy",
+    "peft",
+    "datasets",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,8 +46,9 @@ def _modules(package: str) -> dict[str, set[str]]:
 
 
 def test_the_library_never_imports_the_lab():
-    offenders = {mod: sorted(n for n in names if n.split(".")[0] == "trapo_lab")
-                 for mod, names in _modules("trapo").items()}
+    offenders = {
+        mod: sorted(n for n in names if n.split(".")[0] == "trapo_lab") for mod, names in _modules("trapo").items()
+    }
     assert not {m: n for m, n in offenders.items() if n}
     assert _modules("trapo_lab")  # the lab exists and is scanned too
 
@@ -65,25 +79,67 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _trapo_without_lab_extra(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK_LAB_EXTRA, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_LAB_EXTRA, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
 
 
 def test_train_and_eval_work_without_the_lab_extra_and_lab_commands_name_it(tmp_path, tiny_model_dir):
     from trapo.data import Example, write_examples
 
     model_dir = tiny_model_dir
-    data = write_examples([Example(prompt=[{"role": "user", "content": f"{i}+1?"}], answer=str(i + 1),
-                                   expert_solutions=(f"{i}+1={i + 1}\n\n\\boxed{{{i + 1}}}",), data_source="toy")
-                           for i in range(4)], tmp_path / "toy.jsonl")
+    data = write_examples(
+        [
+            Example(
+                prompt=[{"role": "user", "content": f"{i}+1?"}],
+                answer=str(i + 1),
+                expert_solutions=(f"{i}+1={i + 1}\n\n\\boxed{{{i + 1}}}",),
+                data_source="toy",
+            )
+            for i in range(4)
+        ],
+        tmp_path / "toy.jsonl",
+    )
     out = tmp_path / "run"
-    done = _trapo_without_lab_extra("train", "--model", str(model_dir), "--data", str(data), "--method", "trapo",
-                                    "--max_steps", "1", "--prompts_per_step", "2", "--max_completion_length", "16",
-                                    "--output_dir", str(out), cwd=tmp_path)
+    done = _trapo_without_lab_extra(
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--method",
+        "trapo",
+        "--max_steps",
+        "1",
+        "--prompts_per_step",
+        "2",
+        "--max_completion_length",
+        "16",
+        "--output_dir",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "final" / "model.safetensors").is_file()
-    done = _trapo_without_lab_extra("eval", "--model", str(out / "final"), "--data", str(data), "--k", "1",
-                                    "--max-tokens", "8", "--output", str(tmp_path / "eval.json"), cwd=tmp_path)
+    done = _trapo_without_lab_extra(
+        "eval",
+        "--model",
+        str(out / "final"),
+        "--data",
+        str(data),
+        "--k",
+        "1",
+        "--max-tokens",
+        "8",
+        "--output",
+        str(tmp_path / "eval.json"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "eval.json").read_text())["overall"]["n_problems"] == 4
     done = _trapo_without_lab_extra("compare", "--quick", cwd=tmp_path)

@@ -38,8 +38,9 @@ def _help(text: str, **kw: Any) -> Any:
 class TRAPOConfig:
     # --- what to run ---------------------------------------------------------------------------------
     method: str = _help(f"Training method: {', '.join(METHODS)}.", default="trapo")
-    output_dir: str = _help("Where checkpoints, metrics.jsonl, samples.jsonl and the final model go.",
-                            default="runs/trapo")
+    output_dir: str = _help(
+        "Where checkpoints, metrics.jsonl, samples.jsonl and the final model go.", default="runs/trapo"
+    )
     seed: int = _help("Seed of data order, rollouts and initialisation.", default=0)
     max_steps: int = _help("Optimizer steps.", default=100)
     prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper used 8).", default=8)
@@ -47,27 +48,34 @@ class TRAPOConfig:
         "TRL's name: completions per process per forward/backward. When it or gradient_accumulation_steps is "
         "set, prompts_per_step = per_device_train_batch_size x gradient_accumulation_steps x processes / "
         "num_generations and mini_batch_size = per_device_train_batch_size (TRL's defaults 8 and 1 fill the "
-        "other). Unset: prompts_per_step and mini_batch_size rule.", default=None)
+        "other). Unset: prompts_per_step and mini_batch_size rule.",
+        default=None,
+    )
     gradient_accumulation_steps: int | None = _help(
-        "TRL's name: forward/backward passes per optimizer step (see per_device_train_batch_size).", default=None)
+        "TRL's name: forward/backward passes per optimizer step (see per_device_train_batch_size).", default=None
+    )
 
     # --- data --------------------------------------------------------------------------------------------
     prompt_template: str = _help(
         "How a prompt becomes text: chat (the tokenizer's chat template), none (the last user message as plain "
         "text), trapo (the authors' Qwen prompt: system message + 'Please reason step by step, and put your final "
-        "answer within \\boxed{}.'), or a file holding a format string with {problem}.", default="chat")
+        "answer within \\boxed{}.'), or a file holding a format string with {problem}.",
+        default="chat",
+    )
     expert_think: Literal["keep", "extract"] = _help(
         "Expert solutions written <think>...</think> + final text: keep the whole text, or extract the text "
         "inside <think> (the authors' code; a solution without the block is used whole, stripped).",
-        default="keep")
+        default="keep",
+    )
 
     # --- rollouts --------------------------------------------------------------------------------------
     num_generations: int | None = _help(
-        "Trajectories per prompt (the paper: 8). Default: the method's micro-group sizes summed.", default=None)
-    max_prompt_length: int = _help("Longer prompts are skipped (counted), or an error with --strict.",
-                                   default=512)
-    max_completion_length: int = _help("Tokens per response, expert prefix included (the paper used 8192).",
-                                       default=256)
+        "Trajectories per prompt (the paper: 8). Default: the method's micro-group sizes summed.", default=None
+    )
+    max_prompt_length: int = _help("Longer prompts are skipped (counted), or an error with --strict.", default=512)
+    max_completion_length: int = _help(
+        "Tokens per response, expert prefix included (the paper used 8192).", default=256
+    )
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
     rollout_mode: Literal["sequential", "speculative"] = _help(
@@ -75,32 +83,37 @@ class TRAPOConfig:
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
         "(same distribution; fewer passes, about a third more rows). On CPU sequential measured faster "
         "(docs/results/step_cost.md); speculative pays off where a pass's latency, not its rows, dominates.",
-        default="sequential")
+        default="sequential",
+    )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
 
     # --- guidance (None = the method's preset) ---------------------------------------------------------
     micro_group_sizes: list[int] | None = _help("Micro-group sizes (TRAPO: 4 2 1 1).", default=None)
     guidance_ratios: list[float] | None = _help("Prefix ratio of each level (TRAPO: 0 0.25 0.5 1).", default=None)
     guidance_thresholds: list[float] | None = _help(
-        "Group g>0 is guided while the prompt's cumulative return is below threshold g (TRAPO: 2 4 7).",
-        default=None)
+        "Group g>0 is guided while the prompt's cumulative return is below threshold g (TRAPO: 2 4 7).", default=None
+    )
     prefix_loss_counts: list[int] | None = _help(
-        "How many trajectories of each micro-group get the prefix loss (TRAPO: 0 1 1 1).", default=None)
-    adaptive_guidance: bool | None = _help("Adapt levels to the return (False: group g always level g).",
-                                           default=None)
+        "How many trajectories of each micro-group get the prefix loss (TRAPO: 0 1 1 1).", default=None
+    )
+    adaptive_guidance: bool | None = _help("Adapt levels to the return (False: group g always level g).", default=None)
     prefix_boundary: str = _help("Paragraph marker prefix cuts move to.", default="\n\n")
     prefix_slack: float = _help("A cut moves to the next boundary within +slack of the response.", default=0.3)
     prefix_boundary_match: Literal["ends_with", "contains"] = _help(
         "A boundary token's text ends with the marker (ours: the cut lands right after the break) or contains "
         "it (the authors': BPE merges '\\n\\n' with what follows, so the cut may take a few characters more).",
-        default="ends_with")
+        default="ends_with",
+    )
     prefix_boundary_strict: bool = _help(
         "Take the first boundary strictly after the exact cut (the authors' '>'); ours (False) also takes a "
-        "boundary at the cut itself ('>=').", default=False)
+        "boundary at the cut itself ('>=').",
+        default=False,
+    )
 
     # --- losses ----------------------------------------------------------------------------------------
     prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
-        "Loss on expert tokens (default: the method's).", default=None)
+        "Loss on expert tokens (default: the method's).", default=None
+    )
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
@@ -108,87 +121,111 @@ class TRAPOConfig:
     entropy_tokens: Literal["continuation", "all"] = _help(
         "Tokens the entropy bonus covers: the model's own (continuation; ours: the prefix is the expert's "
         "text, not the policy's choice) or every response token, prefix included (the authors' code).",
-        default="continuation")
-    beta: float = _help("KL penalty to a frozen copy of the initial model (k3 estimator); 0 keeps no copy.",
-                        default=0.0)
+        default="continuation",
+    )
+    beta: float = _help(
+        "KL penalty to a frozen copy of the initial model (k3 estimator); 0 keeps no copy.", default=0.0
+    )
     epsilon: float = _help("PPO clip range, low side.", default=0.2)
     epsilon_high: float | None = _help("PPO clip range, high side (default: epsilon).", default=None)
-    num_iterations: int = _help("Policy updates per batch of rollouts (1: ratio is 1, clipping inert).",
-                                default=1)
+    num_iterations: int = _help("Policy updates per batch of rollouts (1: ratio is 1, clipping inert).", default=1)
     loss_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
         "constant: token sum / (max_completion_length x trajectories) (Dr. GRPO; the authors divide by a "
         "fixed constant instead, see loss_constant); token_mean: mean over the batch's tokens; "
-        "seq_mean_token_mean: per-sequence mean, then mean.", default="constant")
+        "seq_mean_token_mean: per-sequence mean, then mean.",
+        default="constant",
+    )
     loss_type: str | None = _help(
         "TRL's name for loss_normalization, with TRL's meaning: grpo (= seq_mean_token_mean), dr_grpo "
         "(= constant), dapo (= token_mean over the global batch), bnpo (= token_mean); our names also work. "
-        "Set, it overrides loss_normalization.", default=None)
+        "Set, it overrides loss_normalization.",
+        default=None,
+    )
     loss_constant: float | None = _help(
         "With constant normalisation: divide each process's token-loss sum by this number instead of "
         "max_completion_length x trajectories. Gradients are averaged over processes, so the effective "
         "divisor is loss_constant x processes, as in the authors' code (8192 x 8 GPUs; they divide per "
-        "micro-batch, so their exact equivalent is 8192 x micro-batches per step).", default=None)
+        "micro-batch, so their exact equivalent is 8192 x micro-batches per step).",
+        default=None,
+    )
     sft_normalization: Literal["constant", "token_mean", "seq_mean_token_mean"] = _help(
-        "Normalisation of the SFT steps of sft / sft-then-grpo.", default="token_mean")
+        "Normalisation of the SFT steps of sft / sft-then-grpo.", default="token_mean"
+    )
     scale_rewards: str = _help(
         "Divide advantages by the reward std of the group (group; True means this), of the whole batch "
-        "(batch), or not at all (none; False means this; the paper does not scale).", default="none")
+        "(batch), or not at all (none; False means this; the paper does not scale).",
+        default="none",
+    )
     advantage_baseline: Literal["all", "unguided"] = _help(
-        "Group mean over all trajectories, or over unguided ones only (TRAPO.md §3 variant).", default="all")
-    sft_fraction: float | None = _help("Share of steps (first) that are SFT (default: the method's).",
-                                       default=None)
+        "Group mean over all trajectories, or over unguided ones only (TRAPO.md §3 variant).", default="all"
+    )
+    sft_fraction: float | None = _help("Share of steps (first) that are SFT (default: the method's).", default=None)
     reward_weights: list[float] | None = _help(
         "Weights of several reward functions (TRL's name; default: 1 each). The reward is their weighted sum; "
-        "each is logged on its own as reward/<function name>.", default=None)
+        "each is logged on its own as reward/<function name>.",
+        default=None,
+    )
 
     # --- optimisation ----------------------------------------------------------------------------------
     learning_rate: float = _help("Peak learning rate (the paper: 1e-6 on a 7B model).", default=1e-6)
-    lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.",
-                                                                       default="constant")
+    lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.", default="constant")
     warmup_steps: int = _help("Linear warm-up steps.", default=0)
     weight_decay: float = _help("AdamW weight decay (the authors' code: 0.01).", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
-    mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).",
-                                 default=64)
+    mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
     lora_alpha: int = _help("LoRA alpha.", default=16)
-    lora_target_modules: list[str] = _help("LoRA target modules ('all-linear' or names).",
-                                           default_factory=lambda: ["all-linear"])
+    lora_target_modules: list[str] = _help(
+        "LoRA target modules ('all-linear' or names).", default_factory=lambda: ["all-linear"]
+    )
 
     # --- logging and checkpoints -----------------------------------------------------------------------
     logging_steps: int = _help("Metrics every N steps (metrics.jsonl).", default=1)
     save_steps: int = _help("Checkpoint every N steps (0: only at the end and on interrupt).", default=0)
     save_minutes: float = _help(
         "Also checkpoint when N minutes have passed since the last checkpoint (0: never), so a SIGKILL or an "
-        "out-of-memory kill loses minutes, not the run.", default=10.0)
+        "out-of-memory kill loses minutes, not the run.",
+        default=10.0,
+    )
     overwrite_output_dir: bool = _help(
         "Start afresh in an output_dir that holds another run (its checkpoints, metrics and final model are "
-        "deleted); without it such a directory is refused unless --resume.", default=False)
+        "deleted); without it such a directory is refused unless --resume.",
+        default=False,
+    )
     save_total_limit: int = _help("Keep at most N checkpoints (0: keep all).", default=2)
-    sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).",
-                                  default=10)
+    sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).", default=10)
     report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
     max_nonfinite_steps: int = _help(
         "Stop after this many consecutive steps skipped (NaN/inf loss or gradient, or an update out of range: "
-        "see update_guard_factor).", default=3)
+        "see update_guard_factor).",
+        default=3,
+    )
     update_guard_factor: float = _help(
         "Do not apply an optimizer step whose size (|dw|/|w| per unit of lr, judged from the gradients before "
-        "the step) is more than this many times the median of recent steps (0: off).", default=10.0)
+        "the step) is more than this many times the median of recent steps (0: off).",
+        default=10.0,
+    )
     max_update_ratio: float = _help(
         "Do not apply an optimizer step that would change the weights by more than this fraction of their "
-        "norm, or make them NaN/inf (0: off).", default=1.0)
+        "norm, or make them NaN/inf (0: off).",
+        default=1.0,
+    )
     reward_timeout: float = _help(
         "Seconds one reward call may take (a call scores one micro-group); past it the call's items fail "
         "as timed out. A --reward function runs in a worker process so the bound holds for any code "
-        "(0: no bound, in-process).", default=60.0)
+        "(0: no bound, in-process).",
+        default=60.0,
+    )
     max_reward_failure_share: float = _help(
         "Stop when at least this share of a step's rewards failed (raised, timed out, NaN, not a number, "
-        "unverifiable ground truth) ...", default=1.0)
+        "unverifiable ground truth) ...",
+        default=1.0,
+    )
     max_reward_failure_steps: int = _help("... for this many steps in a row (0: never stop).", default=3)
     strict: bool = _help("Bad data rows are errors instead of skipped-and-counted.", default=False)
 
@@ -197,8 +234,10 @@ class TRAPOConfig:
         self.scale_rewards = _scale_rewards(self.scale_rewards)
         if self.loss_type is not None:
             if self.loss_type not in TRL_LOSS_TYPES and self.loss_type not in TRL_LOSS_TYPES.values():
-                raise ValueError(f"loss_type must be one of {', '.join(TRL_LOSS_TYPES)} (TRL) or "
-                                 f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}")
+                raise ValueError(
+                    f"loss_type must be one of {', '.join(TRL_LOSS_TYPES)} (TRL) or "
+                    f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}"
+                )
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
         if self.loss_constant is not None and self.loss_constant <= 0:
             raise ValueError(f"loss_constant must be > 0, got {self.loss_constant}")
@@ -208,9 +247,13 @@ class TRAPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
-        for name, value in (("max_steps", self.max_steps), ("prompts_per_step", self.prompts_per_step),
-                            ("max_completion_length", self.max_completion_length),
-                            ("num_iterations", self.num_iterations), ("mini_batch_size", self.mini_batch_size)):
+        for name, value in (
+            ("max_steps", self.max_steps),
+            ("prompts_per_step", self.prompts_per_step),
+            ("max_completion_length", self.max_completion_length),
+            ("num_iterations", self.num_iterations),
+            ("mini_batch_size", self.mini_batch_size),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0 < self.trsft_alpha <= 1:
@@ -233,7 +276,8 @@ class TRAPOConfig:
             else:
                 raise ValueError(
                     f"num_generations={self.num_generations} but micro_group_sizes sum to {sum(sizes)}; "
-                    "set micro_group_sizes (and thresholds) to match")
+                    "set micro_group_sizes (and thresholds) to match"
+                )
 
     # --- resolved views ------------------------------------------------------------------------------------
     @property
@@ -254,7 +298,8 @@ class TRAPOConfig:
             raise ValueError(
                 f"per_device_train_batch_size ({per_device}) x gradient_accumulation_steps ({accumulation}) x "
                 f"processes ({num_processes}) = {completions} completions per step, not a multiple of "
-                f"num_generations ({n})")
+                f"num_generations ({n})"
+            )
         return dataclasses.replace(self, prompts_per_step=completions // n, mini_batch_size=per_device)
 
     @property

@@ -208,19 +208,47 @@ class EvalReport:
     def table(self) -> str:
         """A Markdown table: one row per group, then all problems pooled, then the mean over groups."""
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-        head = ["group", "problems", f"avg@{self.k}", *(f"pass@{j}" for j in self.pass_ks),
-                "unverifiable", "timeouts", "mean tokens", "truncated", "tokens/s"]
+        head = [
+            "group",
+            "problems",
+            f"avg@{self.k}",
+            *(f"pass@{j}" for j in self.pass_ks),
+            "unverifiable",
+            "timeouts",
+            "mean tokens",
+            "truncated",
+            "tokens/s",
+        ]
 
         def row(name: str, g: GroupMetrics) -> list[str]:
-            return [name, str(g.n_problems), pct(g.avg_at_k), *(pct(g.pass_at_k.get(j)) for j in self.pass_ks),
-                    str(g.n_unverifiable), str(g.n_timeouts), f"{g.mean_completion_tokens:.1f}",
-                    pct(g.truncated_rate), f"{g.tokens_per_s:.1f}"]
+            return [
+                name,
+                str(g.n_problems),
+                pct(g.avg_at_k),
+                *(pct(g.pass_at_k.get(j)) for j in self.pass_ks),
+                str(g.n_unverifiable),
+                str(g.n_timeouts),
+                f"{g.mean_completion_tokens:.1f}",
+                pct(g.truncated_rate),
+                f"{g.tokens_per_s:.1f}",
+            ]
 
         rows = [row(name, g) for name, g in self.groups.items()]
         rows.append(row("**all problems**", self.overall))
         if len(self.groups) > 1 and (mean := self.group_mean()):
-            rows.append(["**mean of groups**", "", pct(mean[f"avg@{self.k}"]),
-                         *(pct(mean[f"pass@{j}"]) for j in self.pass_ks), "", "", "", "", ""])
+            rows.append(
+                [
+                    "**mean of groups**",
+                    "",
+                    pct(mean[f"avg@{self.k}"]),
+                    *(pct(mean[f"pass@{j}"]) for j in self.pass_ks),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)

@@ -78,12 +78,14 @@ class MicroGroupSchedule:
         if any(b < a for a, b in itertools.pairwise(thresholds)):
             raise ValueError(f"`thresholds` must be non-decreasing, got {thresholds!r}")
         if len(prefix_loss_counts) != len(sizes):
-            raise ValueError(f"`prefix_loss_counts` must have one entry per micro-group ({len(sizes)}), "
-                             f"got {prefix_loss_counts!r}")
+            raise ValueError(
+                f"`prefix_loss_counts` must have one entry per micro-group ({len(sizes)}), got {prefix_loss_counts!r}"
+            )
         for g, (count, size) in enumerate(zip(prefix_loss_counts, sizes, strict=True)):
             if isinstance(count, bool) or not isinstance(count, Integral) or not 0 <= count <= size:
-                raise ValueError(f"`prefix_loss_counts[{g}]` must be an integer in [0, sizes[{g}]={size}], "
-                                 f"got {count!r}")
+                raise ValueError(
+                    f"`prefix_loss_counts[{g}]` must be an integer in [0, sizes[{g}]={size}], got {count!r}"
+                )
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"`adaptive` must be a bool, got {self.adaptive!r}")
 

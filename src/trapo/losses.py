@@ -311,8 +311,9 @@ def policy_gradient_loss(
     constant: float | None = None,
 ) -> Tensor:
     """GRPO/PPO clipped surrogate (§3), :func:`policy_gradient_token_loss` reduced by :func:`aggregate`."""
-    per_token = policy_gradient_token_loss(logprobs, old_logprobs, advantages, mask,
-                                           clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high)
+    per_token = policy_gradient_token_loss(
+        logprobs, old_logprobs, advantages, mask, clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high
+    )
     return aggregate(per_token, mask, normalization, constant)
 
 

@@ -34,21 +34,48 @@ _GRPO = dict(sizes=(8,), ratios=(0.0,), thresholds=(), prefix_loss_counts=(0,), 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("trapo", "TRAPO: micro-groups 4/2/1/1 with adaptive expert prefixes; TrSFT on prefixes, "
-               "policy gradient on the model's continuations (TRAPO.md §1-3).",
-               adaptive=True, prefix_loss="trsft", **_TRAPO),
-        Method("trapo-sft", "Ablation: TRAPO with plain SFT (forward KL) on prefixes instead of TrSFT.",
-               adaptive=True, prefix_loss="sft", **_TRAPO),
-        Method("trapo-fixed", "Ablation: TRAPO with fixed prefix ratios (group g always gets level g) instead "
-               "of levels adapted to the prompt's success.", adaptive=False, prefix_loss="trsft", **_TRAPO),
+        Method(
+            "trapo",
+            "TRAPO: micro-groups 4/2/1/1 with adaptive expert prefixes; TrSFT on prefixes, "
+            "policy gradient on the model's continuations (TRAPO.md §1-3).",
+            adaptive=True,
+            prefix_loss="trsft",
+            **_TRAPO,
+        ),
+        Method(
+            "trapo-sft",
+            "Ablation: TRAPO with plain SFT (forward KL) on prefixes instead of TrSFT.",
+            adaptive=True,
+            prefix_loss="sft",
+            **_TRAPO,
+        ),
+        Method(
+            "trapo-fixed",
+            "Ablation: TRAPO with fixed prefix ratios (group g always gets level g) instead "
+            "of levels adapted to the prompt's success.",
+            adaptive=False,
+            prefix_loss="trsft",
+            **_TRAPO,
+        ),
         Method("grpo", "GRPO (zero-RL): 8 unguided samples per prompt, group-relative advantages.", **_GRPO),
         Method("sft", "SFT on expert solutions (token-mean NLL), no rollouts.", sft_fraction=1.0, **_GRPO),
-        Method("sft-then-grpo", "The two-stage pipeline: the first half of the steps SFT, then GRPO.",
-               sft_fraction=0.5, **_GRPO),
-        Method("luffy", "LUFFY: 7 on-policy samples + 1 whole expert solution in the same group advantage, "
-               "with policy shaping f(p)=p/(p+gamma) on expert tokens.",
-               sizes=(7, 1), ratios=(0.0, 1.0), thresholds=(0,), prefix_loss_counts=(0, 1), adaptive=False,
-               prefix_loss="luffy"),
+        Method(
+            "sft-then-grpo",
+            "The two-stage pipeline: the first half of the steps SFT, then GRPO.",
+            sft_fraction=0.5,
+            **_GRPO,
+        ),
+        Method(
+            "luffy",
+            "LUFFY: 7 on-policy samples + 1 whole expert solution in the same group advantage, "
+            "with policy shaping f(p)=p/(p+gamma) on expert tokens.",
+            sizes=(7, 1),
+            ratios=(0.0, 1.0),
+            thresholds=(0,),
+            prefix_loss_counts=(0, 1),
+            adaptive=False,
+            prefix_loss="luffy",
+        ),
     )
 }
 

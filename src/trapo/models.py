@@ -30,13 +30,16 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
                 f"model {text!r} is not a local directory; trapo loads models from disk only (nothing is "
                 f"downloaded). If it is a Hugging Face Hub id, download it first on a machine with internet: "
                 f"hf download {text} --local-dir models/{path.name} (or huggingface-cli download), then pass "
-                f"--model models/{path.name}")
+                f"--model models/{path.name}"
+            )
         raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json; expected save_pretrained output)")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise FileNotFoundError(f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); "
-                                "save the tokenizer with the model (tokenizer.save_pretrained(dir))")
+        raise FileNotFoundError(
+            f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer with the model (tokenizer.save_pretrained(dir))"
+        )
     tok_config = path / "tokenizer_config.json"
     try:
         declared = json.loads(tok_config.read_text()).get("tokenizer_class") if tok_config.is_file() else None

@@ -155,17 +155,20 @@ def trapo_loss(
     model, prefix = batch.model_mask, batch.prefix_mask
 
     policy = model_tokens.reduce(
-        losses.policy_gradient_token_loss(logprobs, old, advantages, model, clip_eps_low=weights.epsilon,
-                                          clip_eps_high=weights.epsilon_high), model)
+        losses.policy_gradient_token_loss(
+            logprobs, old, advantages, model, clip_eps_low=weights.epsilon, clip_eps_high=weights.epsilon_high
+        ),
+        model,
+    )
     zero = logprobs.sum() * 0
     if weights.prefix_loss == "trsft":
-        prefix_loss = prefix_tokens.reduce(losses.trsft_token_loss(logprobs, prefix, alpha=weights.trsft_alpha),
-                                           prefix)
+        prefix_loss = prefix_tokens.reduce(losses.trsft_token_loss(logprobs, prefix, alpha=weights.trsft_alpha), prefix)
     elif weights.prefix_loss == "sft":
         prefix_loss = prefix_tokens.reduce(losses.sft_token_loss(logprobs), prefix)
     elif weights.prefix_loss == "luffy":
         prefix_loss = prefix_tokens.reduce(
-            losses.luffy_token_loss(logprobs, advantages, prefix, gamma=weights.luffy_gamma), prefix)
+            losses.luffy_token_loss(logprobs, advantages, prefix, gamma=weights.luffy_gamma), prefix
+        )
     else:
         prefix_loss = zero
     entropy, token_entropy = zero, None
@@ -182,8 +185,9 @@ def trapo_loss(
         kl = model_tokens.reduce(losses.k3_kl_token_loss(logprobs, ref_logprobs), model)
 
     total = policy + weights.prefix_loss_coef * prefix_loss - weights.entropy_coef * entropy + weights.beta * kl
-    return LossTerms(total, policy.detach(), prefix_loss.detach(), entropy.detach(), kl.detach(),
-                     logprobs.detach(), token_entropy)
+    return LossTerms(
+        total, policy.detach(), prefix_loss.detach(), entropy.detach(), kl.detach(), logprobs.detach(), token_entropy
+    )
 
 
 def sft_batch_loss(logits: Tensor, batch: TokenBatch, expert_tokens: TokenReduction) -> Tensor:

@@ -28,4 +28,5 @@ def require_extra(command: str) -> None:
     if missing := missing_extra():
         raise ImportError(
             f"`trapo {command}` is part of the lab and needs {', '.join(missing)}: "
-            f'pip install "trapo[{EXTRA}]" (or `make demo`, which installs it)')
+            f'pip install "trapo[{EXTRA}]" (or `make demo`, which installs it)'
+        )

@@ -114,8 +114,14 @@ class BaseModelConfig:
 # Per-task recipe settings that differ from the dataclass defaults (the shortcut recipe is the default).
 TASK_RECIPES: dict[str, dict] = {
     "shortcut": {},
-    "place-value": {"steps": 1200, "lr": 2e-3, "hidden_size": 128, "num_layers": 4, "num_heads": 4,
-                    "intermediate_size": 512},
+    "place-value": {
+        "steps": 1200,
+        "lr": 2e-3,
+        "hidden_size": 128,
+        "num_layers": 4,
+        "num_heads": 4,
+        "intermediate_size": 512,
+    },
 }
 
 
@@ -318,8 +324,16 @@ def accuracy_by_source(
     return {name: round(group.avg_at_k or 0.0, 4) for name, group in report.groups.items()}
 
 
-def measure_base_model(model, tokenizer, config: BaseModelConfig, *, split: str = "val", n_per_tier: int | None = None,
-                       seed: int = 0, greedy: bool = True) -> dict:
+def measure_base_model(
+    model,
+    tokenizer,
+    config: BaseModelConfig,
+    *,
+    split: str = "val",
+    n_per_tier: int | None = None,
+    seed: int = 0,
+    greedy: bool = True,
+) -> dict:
     """Per-tier (OOD tiers too, shortcut design) and retained-skill pass@1 (sampled at T = 1, and greedy) on
     ``split`` problems, plus the expert-token probability statistics on post-training (train split) expert
     solutions."""
@@ -335,8 +349,9 @@ def measure_base_model(model, tokenizer, config: BaseModelConfig, *, split: str 
         if greedy:
             report["greedy_pass@1"] = accuracy_by_source(model, tokenizer, problems, temperature=0.0, seed=seed)
     if config.n_expert_probe > 0:
-        train = arithmetic_examples("train", tier_counts(config.n_expert_probe, TRAIN_TIER_WEIGHTS), seed=seed,
-                                    task=task)
+        train = arithmetic_examples(
+            "train", tier_counts(config.n_expert_probe, TRAIN_TIER_WEIGHTS), seed=seed, task=task
+        )
         pairs, tags = [], []
         for ex in train:
             prompt = encode_prompt(tokenizer, ex)

@@ -44,30 +44,51 @@ def register(subparsers) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("--model", required=True, metavar="DIR", help="local model directory (save_pretrained format)")
-    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
-                   help="verl parquet / JSONL files or directories of them")
+    p.add_argument(
+        "--data", required=True, nargs="+", metavar="FILE", help="verl parquet / JSONL files or directories of them"
+    )
     p.add_argument("--k", type=int, default=1, help="samples per problem (avg@k, pass@k up to k)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     p.add_argument("--max-tokens", type=int, default=512, help="completion budget in tokens")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="problem×sample rows per generation batch; None: as many as keep the KV cache within "
-                        "2 GiB on CPU or half the free GPU memory, 8 to 256")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="problem×sample rows per generation batch; None: as many as keep the KV cache within "
+        "2 GiB on CPU or half the free GPU memory, 8 to 256",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate only the first N problems of each benchmark (data source), after merging repeats")
-    p.add_argument("--output", default=None, metavar="JSON",
-                   help="write the full report (settings, metrics, per-problem correctness) here")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate only the first N problems of each benchmark (data source), after merging repeats",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="JSON",
+        help="write the full report (settings, metrics, per-problem correctness) here",
+    )
     p.add_argument("--prompt-key", default="prompt", help="dotted key of the prompt (chat messages or a string)")
     p.add_argument("--answer-key", default="reward_model.ground_truth", help="dotted key of the ground truth")
     p.add_argument("--group-by", default="data_source", help="Example attribute or extra_info key to group by")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1...")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="model weights dtype (auto: as saved)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="model weights dtype (auto: as saved)",
+    )
     p.add_argument("--keep-completions", action="store_true", help="store the completion texts in --output")
-    p.add_argument("--prompt-template", default="chat",
-                   help="how prompts become text, as in training: chat (the tokenizer's template), none, trapo (the "
-                        "authors' prompt) or a file with {problem}")
+    p.add_argument(
+        "--prompt-template",
+        default="chat",
+        help="how prompts become text, as in training: chat (the tokenizer's template), none, trapo (the "
+        "authors' prompt) or a file with {problem}",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_threads_argument(p)
     p.set_defaults(func=run)
@@ -101,10 +122,18 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, args.device, args.dtype)
     print(f"torch threads: {threads}", file=sys.stderr)
     report = evaluate(
-        model, tokenizer, examples,
-        k=args.k, sampling=sampling, max_new_tokens=args.max_tokens, seed=args.seed,
-        batch_size=args.batch_size, group_by=args.group_by, progress=not args.no_progress,
-        keep_completions=args.keep_completions, prompt_template=args.prompt_template,
+        model,
+        tokenizer,
+        examples,
+        k=args.k,
+        sampling=sampling,
+        max_new_tokens=args.max_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        group_by=args.group_by,
+        progress=not args.no_progress,
+        keep_completions=args.keep_completions,
+        prompt_template=args.prompt_template,
     )
     print(report.table())
     if args.output:

@@ -15,9 +15,11 @@ import os
 
 DEFAULT_THREADS = 1
 
-HELP = ("torch CPU threads of this process, set with torch.set_num_threads before any work; 0 = torch's "
-        f"default (one per core). Default: {DEFAULT_THREADS}, or $OMP_NUM_THREADS when set (one thread was the "
-        "fastest on a busy 2-core machine: docs/results/vs_trl.md).")
+HELP = (
+    "torch CPU threads of this process, set with torch.set_num_threads before any work; 0 = torch's "
+    f"default (one per core). Default: {DEFAULT_THREADS}, or $OMP_NUM_THREADS when set (one thread was the "
+    "fastest on a busy 2-core machine: docs/results/vs_trl.md)."
+)
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

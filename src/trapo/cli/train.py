@@ -10,7 +10,8 @@ from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
 from trapo.methods import METHODS, get_method
 
-DESCRIPTION = """\
+DESCRIPTION = (
+    """\
 Post-train a causal LM (a local Hugging Face directory) with TRAPO or one of its baselines.
 
 Every TRAPOConfig field is a flag; every flag takes both spellings (--learning_rate or --learning-rate),
@@ -20,7 +21,9 @@ or unset). TRL's GRPOConfig names work with TRL's meaning (loss_type, scale_rewa
 per_device_train_batch_size, gradient_accumulation_steps, beta, epsilon, reward_weights).
 
 Methods:
-""" + "\n".join(f"  {name:14s} {m.description}" for name, m in METHODS.items()) + """
+"""
+    + "\n".join(f"  {name:14s} {m.description}" for name, m in METHODS.items())
+    + """
 
 Data: verl-style parquet or JSONL (prompt chat messages, reward_model.ground_truth, expert solutions in
 extra_info.expert_solutions), one or more files, a directory, or a datasets.save_to_disk directory. The
@@ -42,36 +45,55 @@ SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with 
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
 """
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "train", dataclass_types=[TRAPOConfig], help="Train with TRAPO or a baseline (SFT, GRPO, LUFFY ...).",
-        description=DESCRIPTION, formatter_class=HelpFormatter,
+        "train",
+        dataclass_types=[TRAPOConfig],
+        help="Train with TRAPO or a baseline (SFT, GRPO, LUFFY ...).",
+        description=DESCRIPTION,
+        formatter_class=HelpFormatter,
     )
     for action in parser._actions:
         if action.dest == "scale_rewards":  # a former bool: bare --scale_rewards still means "group"
             action.nargs, action.const = "?", "group"
     parser.add_argument("--config", help="YAML file of TRAPOConfig fields (flags override it).")
-    parser.add_argument("--model", required=True,
-                        help="Local model directory (config, safetensors, tokenizer). A Hub id must be downloaded "
-                             "first (hf download ORG/NAME --local-dir DIR).")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Local model directory (config, safetensors, tokenizer). A Hub id must be downloaded "
+        "first (hf download ORG/NAME --local-dir DIR).",
+    )
     parser.add_argument("--data", required=True, nargs="+", help="Training data: parquet/JSONL files or a directory.")
     parser.add_argument("--output", dest="output_dir", help="Same as --output_dir.")
-    parser.add_argument("--reward", default=None, nargs="+",
-                        help="Reward(s) as module:function, file.py:function or math, in TRL, verl or "
-                             "(completion, ground_truth) form; several are summed with --reward_weights and each "
-                             "logged as rewards/NAME. Default: trapo.rewards.math_reward.")
-    parser.add_argument("--resume", nargs="?", const="latest", default=None,
-                        help="Resume from the latest checkpoint in output_dir (falling back to the one before "
-                             "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
-                             "has a checkpoint, else start fresh.")
+    parser.add_argument(
+        "--reward",
+        default=None,
+        nargs="+",
+        help="Reward(s) as module:function, file.py:function or math, in TRL, verl or "
+        "(completion, ground_truth) form; several are summed with --reward_weights and each "
+        "logged as rewards/NAME. Default: trapo.rewards.math_reward.",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="Resume from the latest checkpoint in output_dir (falling back to the one before "
+        "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
+        "has a checkpoint, else start fresh.",
+    )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
-    parser.add_argument("--expert-key", default="extra_info.expert_solutions",
-                        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
-                             "the last micro-group) or one string. When the default is absent, its aliases are "
-                             "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').")
+    parser.add_argument(
+        "--expert-key",
+        default="extra_info.expert_solutions",
+        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
+        "the last micro-group) or one string. When the default is absent, its aliases are "
+        "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').",
+    )
     add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -130,13 +152,20 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     get_method(config.method)
-    data = load_examples(args.data, prompt_key=args.prompt_key, answer_key=args.answer_key,
-                         expert_key=args.expert_key, strict=config.strict, split="train")
+    data = load_examples(
+        args.data,
+        prompt_key=args.prompt_key,
+        answer_key=args.answer_key,
+        expert_key=args.expert_key,
+        strict=config.strict,
+        split="train",
+    )
     print(f"data: {data.summary()}")
     problem = data.expert_problem()
     if problem and _guided(config):  # before the model is loaded
-        raise ValueError(f"--method {config.method} trains on expert solutions, but {problem}. "
-                         "--method grpo trains RL only.")
+        raise ValueError(
+            f"--method {config.method} trains on expert solutions, but {problem}. --method grpo trains RL only."
+        )
     rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
     model, tokenizer = load_model_and_tokenizer(args.model)
     if len(rewards) > 1 or (rewards and config.reward_weights is not None):
@@ -146,8 +175,10 @@ def run(args: argparse.Namespace) -> int:
     unverifiable = trainer.data_report.unverifiable
     if unverifiable:
         where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
-        message = (f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
-                   f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}")
+        message = (
+            f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
+            f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}"
+        )
         if config.strict:
             raise ValueError(message)
         print(f"warning: {message}")
@@ -162,6 +193,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     if trainer.is_main:
         keys = ("reward/mean", "reward/unguided", "loss/total", "entropy", "perf/step_s")
-        print(json.dumps({"final_model": str(result.final_model_dir), "steps": result.steps,
-                          **{k: round(result.last_metrics[k], 4) for k in keys if k in result.last_metrics}}))
+        print(
+            json.dumps(
+                {
+                    "final_model": str(result.final_model_dir),
+                    "steps": result.steps,
+                    **{k: round(result.last_metrics[k], 4) for k in keys if k in result.last_metrics},
+                }
+            )
+        )
     return 0

@@ -27,8 +27,10 @@ def prompt_template_text(template: str) -> str | None:
         raise ValueError(f"prompt_template {template!r}: not one of {', '.join(PROMPT_TEMPLATES)} and not a file")
     text = path.read_text(encoding="utf-8")
     if "{problem}" not in text:
-        raise ValueError(f"prompt_template file {template}: has no {{problem}} placeholder (the last user message "
-                         "goes there; write literal braces as {{ and }})")
+        raise ValueError(
+            f"prompt_template file {template}: has no {{problem}} placeholder (the last user message "
+            "goes there; write literal braces as {{ and }})"
+        )
     return text
 
 

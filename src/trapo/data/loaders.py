@@ -108,11 +108,15 @@ class LoadResult:
         found = list(dict.fromkeys(c for cols in self.columns.values() for c in cols))
         read = {k for k in self.expert_keys.values() if k}
         if read:
-            return (f"no row has an expert solution: column(s) {', '.join(sorted(read))} are empty in every row "
-                    f"(tried {tried})")
-        return (f"no row has an expert solution: no column {tried} in {', '.join(self.files) or 'the data'}; "
-                f"columns found: {', '.join(found) or 'none'}. Name the column with --expert-key "
-                f"(the TRAPO authors' data: --expert-key extra_info.answer_list)")
+            return (
+                f"no row has an expert solution: column(s) {', '.join(sorted(read))} are empty in every row "
+                f"(tried {tried})"
+            )
+        return (
+            f"no row has an expert solution: no column {tried} in {', '.join(self.files) or 'the data'}; "
+            f"columns found: {', '.join(found) or 'none'}. Name the column with --expert-key "
+            f"(the TRAPO authors' data: --expert-key extra_info.answer_list)"
+        )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -165,6 +169,7 @@ def _column_names(rows: Sequence[dict], limit: int = 200) -> list[str]:
 
 def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, required: bool) -> str | None:
     """The key to read: ``key`` itself, or (for a default key absent from every row) its first alias present."""
+
     def present(k: str) -> bool:
         return any(_get(r, k) is not _MISSING for r in rows)
 
@@ -177,9 +182,7 @@ def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, requir
     if not required:
         return None
     aliases = f" (nor its aliases {', '.join(ALIASES[key])})" if key == default and key in ALIASES else ""
-    raise ValueError(
-        f"{file}: no column {key!r}{aliases}; columns found: {', '.join(_column_names(rows)) or 'none'}"
-    )
+    raise ValueError(f"{file}: no column {key!r}{aliases}; columns found: {', '.join(_column_names(rows)) or 'none'}")
 
 
 def _read_parquet(path: Path) -> list[tuple[int, Any]]:
@@ -226,8 +229,9 @@ def _directory_files(path: Path, split: str | None, notes: list[str]) -> list[Pa
     stems = {p.stem for p in found if p.suffix == ".parquet"}
     twins = [p for p in found if p.suffix == ".jsonl" and p.stem in stems]
     if twins:
-        notes.append(f"{len(twins)} JSONL file(s) in {path.name}/ skipped as copies of the parquet files of the "
-                     "same name")
+        notes.append(
+            f"{len(twins)} JSONL file(s) in {path.name}/ skipped as copies of the parquet files of the same name"
+        )
         found = [p for p in found if p not in twins]
     if split is None:
         return found
@@ -237,16 +241,19 @@ def _directory_files(path: Path, split: str | None, notes: list[str]) -> list[Pa
     chosen = [p for p in found if splits[p] == split]
     if not chosen:
         named = sorted({s for s in splits.values() if s})
-        raise ValueError(f"{path}: directory has no {split} files (it has {', '.join(named)} splits: "
-                         f"{', '.join(p.name for p in found)}); pass the files to use")
+        raise ValueError(
+            f"{path}: directory has no {split} files (it has {', '.join(named)} splits: "
+            f"{', '.join(p.name for p in found)}); pass the files to use"
+        )
     others = [p.name for p in found if p not in chosen]
     if others:
         notes.append(f"used the {split} file(s) of {path.name}/ only, not {', '.join(others)}")
     return chosen
 
 
-def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike], split: str | None = None,
-            notes: list[str] | None = None) -> list[Path]:
+def _expand(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], split: str | None = None, notes: list[str] | None = None
+) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     notes = [] if notes is None else notes
@@ -258,10 +265,13 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike], split: str |
         elif path.is_dir():
             files.extend(_directory_files(path, split, notes))
         elif not path.exists():
-            hub = (f"; {str(raw)!r} looks like a Hugging Face Hub data set id: trapo reads local data only. On a "
-                   "machine with internet, download it first: python -c \"import datasets; "
-                   f"datasets.load_dataset('{raw}', split='train').save_to_disk('DIR')\" and pass DIR"
-                   if str(raw).count("/") == 1 and not str(raw).startswith((".", "/")) and not path.suffix else "")
+            hub = (
+                f"; {str(raw)!r} looks like a Hugging Face Hub data set id: trapo reads local data only. On a "
+                'machine with internet, download it first: python -c "import datasets; '
+                f"datasets.load_dataset('{raw}', split='train').save_to_disk('DIR')\" and pass DIR"
+                if str(raw).count("/") == 1 and not str(raw).startswith((".", "/")) and not path.suffix
+                else ""
+            )
             raise FileNotFoundError(f"{path}: no such file or directory{hub}")
         elif path.suffix not in SUFFIXES:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
@@ -336,13 +346,16 @@ def _read_hf_disk(path: Path) -> list[tuple[int, Any]]:
     try:
         import datasets
     except ImportError as err:
-        raise ImportError(f"{path} was written by datasets.save_to_disk; reading it needs the `datasets` package: "
-                          "pip install 'trapo[hf]'") from err
+        raise ImportError(
+            f"{path} was written by datasets.save_to_disk; reading it needs the `datasets` package: "
+            "pip install 'trapo[hf]'"
+        ) from err
     data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.DatasetDict):
         if "train" not in data and len(data) != 1:
-            raise ValueError(f"{path}: a DatasetDict with splits {list(data)} and no 'train'; pass one split's "
-                             "directory")
+            raise ValueError(
+                f"{path}: a DatasetDict with splits {list(data)} and no 'train'; pass one split's directory"
+            )
         data = data["train"] if "train" in data else next(iter(data.values()))
     return list(enumerate(data.to_list()))
 
@@ -362,8 +375,13 @@ def _load_file(
 
 
 def _convert(
-    raw: Sequence[tuple[int, Any]], file: str, stem: str, prompt_key: str, answer_key: str | None,
-    expert_key: str | None, strict: bool,
+    raw: Sequence[tuple[int, Any]],
+    file: str,
+    stem: str,
+    prompt_key: str,
+    answer_key: str | None,
+    expert_key: str | None,
+    strict: bool,
 ) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
     """Rows (numbered) to examples: (examples, skipped, rows read, expert key read, columns found).
     ``answer_key=None``: the answer is optional (a TRL data set whose reward reads its own columns)."""
@@ -387,8 +405,11 @@ def _convert(
         return [], skipped, len(raw), None, [], []
     dicts = [r for _, r in rows]
     p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
-    a_key = (_resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True) if answer_key
-             else _resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False))
+    a_key = (
+        _resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
+        if answer_key
+        else _resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False)
+    )
     e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
 
     examples, origins = [], []
@@ -438,10 +459,19 @@ def examples_from_rows(
     reward's own columns, kept in :attr:`Example.columns`. ``answer_key=None`` (the default here) makes the
     answer optional: ``reward_model.ground_truth`` or an alias where present, else ``""``."""
     raw = list(enumerate(rows.to_list() if hasattr(rows, "to_list") else rows))
-    examples, skipped, n_rows, e_key, columns, origins = _convert(raw, name, name, prompt_key, answer_key,
-                                                                  expert_key, strict)
-    result = LoadResult(examples, skipped, [name], n_rows, origins=origins, expert_key=expert_key,
-                        expert_keys={name: e_key}, columns={name: columns})
+    examples, skipped, n_rows, e_key, columns, origins = _convert(
+        raw, name, name, prompt_key, answer_key, expert_key, strict
+    )
+    result = LoadResult(
+        examples,
+        skipped,
+        [name],
+        n_rows,
+        origins=origins,
+        expert_key=expert_key,
+        expert_keys={name: e_key},
+        columns={name: columns},
+    )
     if not result.examples:
         raise ValueError(f"no usable examples in {name}: {result.summary()}")
     return result
@@ -493,8 +523,9 @@ def load_examples(
     """
     result = LoadResult(examples=[], expert_key=expert_key)
     for path in _expand(paths, split, result.notes):
-        examples, skipped, n_rows, e_key, columns, origins = _load_file(path, prompt_key, answer_key, expert_key,
-                                                                        strict)
+        examples, skipped, n_rows, e_key, columns, origins = _load_file(
+            path, prompt_key, answer_key, expert_key, strict
+        )
         result.expert_keys[str(path)] = e_key
         result.columns[str(path)] = columns
         result.examples.extend(examples)

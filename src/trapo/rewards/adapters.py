@@ -80,7 +80,8 @@ def detect_kind(fn: Callable) -> RewardKind:
     if "examples" in name_set:
         return "batch"
     positional = [
-        p for p in inspect.signature(fn).parameters.values()
+        p
+        for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
     if len(positional) == 2:
@@ -209,21 +210,30 @@ def as_reward_function(fn: Callable, kind: RewardKind | None = None, *, conversa
     name = getattr(fn, "__name__", type(fn).__name__)
 
     if kind == "batch":
+
         def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
             _check_lengths(completions, examples)
             return [_score(v) for v in fn(completions, examples)]
 
     elif kind == "per_sample":
+
         def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
             _check_lengths(completions, examples)
             return [_score(fn(c, e.answer)) for c, e in zip(completions, examples, strict=True)]
 
     elif kind == "verl":
+
         def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
             _check_lengths(completions, examples)
             return [
-                _score(fn(data_source=e.data_source, solution_str=c, ground_truth=e.answer,
-                          extra_info=e.to_verl_row()["extra_info"]))
+                _score(
+                    fn(
+                        data_source=e.data_source,
+                        solution_str=c,
+                        ground_truth=e.answer,
+                        extra_info=e.to_verl_row()["extra_info"],
+                    )
+                )
                 for c, e in zip(completions, examples, strict=True)
             ]
 
@@ -306,8 +316,14 @@ def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Exa
                 raw.extend(FailedScore("timeout", f"CallTimeout: {item_err}") for _ in range(n - i))
                 break
             except Exception as item_err:
-                raw.append(FailedScore(_kind_of(item_err), str(item_err) if isinstance(item_err, WorkerError)
-                                       else f"{type(item_err).__name__}: {item_err}"))
+                raw.append(
+                    FailedScore(
+                        _kind_of(item_err),
+                        str(item_err)
+                        if isinstance(item_err, WorkerError)
+                        else f"{type(item_err).__name__}: {item_err}",
+                    )
+                )
     except CallTimeout as err:
         result.scores = [fail("timeout", f"the reward call {err}") for _ in range(n)]
         return result
@@ -332,8 +348,12 @@ class RewardSet:
 
     _trapo_reward_kind = "batch"
 
-    def __init__(self, functions: Sequence[RewardFunction], weights: Sequence[float] | None = None,
-                 names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        functions: Sequence[RewardFunction],
+        weights: Sequence[float] | None = None,
+        names: Sequence[str] | None = None,
+    ):
         if not functions:
             raise ValueError("reward_funcs is empty; pass at least one reward function")
         weights = [1.0] * len(functions) if weights is None else [float(w) for w in weights]
@@ -350,8 +370,9 @@ class RewardSet:
         _check_lengths(completions, examples)
         per_function = []
         for fn, name in zip(self.functions, self.names, strict=True):
-            per_function.append(_counted([_score(v) for v in fn(completions, examples)], len(completions),
-                                         f"reward {name!r}"))
+            per_function.append(
+                _counted([_score(v) for v in fn(completions, examples)], len(completions), f"reward {name!r}")
+            )
         for name, scores in zip(self.names, per_function, strict=True):  # recorded once every function succeeded
             scored = [v for v in scores if math.isfinite(v) and not isinstance(v, FailedScore)]
             self._sums[name] += sum(scored)
@@ -371,8 +392,7 @@ class RewardSet:
         return stats
 
 
-def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
-               conversational: bool = False) -> RewardSet:
+def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *, conversational: bool = False) -> RewardSet:
     """TRL's ``reward_funcs`` (one or a list of: a callable in any supported signature, a built-in name
     such as ``"math"``, ``"module:function"`` or ``"file.py:function"``) as a :class:`RewardSet`."""
     items = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
@@ -380,8 +400,10 @@ def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
     for item in items:
         if isinstance(item, str):
             if item not in BUILTIN_REWARDS and ":" not in item:
-                raise ValueError(f"reward {item!r}: reward models (a model id in reward_funcs) are not supported; "
-                                 "pass a function, a built-in name (math) or 'module:function'")
+                raise ValueError(
+                    f"reward {item!r}: reward models (a model id in reward_funcs) are not supported; "
+                    "pass a function, a built-in name (math) or 'module:function'"
+                )
             functions.append(load_reward(item))
         elif callable(item) and not hasattr(item, "forward"):
             wrapped = as_reward_function(item, conversational=conversational)
@@ -394,9 +416,7 @@ def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *,
     return RewardSet(functions, weights)
 
 
-def safe_rewards(
-    fn: RewardFunction, completions: list[str], examples: list[Example]
-) -> tuple[list[float], int]:
+def safe_rewards(fn: RewardFunction, completions: list[str], examples: list[Example]) -> tuple[list[float], int]:
     """Score a batch without letting the reward crash training: ``(scores, n_failed)``
     (:func:`score_rewards` with the failures summed)."""
     result = score_rewards(fn, completions, examples)
@@ -422,6 +442,7 @@ def bounded_reward(fn: RewardFunction, timeout_s: float, *, process: bool = Fals
         in_worker._trapo_caller = caller
         wrapped = in_worker
     else:
+
         def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
             return call_with_timeout(lambda: fn(completions, examples), timeout_s)
 

@@ -146,9 +146,7 @@ def normalize_answer(answer: str) -> str:
 
 
 def _parse(answer: str) -> list:
-    return parse(
-        "\\boxed{" + answer + "}", extraction_config=_EXTRACTION, parsing_timeout=None, raise_on_error=False
-    )
+    return parse("\\boxed{" + answer + "}", extraction_config=_EXTRACTION, parsing_timeout=None, raise_on_error=False)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -36,9 +36,7 @@ def _budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[in
     else:
         budgets = [int(b) for b in max_new_tokens]
         if len(budgets) != len(prompts):
-            raise ValueError(
-                f"max_new_tokens has {len(budgets)} entries but there are {len(prompts)} prompts"
-            )
+            raise ValueError(f"max_new_tokens has {len(budgets)} entries but there are {len(prompts)} prompts")
     if any(b < 0 for b in budgets):
         raise ValueError("max_new_tokens must be >= 0")
     if any(len(p) == 0 for p in prompts):
@@ -105,10 +103,22 @@ if DynamicLayer is not None:
             start, stop = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
             if stop > self._key_buffer.shape[-2]:  # more than announced: grow (not reached by HFEngine)
                 grow = max(stop, 2 * self._key_buffer.shape[-2]) - self._key_buffer.shape[-2]
-                self._key_buffer = torch.cat([self._key_buffer, self._key_buffer.new_empty(
-                    (*self._key_buffer.shape[:2], grow, self._key_buffer.shape[-1]))], dim=-2)
-                self._value_buffer = torch.cat([self._value_buffer, self._value_buffer.new_empty(
-                    (*self._value_buffer.shape[:2], grow, self._value_buffer.shape[-1]))], dim=-2)
+                self._key_buffer = torch.cat(
+                    [
+                        self._key_buffer,
+                        self._key_buffer.new_empty((*self._key_buffer.shape[:2], grow, self._key_buffer.shape[-1])),
+                    ],
+                    dim=-2,
+                )
+                self._value_buffer = torch.cat(
+                    [
+                        self._value_buffer,
+                        self._value_buffer.new_empty(
+                            (*self._value_buffer.shape[:2], grow, self._value_buffer.shape[-1])
+                        ),
+                    ],
+                    dim=-2,
+                )
             self._key_buffer[:, :, start:stop].copy_(key_states)
             self._value_buffer[:, :, start:stop].copy_(value_states)
             self.keys, self.values = self._key_buffer[:, :, :stop], self._value_buffer[:, :, :stop]
@@ -215,8 +225,9 @@ class HFEngine(RolloutEngine):
             with torch.inference_mode():
                 for start in range(0, len(prompts), self.max_batch_size):
                     stop = start + self.max_batch_size
-                    out.extend(self._generate_chunk(prompts[start:stop], budgets[start:stop], sampling, generator,
-                                                    progress))
+                    out.extend(
+                        self._generate_chunk(prompts[start:stop], budgets[start:stop], sampling, generator, progress)
+                    )
         finally:
             self.model.train(was_training)
         return out
@@ -256,8 +267,14 @@ class HFEngine(RolloutEngine):
         extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         cache_arg = _cache_argument(self.model)
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        result = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                            **{cache_arg: cache}, **extra)
+        result = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=positions,
+            use_cache=True,
+            **{cache_arg: cache},
+            **extra,
+        )
         if cache is None:
             cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
         logits = result.logits[:, -1, :]
@@ -275,8 +292,14 @@ class HFEngine(RolloutEngine):
                 logits = decoder.step(ids, positions, mask[:, None, None, :length], cache)
             elif step > 0:
                 step_mask = mask[:, None, None, :length] if mask_4d else mask[:, :length]
-                result = self.model(input_ids=ids, attention_mask=step_mask, position_ids=positions,
-                                    use_cache=True, **{cache_arg: cache}, **extra)
+                result = self.model(
+                    input_ids=ids,
+                    attention_mask=step_mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    **{cache_arg: cache},
+                    **extra,
+                )
                 logits = result.logits[:, -1, :]
             tokens = sample_next(logits, sampling, generator)
             done_rows, done_tokens = rows[live].tolist(), tokens[live].tolist()
@@ -341,8 +364,12 @@ class HFGenerateEngine(RolloutEngine):
         try:
             with torch.inference_mode():
                 seqs = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max(max(budgets), 1),
-                    eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, **kwargs,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max(max(budgets), 1),
+                    eos_token_id=self.eos_token_id,
+                    pad_token_id=self.pad_token_id,
+                    **kwargs,
                 )
         finally:
             self.model.train(was_training)

@@ -29,14 +29,19 @@ def qwen2_decoder(model: torch.nn.Module, positions: int) -> Qwen2Decoder | None
         return None
     config = model.config
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
-    if (getattr(config, "_attn_implementation", None) != "sdpa" or config.hidden_act != "silu" or rope != "default"
-            or (getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None))
-            or any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or [])):
+    if (
+        getattr(config, "_attn_implementation", None) != "sdpa"
+        or config.hidden_act != "silu"
+        or rope != "default"
+        or (getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None))
+        or any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or [])
+    ):
         return None
     linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     for layer in model.model.layers:
-        parts = [getattr(layer.self_attn, n, None) for n in linear[:4]] + [getattr(layer.mlp, n, None)
-                                                                           for n in linear[4:]]
+        parts = [getattr(layer.self_attn, n, None) for n in linear[:4]] + [
+            getattr(layer.mlp, n, None) for n in linear[4:]
+        ]
         if any(type(p) is not torch.nn.Linear for p in parts) or len({p.bias is None for p in parts[:3]}) > 1:
             return None
     if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
@@ -68,9 +73,16 @@ class Qwen2Decoder:
         attn, mlp = layer.self_attn, layer.mlp
         qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
         bias = torch.cat([p.bias for p in qkv]) if attn.q_proj.bias is not None else None
-        return (layer.input_layernorm.weight, torch.cat([p.weight for p in qkv]), bias, attn.o_proj.weight,
-                layer.post_attention_layernorm.weight, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                mlp.down_proj.weight, attn.scaling)
+        return (
+            layer.input_layernorm.weight,
+            torch.cat([p.weight for p in qkv]),
+            bias,
+            attn.o_proj.weight,
+            layer.post_attention_layernorm.weight,
+            torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+            mlp.down_proj.weight,
+            attn.scaling,
+        )
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (self.hidden,), weight, self.eps)
@@ -84,14 +96,16 @@ class Qwen2Decoder:
         half = dim // 2
         h = F.embedding(ids, self.embed)
         for (norm1, w_qkv, b_qkv, w_o, norm2, w_gate_up, w_down, scale), layer in zip(
-                self.layers, cache.layers, strict=True):
+            self.layers, cache.layers, strict=True
+        ):
             qkv = F.linear(self._rms_norm(h, norm1), w_qkv, b_qkv).view(rows, 1, heads + 2 * kv_heads, dim)
             qkv = qkv.transpose(1, 2)
             qk = qkv[:, : heads + kv_heads]  # queries and keys get the rotary embedding together
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
             keys, values = layer.update(qk[:, heads:], qkv[:, heads + kv_heads :])
-            out = F.scaled_dot_product_attention(qk[:, :heads], keys, values, attn_mask=mask, scale=scale,
-                                                 enable_gqa=heads != kv_heads)
+            out = F.scaled_dot_product_attention(
+                qk[:, :heads], keys, values, attn_mask=mask, scale=scale, enable_gqa=heads != kv_heads
+            )
             h = h + F.linear(out.transpose(1, 2).reshape(rows, 1, heads * dim), w_o)
             gate, up = F.linear(self._rms_norm(h, norm2), w_gate_up).chunk(2, dim=-1)
             h = h + F.linear(F.silu(gate) * up, w_down)

@@ -70,8 +70,9 @@ def row_length(trajectory: Trajectory, shared_prompt: bool = False) -> int:
     return len(trajectory.response_ids) + 1 if shared_prompt else sequence_length(trajectory)
 
 
-def build_token_batch(trajectories: Sequence[Trajectory], pad_id: int, device: torch.device,
-                      shared_prompt: bool = False) -> TokenBatch:
+def build_token_batch(
+    trajectories: Sequence[Trajectory], pad_id: int, device: torch.device, shared_prompt: bool = False
+) -> TokenBatch:
     """``prompt + prefix + completion`` of each trajectory, right-padded, with the prefix mask (expert tokens
     of trajectories flagged ``prefix_loss``), the model mask (generated tokens) and the response mask (both
     kinds, every trajectory) on next-token positions. With ``shared_prompt`` a row starts at the prompt's

@@ -36,8 +36,9 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler,
-                    state: dict[str, Any], keep: int = 0) -> Path:
+def save_checkpoint(
+    output_dir: str | Path, step: int, model, tokenizer, optimizer, scheduler, state: dict[str, Any], keep: int = 0
+) -> Path:
     """Write ``checkpoint-STEP`` through a temporary directory renamed at the end (a crash mid-write
     leaves no directory that looks complete), then prune to the newest ``keep`` (0 keeps all)."""
     out = Path(output_dir)
@@ -46,8 +47,9 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, optimiz
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "training_state.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "training_state.pt"
+        )
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
     if keep > 0:
         for old in checkpoints(out)[:-keep]:
@@ -77,8 +79,10 @@ def load_weights(model, checkpoint: Path) -> None:
         missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{checkpoint}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]})")
+        raise ValueError(
+            f"{checkpoint}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
 
 
 def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:

@@ -95,20 +95,28 @@ class DataReport:
         if self.too_long:
             text += f"; {len(self.too_long)} skipped as longer than max_prompt_length ({self._where(self.too_long)})"
         if self.over_context:
-            text += (f"; {len(self.over_context)} skipped as longer than the model's context of {self.context} "
-                     f"tokens ({self._where(self.over_context)})")
+            text += (
+                f"; {len(self.over_context)} skipped as longer than the model's context of {self.context} "
+                f"tokens ({self._where(self.over_context)})"
+            )
         if self.near_context:
-            text += (f"; {len(self.near_context)} whose prompt + max_completion_length exceed the model's context "
-                     f"of {self.context} tokens ({self._where(self.near_context)})")
+            text += (
+                f"; {len(self.near_context)} whose prompt + max_completion_length exceed the model's context "
+                f"of {self.context} tokens ({self._where(self.near_context)})"
+            )
         if self.expert_truncated:
             text += f"; {self.expert_truncated} expert solutions truncated to max_completion_length"
         if self.think_kept:
-            text += (f"; {self.think_kept} expert solutions hold <think>...</think> and are used whole "
-                     "(the authors train on the text inside: expert_think='extract')")
+            text += (
+                f"; {self.think_kept} expert solutions hold <think>...</think> and are used whole "
+                "(the authors train on the text inside: expert_think='extract')"
+            )
         if self.unverifiable:
             rows = sorted(self.unverifiable)
-            text += (f"; {len(rows)} with a ground truth the math reward cannot verify (rows {rows[:5]}"
-                     f"{', ...' if len(rows) > 5 else ''})")
+            text += (
+                f"; {len(rows)} with a ground truth the math reward cannot verify (rows {rows[:5]}"
+                f"{', ...' if len(rows) > 5 else ''})"
+            )
         return text
 
 
@@ -151,8 +159,9 @@ class _Metrics:
     def reduce(self, accelerator: Accelerator) -> dict[str, float]:
         names = sorted(self.sums)
         if accelerator.num_processes > 1:
-            t = torch.tensor([[self.sums[n], self.counts[n]] for n in names], dtype=torch.float64,
-                             device=accelerator.device)
+            t = torch.tensor(
+                [[self.sums[n], self.counts[n]] for n in names], dtype=torch.float64, device=accelerator.device
+            )
             t = accelerator.reduce(t, reduction="sum").cpu()
             pairs = {n: (float(t[i, 0]), float(t[i, 1])) for i, n in enumerate(names)}
         else:
@@ -243,23 +252,33 @@ class TRAPOTrainer:
         self.tokenizer = self.processing_class = tokenizer
         examples, loaded, conversational = _as_examples(train_dataset, strict=config.strict)
         if reward_funcs is not None or config.reward_weights is not None:
-            rewards = reward_set(reward_funcs if reward_funcs is not None else (reward_fn or "math"),
-                                 config.reward_weights, conversational=conversational)
-            rewards.functions = [bounded_reward(f, config.reward_timeout,
-                                                process=bool(getattr(f, "_trapo_process", False)))
-                                 for f in rewards.functions]  # each bounded on its own; the set logs each
+            rewards = reward_set(
+                reward_funcs if reward_funcs is not None else (reward_fn or "math"),
+                config.reward_weights,
+                conversational=conversational,
+            )
+            rewards.functions = [
+                bounded_reward(f, config.reward_timeout, process=bool(getattr(f, "_trapo_process", False)))
+                for f in rewards.functions
+            ]  # each bounded on its own; the set logs each
             self.reward_fn: RewardFunction = rewards
         else:
             reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
-            self.reward_fn = bounded_reward(reward, config.reward_timeout,
-                                            process=bool(getattr(reward_fn, "_trapo_process", False)))
+            self.reward_fn = bounded_reward(
+                reward, config.reward_timeout, process=bool(getattr(reward_fn, "_trapo_process", False))
+            )
         self._reward_error = ""
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
         self.weights = ObjectiveWeights(
-            prefix_loss=self.prefix_loss, trsft_alpha=config.trsft_alpha, prefix_loss_coef=config.prefix_loss_coef,
-            luffy_gamma=config.luffy_gamma, entropy_coef=config.entropy_coef, epsilon=config.epsilon,
-            epsilon_high=config.epsilon if config.epsilon_high is None else config.epsilon_high, beta=config.beta,
+            prefix_loss=self.prefix_loss,
+            trsft_alpha=config.trsft_alpha,
+            prefix_loss_coef=config.prefix_loss_coef,
+            luffy_gamma=config.luffy_gamma,
+            entropy_coef=config.entropy_coef,
+            epsilon=config.epsilon,
+            epsilon_high=config.epsilon if config.epsilon_high is None else config.epsilon_high,
+            beta=config.beta,
             entropy_tokens=config.entropy_tokens,
         )
 
@@ -270,26 +289,45 @@ class TRAPOTrainer:
                 raise ImportError("LoRA (lora_r > 0 or peft_config) needs peft: pip install 'trapo[lora]'") from err
 
             targets = config.lora_target_modules
-            model = get_peft_model(model, peft_config or LoraConfig(
-                r=config.lora_r, lora_alpha=config.lora_alpha, task_type="CAUSAL_LM",
-                target_modules="all-linear" if targets == ["all-linear"] else targets))
+            model = get_peft_model(
+                model,
+                peft_config
+                or LoraConfig(
+                    r=config.lora_r,
+                    lora_alpha=config.lora_alpha,
+                    task_type="CAUSAL_LM",
+                    target_modules="all-linear" if targets == ["all-linear"] else targets,
+                ),
+            )
 
         guided = any(r > 0 for r in self.schedule.ratios) or config.sft_steps > 0
         if guided and not any(ex.expert_solutions for ex in examples):  # before any work
             why = (loaded.expert_problem() if loaded is not None else None) or "no training row has an expert solution"
-            raise ValueError(f"method {config.method!r} trains on expert solutions, but {why}. Use a method "
-                             "without expert guidance (grpo) to train RL only.")
+            raise ValueError(
+                f"method {config.method!r} trains on expert solutions, but {why}. Use a method "
+                "without expert guidance (grpo) to train RL only."
+            )
         self.items, self.data_report = self._prepare(examples, _context_length(model))
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
         if guided and not self.expert_items:
-            raise ValueError(f"method {config.method!r} trains on expert solutions, but no kept training row has "
-                             f"one ({self.data_report.summary()})")
+            raise ValueError(
+                f"method {config.method!r} trains on expert solutions, but no kept training row has "
+                f"one ({self.data_report.summary()})"
+            )
 
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                      weight_decay=config.weight_decay)
-        self.scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=config.warmup_steps,
-                                       num_training_steps=config.max_steps)
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler = get_scheduler(
+            config.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.max_steps,
+        )
         ref_model = None
         if config.beta > 0:  # a frozen copy of the initial model, placed by accelerate like the policy
             import copy
@@ -300,11 +338,15 @@ class TRAPOTrainer:
 
         self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
         self.sampler = GuidedSampler(
-            self.engine, tokenizer, self.reward_fn, self.schedule,
+            self.engine,
+            tokenizer,
+            self.reward_fn,
+            self.schedule,
             boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary, config.prefix_boundary_match),
             max_completion_length=config.max_completion_length,
             sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
-            prefix_slack=config.prefix_slack, speculative=config.rollout_mode == "speculative",
+            prefix_slack=config.prefix_slack,
+            speculative=config.rollout_mode == "speculative",
             prefix_strict=config.prefix_boundary_strict,
         )
         self.step = 0
@@ -330,8 +372,9 @@ class TRAPOTrainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def _prepare(self, dataset: Sequence[Example], context: int | None = None
-                 ) -> tuple[list[PreparedExample], DataReport]:
+    def _prepare(
+        self, dataset: Sequence[Example], context: int | None = None
+    ) -> tuple[list[PreparedExample], DataReport]:
         cfg, report, items = self.config, DataReport(rows=len(dataset), context=context), []
         for row, example in enumerate(dataset):
             if example.origin:
@@ -340,18 +383,20 @@ class TRAPOTrainer:
             try:
                 prompt_ids = encode_prompt(self.tokenizer, example, cfg.prompt_template)
             except Exception as err:  # e.g. jinja's TemplateError for a chat role the template does not know
-                raise ValueError(f"{where}: the tokenizer's chat template cannot render the prompt "
-                                 f"({type(err).__name__}: {err})") from err
+                raise ValueError(
+                    f"{where}: the tokenizer's chat template cannot render the prompt ({type(err).__name__}: {err})"
+                ) from err
             if context is not None and len(prompt_ids) >= context:
                 if cfg.strict:
-                    raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, the model's context is "
-                                     f"{context}")
+                    raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, the model's context is {context}")
                 report.over_context.append(row)
                 continue
             if len(prompt_ids) > cfg.max_prompt_length:
                 if cfg.strict:
-                    raise ValueError(f"{where}: prompt has {len(prompt_ids)} tokens, more than "
-                                     f"max_prompt_length={cfg.max_prompt_length}")
+                    raise ValueError(
+                        f"{where}: prompt has {len(prompt_ids)} tokens, more than "
+                        f"max_prompt_length={cfg.max_prompt_length}"
+                    )
                 report.too_long.append(row)
                 continue
             if context is not None and len(prompt_ids) + cfg.max_completion_length > context:
@@ -400,26 +445,39 @@ class TRAPOTrainer:
     def _mini_batches(self, trajectories: Sequence[Trajectory], shared_prompt: bool = False) -> list[list[int]]:
         """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by the
         width of their rows so that padding costs little: :func:`trapo.trainer.batch.length_sorted_mini_batches`)."""
-        return length_sorted_mini_batches([row_length(t, shared_prompt) for t in trajectories],
-                                          self.config.mini_batch_size)
+        return length_sorted_mini_batches(
+            [row_length(t, shared_prompt) for t in trajectories], self.config.mini_batch_size
+        )
 
     def _shares_prompts(self, trajectories: Sequence[Trajectory]) -> bool:
         """Whether the update computes each distinct prompt once: where the model supports it and some
         trajectories share a prompt (otherwise the prompt pass would be one forward more for nothing)."""
-        return (self.share_prompts and len({tuple(t.prompt_ids) for t in trajectories}) < len(trajectories)
-                and supports_shared_prompts(self.unwrapped))
+        return (
+            self.share_prompts
+            and len({tuple(t.prompt_ids) for t in trajectories}) < len(trajectories)
+            and supports_shared_prompts(self.unwrapped)
+        )
 
     def _global_counts(self, masks: Sequence[torch.Tensor]) -> tuple[float, float] | None:
         if self.accelerator.num_processes == 1:
             return None
-        local = torch.tensor([sum(float(m.sum()) for m in masks), sum(float((m.sum(1) > 0).sum()) for m in masks)],
-                             dtype=torch.float64, device=self.accelerator.device)
+        local = torch.tensor(
+            [sum(float(m.sum()) for m in masks), sum(float((m.sum(1) > 0).sum()) for m in masks)],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
         total = self.accelerator.reduce(local, reduction="sum")
         return float(total[0]), float(total[1])
 
     def _reduction(self, kind: str, masks: Sequence[torch.Tensor]) -> TokenReduction:
-        return batch_reduction(kind, masks, self.config.max_completion_length, self.accelerator.num_processes,
-                               self._global_counts(masks), constant=self.config.loss_constant)
+        return batch_reduction(
+            kind,
+            masks,
+            self.config.max_completion_length,
+            self.accelerator.num_processes,
+            self._global_counts(masks),
+            constant=self.config.loss_constant,
+        )
 
     def _backward_all(self, n_batches: int, loss_of: Callable[[int], torch.Tensor]) -> None:
         for i in range(n_batches):
@@ -435,12 +493,17 @@ class TRAPOTrainer:
         guided = torch.tensor([t.guided for t in trajs])
         rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
         advantages = group_advantages(
-            rewards, torch.tensor([t.prompt_index for t in trajs]), scale_by_std=cfg.scale_rewards == "group",
+            rewards,
+            torch.tensor([t.prompt_index for t in trajs]),
+            scale_by_std=cfg.scale_rewards == "group",
             baseline_mask=~guided if cfg.advantage_baseline == "unguided" else None,
         )
         if cfg.scale_rewards == "batch":  # TRL's "batch": the std of every reward of the step, over processes
-            moments = torch.tensor([len(rewards), float(rewards.sum()), float((rewards.double() ** 2).sum())],
-                                   dtype=torch.float64, device=self.accelerator.device)
+            moments = torch.tensor(
+                [len(rewards), float(rewards.sum()), float((rewards.double() ** 2).sum())],
+                dtype=torch.float64,
+                device=self.accelerator.device,
+            )
             if self.accelerator.num_processes > 1:
                 moments = self.accelerator.reduce(moments, reduction="sum")
             n, total, squares = (float(x) for x in moments.cpu())
@@ -466,8 +529,11 @@ class TRAPOTrainer:
         advs = [advantages[c].to(device) for c in chunks]
         model_tokens = self._reduction(cfg.loss_normalization, [b.model_mask for b in tokens])
         prefix_tokens = self._reduction(cfg.loss_normalization, [b.prefix_mask for b in tokens])
-        entropy_tokens = (self._reduction(cfg.loss_normalization, [b.response_mask for b in tokens])
-                          if cfg.entropy_tokens == "all" else None)
+        entropy_tokens = (
+            self._reduction(cfg.loss_normalization, [b.response_mask for b in tokens])
+            if cfg.entropy_tokens == "all"
+            else None
+        )
         prompts, prompt_of = distinct_prompts(trajs)
         prompt_rows = [torch.tensor([prompt_of[j] for j in c], device=device) for c in chunks]
 
@@ -483,8 +549,7 @@ class TRAPOTrainer:
 
         def logprobs_of(model: torch.nn.Module) -> list[torch.Tensor]:
             cache = encode(model)
-            return [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels)
-                    for i, b in enumerate(tokens)]
+            return [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels) for i, b in enumerate(tokens)]
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         ref: list[torch.Tensor | None] = [None] * len(chunks)
@@ -499,9 +564,17 @@ class TRAPOTrainer:
 
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
-            terms = trapo_loss(logits_of(self.model, i, cut), b, advs[i], self.weights, model_tokens=model_tokens,
-                               prefix_tokens=prefix_tokens, old_logprobs=old[i], ref_logprobs=ref[i],
-                               entropy_reduction=entropy_tokens)
+            terms = trapo_loss(
+                logits_of(self.model, i, cut),
+                b,
+                advs[i],
+                self.weights,
+                model_tokens=model_tokens,
+                prefix_tokens=prefix_tokens,
+                old_logprobs=old[i],
+                ref_logprobs=ref[i],
+                entropy_reduction=entropy_tokens,
+            )
             if record:
                 self._record_loss(terms, b, metrics)
             return terms.total
@@ -518,17 +591,25 @@ class TRAPOTrainer:
         self._record_batch(batch, metrics)
 
     def _record_loss(self, terms, b: TokenBatch, metrics: _Metrics) -> None:
-        for name, value in (("loss/total", terms.total.detach()), ("loss/policy", terms.policy),
-                            ("loss/prefix", terms.prefix), ("loss/entropy", terms.entropy), ("loss/kl", terms.kl)):
+        for name, value in (
+            ("loss/total", terms.total.detach()),
+            ("loss/policy", terms.policy),
+            ("loss/prefix", terms.prefix),
+            ("loss/entropy", terms.entropy),
+            ("loss/kl", terms.kl),
+        ):
             metrics.add_total(name, float(value))
-        metrics.add("trust/prefix_below_alpha",
-                    float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
-                    float(b.prefix_mask.sum()))
+        metrics.add(
+            "trust/prefix_below_alpha",
+            float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
+            float(b.prefix_mask.sum()),
+        )
         if terms.token_entropy is not None:
             metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
             if self.config.entropy_tokens == "all":
-                metrics.add("entropy/response", float(terms.token_entropy[b.response_mask].sum()),
-                            float(b.response_mask.sum()))
+                metrics.add(
+                    "entropy/response", float(terms.token_entropy[b.response_mask].sum()), float(b.response_mask.sum())
+                )
 
     def _record_batch(self, batch: RolloutBatch, metrics: _Metrics) -> None:
         trajs = batch.trajectories
@@ -583,8 +664,9 @@ class TRAPOTrainer:
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
         applied = finite
         if finite and self.update_guard.enabled:
-            applied, size, reason = self.update_guard.judge(self.optimizer, self.scheduler.get_last_lr()[0],
-                                                            self._reduce_sum)
+            applied, size, reason = self.update_guard.judge(
+                self.optimizer, self.scheduler.get_last_lr()[0], self._reduce_sum
+            )
             if applied:
                 self._pending_sizes.append(size)
             else:
@@ -689,8 +771,10 @@ class TRAPOTrainer:
         if self.is_main:
             removed = safety.remove_orphans(out)
             if removed:
-                acc.print(f"removed {len(removed)} unfinished temporary directories left by a killed run: "
-                          f"{', '.join(removed[:3])}")
+                acc.print(
+                    f"removed {len(removed)} unfinished temporary directories left by a killed run: "
+                    f"{', '.join(removed[:3])}"
+                )
         if resume_from_checkpoint == "auto":
             resume_from_checkpoint = True if ckpt.checkpoints(out) else None
             if resume_from_checkpoint is None:
@@ -712,7 +796,8 @@ class TRAPOTrainer:
         if existing and not cfg.overwrite_output_dir:
             raise FileExistsError(
                 f"output_dir {str(out)!r} holds another run ({', '.join(existing[:6])}); pass --resume to "
-                "continue it, --overwrite_output_dir to replace it, or choose another --output_dir")
+                "continue it, --overwrite_output_dir to replace it, or choose another --output_dir"
+            )
         if self.is_main:
             if existing:
                 safety.clear_run(out)
@@ -744,7 +829,8 @@ class TRAPOTrainer:
                 raise ValueError(
                     f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
                     "Use the same settings (only max_steps, logging, saving and reward limits may change), "
-                    "or start a new run with --overwrite_output_dir / another --output_dir")
+                    "or start a new run with --overwrite_output_dir / another --output_dir"
+                )
             try:
                 ckpt.load_weights(self.unwrapped, path)
                 state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
@@ -762,11 +848,13 @@ class TRAPOTrainer:
         metrics_path = self.output_dir / "metrics.jsonl"
         self._start(resume_from_checkpoint)
         if cfg.report_to != "none":
-            acc.init_trackers("trapo", config={k: v for k, v in cfg.to_dict().items()
-                                               if isinstance(v, int | float | str | bool)})
+            acc.init_trackers(
+                "trapo", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+            )
         acc.print(f"data: {self.data_report.summary()}")
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}", dynamic_ncols=True
+        )
         last: dict[str, float] = {}
         last_save = time.monotonic()
         signals = self._signals
@@ -785,8 +873,9 @@ class TRAPOTrainer:
                     signals.leave_critical()  # a Ctrl-C held during the update is raised here
                     if self.is_main:
                         self._report_problems(last, bar)
-                        bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy")
-                                         if k in last})
+                        bar.set_postfix(
+                            {k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy") if k in last}
+                        )
                         bar.update(1)
                     if cfg.report_to != "none":
                         acc.log(last, step=self.step)
@@ -795,7 +884,8 @@ class TRAPOTrainer:
                         self.save_checkpoint()
                         raise safety.Preempted(signals.stop_signal or signal.SIGTERM, self.step, self.output_dir)
                     due = bool(cfg.save_steps and self.step % cfg.save_steps == 0) or bool(
-                        cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes)
+                        cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes
+                    )
                     if self.step < cfg.max_steps and self._any_process(due):
                         self.save_checkpoint()
                         last_save = time.monotonic()
@@ -804,25 +894,32 @@ class TRAPOTrainer:
             except BaseException as err:
                 signals.leave_critical_quietly()
                 if self._dirty:  # memory holds an update its step count does not: saving it would repeat it
-                    acc.print(f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
-                              f"{self.output_dir} is the place to --resume from")
+                    acc.print(
+                        f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
+                        f"{self.output_dir} is the place to --resume from"
+                    )
                 elif self.step > 0:  # nothing lost on a crash or Ctrl-C: the last finished step is saved
                     self.save_checkpoint()
                     what = "stopped" if isinstance(err, safety.TrainingStopped) else "interrupted"
-                    acc.print(f"\n{what}: saved a checkpoint at step {self.step} in {self.output_dir}; "
-                              "rerun with --resume to continue")
+                    acc.print(
+                        f"\n{what}: saved a checkpoint at step {self.step} in {self.output_dir}; "
+                        "rerun with --resume to continue"
+                    )
                 raise
             finally:
                 bar.close()
         self.save_checkpoint()
         skipped = self.totals["nonfinite_steps"] + self.totals["rolled_back_steps"]
         if skipped:
-            acc.print(f"warning: {skipped} of {self.step} steps were not applied ({self.totals['nonfinite_steps']} "
-                      f"NaN/inf, {self.totals['rolled_back_steps']} rolled back as out of range)")
+            acc.print(
+                f"warning: {skipped} of {self.step} steps were not applied ({self.totals['nonfinite_steps']} "
+                f"NaN/inf, {self.totals['rolled_back_steps']} rolled back as out of range)"
+            )
         if skipped >= self.step:
             raise safety.TrainingStopped(
                 f"no step of the run was applied ({skipped} skipped or rolled back); no final model written. "
-                "Lower learning_rate or check the data and reward")
+                "Lower learning_rate or check the data and reward"
+            )
         final = self.save_final()
         if cfg.report_to != "none":
             acc.end_training()
@@ -832,10 +929,15 @@ class TRAPOTrainer:
         """Reward failures and skipped updates of the step just taken, on the console."""
         notes = []
         if last.get("reward/failed", 0) > 0:
-            kinds = ", ".join(f"{k.removeprefix('reward/failed_')} {last[k]:.0%}" for k in sorted(last)
-                              if k.startswith("reward/failed_") and last[k] > 0)
-            notes.append(f"{last['reward/failed']:.0%} of rewards failed ({kinds})"
-                         + (f": {self._reward_error}" if self._reward_error else ""))
+            kinds = ", ".join(
+                f"{k.removeprefix('reward/failed_')} {last[k]:.0%}"
+                for k in sorted(last)
+                if k.startswith("reward/failed_") and last[k] > 0
+            )
+            notes.append(
+                f"{last['reward/failed']:.0%} of rewards failed ({kinds})"
+                + (f": {self._reward_error}" if self._reward_error else "")
+            )
         if last.get("skipped_nonfinite"):
             notes.append("update skipped: NaN/inf loss or gradient")
         if last.get("rolled_back"):
@@ -849,27 +951,40 @@ class TRAPOTrainer:
             raise safety.TrainingStopped(
                 f"{self._nonfinite_in_a_row} steps in a row had a NaN/inf loss or gradient or an update out of "
                 f"range (last at step {self.step}); stopping. Lower learning_rate, check the data, or raise "
-                "max_nonfinite_steps.")
+                "max_nonfinite_steps."
+            )
         if last.get("sft_step"):
             return
         failed = last.get("reward/failed", 0.0)
-        self._reward_failures_in_a_row = (self._reward_failures_in_a_row + 1
-                                          if failed >= cfg.max_reward_failure_share - 1e-9 else 0)
+        self._reward_failures_in_a_row = (
+            self._reward_failures_in_a_row + 1 if failed >= cfg.max_reward_failure_share - 1e-9 else 0
+        )
         if cfg.max_reward_failure_steps and self._reward_failures_in_a_row >= cfg.max_reward_failure_steps:
             raise safety.TrainingStopped(
                 f"the reward failed on {failed:.0%} of the rollouts for {self._reward_failures_in_a_row} steps in "
                 f"a row (last at step {self.step}; {self._reward_error or 'see the step lines above'}); stopping. "
                 "Fix the reward function or the ground truths (max_reward_failure_share / "
-                "max_reward_failure_steps set this rule).")
+                "max_reward_failure_steps set this rule)."
+            )
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            ckpt.save_checkpoint(self.output_dir, self.step, self.unwrapped, self.tokenizer, self.optimizer,
-                                 self.scheduler, {"totals": dict(self.totals), "config": self.config.to_dict(),
-                                                  "update_history": self.update_guard.history},
-                                 keep=self.config.save_total_limit)
+            ckpt.save_checkpoint(
+                self.output_dir,
+                self.step,
+                self.unwrapped,
+                self.tokenizer,
+                self.optimizer,
+                self.scheduler,
+                {
+                    "totals": dict(self.totals),
+                    "config": self.config.to_dict(),
+                    "update_history": self.update_guard.history,
+                },
+                keep=self.config.save_total_limit,
+            )
         self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
@@ -898,11 +1013,19 @@ class TRAPOTrainer:
         if batch is None:
             return
         decode = self.tokenizer.decode
-        rows = [{
-            "step": self.step, "prompt": decode(t.prompt_ids, skip_special_tokens=True), "group": t.group,
-            "level": t.level, "prefix": decode(t.prefix_ids, skip_special_tokens=True),
-            "continuation": decode(t.completion_ids, skip_special_tokens=True), "reward": t.reward,
-        } for t in batch.trajectories if t.prompt_index == 0]
+        rows = [
+            {
+                "step": self.step,
+                "prompt": decode(t.prompt_ids, skip_special_tokens=True),
+                "group": t.group,
+                "level": t.level,
+                "prefix": decode(t.prefix_ids, skip_special_tokens=True),
+                "continuation": decode(t.completion_ids, skip_special_tokens=True),
+                "reward": t.reward,
+            }
+            for t in batch.trajectories
+            if t.prompt_index == 0
+        ]
         with (self.output_dir / "samples.jsonl").open("a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
@@ -916,11 +1039,15 @@ def _as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], Loa
     if isinstance(dataset, LoadResult):
         return dataset.examples, dataset, False
     if hasattr(dataset, "keys") and not hasattr(dataset, "to_list"):
-        raise ValueError(f"train_dataset is a mapping of splits ({', '.join(map(str, dataset.keys()))}); "
-                         "pass one split, e.g. dataset['train']")
+        raise ValueError(
+            f"train_dataset is a mapping of splits ({', '.join(map(str, dataset.keys()))}); "
+            "pass one split, e.g. dataset['train']"
+        )
     if not hasattr(dataset, "__len__"):
-        raise ValueError("train_dataset must have a length (a datasets.Dataset, a list, or a path); "
-                         "an IterableDataset is not supported")
+        raise ValueError(
+            "train_dataset must have a length (a datasets.Dataset, a list, or a path); "
+            "an IterableDataset is not supported"
+        )
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     if rows and all(isinstance(r, Example) for r in rows):
         return rows, None, False
@@ -948,13 +1075,16 @@ def _check_not_sharded(accelerator: Accelerator) -> None:
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
-    zero3 = kind == DistributedType.DEEPSPEED and getattr(
-        getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
+    zero3 = (
+        kind == DistributedType.DEEPSPEED
+        and getattr(getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
+    )
     if kind == DistributedType.FSDP or zero3:
         raise NotImplementedError(
             f"{'FSDP' if kind == DistributedType.FSDP else 'DeepSpeed ZeRO-3'} is not supported: rollouts generate on "
             "the unwrapped model without gathering sharded parameters, and checkpoints are saved from it. Use several "
-            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process.")
+            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process."
+        )
 
 
 def _check_report_to(report_to: str) -> None:

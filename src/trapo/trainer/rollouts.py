@@ -122,8 +122,9 @@ class GuidedSampler:
         if level == 0:
             return []
         expert = self.expert_for(item, group)
-        n = cut_prefix(expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack,
-                       strict=self.prefix_strict)
+        n = cut_prefix(
+            expert, self.schedule.prefix_ratio(level), self.boundary_ids, self.prefix_slack, strict=self.prefix_strict
+        )
         return expert[:n]
 
     def candidate_levels(self, item: PreparedExample, group: int) -> tuple[int, ...]:
@@ -135,8 +136,13 @@ class GuidedSampler:
     def _generates(self, level: int) -> bool:
         return self.schedule.prefix_ratio(level) < 1.0
 
-    def _generate(self, items: Sequence[PreparedExample], requests: list[_Request],
-                  generator: torch.Generator, prefix_of: Callable[[_Request], list[int]]) -> dict[_Request, list[int]]:
+    def _generate(
+        self,
+        items: Sequence[PreparedExample],
+        requests: list[_Request],
+        generator: torch.Generator,
+        prefix_of: Callable[[_Request], list[int]],
+    ) -> dict[_Request, list[int]]:
         todo = [r for r in requests if self._generates(r.level)]
         if not todo:
             return {}
@@ -161,13 +167,18 @@ class GuidedSampler:
         start = time.perf_counter()
         pool: dict[_Request, list[int]] = {}
         if self.speculative:
-            pool = self._generate(items, [
-                _Request(p, g, level, m)
-                for p, item in enumerate(items)
-                for g, size in enumerate(schedule.sizes)
-                for level in self.candidate_levels(item, g)
-                for m in range(size)
-            ], generator, prefix_of)
+            pool = self._generate(
+                items,
+                [
+                    _Request(p, g, level, m)
+                    for p, item in enumerate(items)
+                    for g, size in enumerate(schedule.sizes)
+                    for level in self.candidate_levels(item, g)
+                    for m in range(size)
+                ],
+                generator,
+                prefix_of,
+            )
         generation_seconds = time.perf_counter() - start
 
         returns = [0.0] * len(items)
@@ -187,13 +198,23 @@ class GuidedSampler:
                 item = items[r.prompt]
                 prefix = prefix_of(r)
                 completion = pool.get(r, []) if self._generates(r.level) else []
-                group_trajs.append(Trajectory(
-                    prompt_index=r.prompt, group=g, level=r.level, prompt_ids=item.prompt_ids,
-                    prefix_ids=prefix, completion_ids=completion,
-                    prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
-                ))
-            texts = [Completion(self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids,
-                                self.trainer_state) for t in group_trajs]
+                group_trajs.append(
+                    Trajectory(
+                        prompt_index=r.prompt,
+                        group=g,
+                        level=r.level,
+                        prompt_ids=item.prompt_ids,
+                        prefix_ids=prefix,
+                        completion_ids=completion,
+                        prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
+                    )
+                )
+            texts = [
+                Completion(
+                    self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
+                )
+                for t in group_trajs
+            ]
             scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
             rewards = scored.scores
             failures.update(scored.failures)
@@ -203,8 +224,9 @@ class GuidedSampler:
                 returns[traj.prompt_index] += traj.reward
             trajectories.extend(group_trajs)
 
-        generated = sum(len(v) for v in pool.values()) if self.speculative else sum(
-            len(t.completion_ids) for t in trajectories)
+        generated = (
+            sum(len(v) for v in pool.values()) if self.speculative else sum(len(t.completion_ids) for t in trajectories)
+        )
         return RolloutBatch(
             trajectories=trajectories,
             examples=[item.example for item in items],

@@ -31,12 +31,27 @@ import torch
 LOCK_FILE = ".trapo.lock"
 RUN_FILES = ("run_config.json", "metrics.jsonl", "samples.jsonl", "final")
 # Config fields a resumed run may change: how long to run, how often to log/save, where to report.
-MAY_CHANGE_ON_RESUME = frozenset({
-    "output_dir", "max_steps", "logging_steps", "save_steps", "save_minutes", "save_total_limit",
-    "sample_log_steps", "report_to", "max_nonfinite_steps", "generation_batch_size", "overwrite_output_dir",
-    "reward_timeout", "max_reward_failure_share", "max_reward_failure_steps", "update_guard_factor",
-    "max_update_ratio", "strict",
-})
+MAY_CHANGE_ON_RESUME = frozenset(
+    {
+        "output_dir",
+        "max_steps",
+        "logging_steps",
+        "save_steps",
+        "save_minutes",
+        "save_total_limit",
+        "sample_log_steps",
+        "report_to",
+        "max_nonfinite_steps",
+        "generation_batch_size",
+        "overwrite_output_dir",
+        "reward_timeout",
+        "max_reward_failure_share",
+        "max_reward_failure_steps",
+        "update_guard_factor",
+        "max_update_ratio",
+        "strict",
+    }
+)
 # Exit codes of ``trapo train`` besides 0 (done) and 2 (a user error, nothing trained).
 EXIT_STOPPED = 3  # the run stopped itself (rewards failing, NaN/inf, every step rolled back); see the message
 EXIT_INTERRUPTED = 130  # Ctrl-C: the last finished step was saved
@@ -53,8 +68,10 @@ class Preempted(Exception):
     def __init__(self, signum: int, step: int, output_dir: Path):
         self.signum, self.step, self.output_dir = signum, step, output_dir
         name = signal.Signals(signum).name
-        super().__init__(f"{name} received: saved a checkpoint at step {step} in {output_dir}; "
-                         f"rerun with --resume (or --resume auto) to continue")
+        super().__init__(
+            f"{name} received: saved a checkpoint at step {step} in {output_dir}; "
+            f"rerun with --resume (or --resume auto) to continue"
+        )
 
     @property
     def exit_code(self) -> int:
@@ -88,7 +105,8 @@ def acquire_lock(output_dir: Path) -> Path:
             if isinstance(pid, int) and (host != me["host"] or _pid_alive(pid)) and pid != me["pid"]:
                 raise FileExistsError(
                     f"{output_dir} is in use by another trapo process (pid {pid} on {host}; lock file {lock}). "
-                    "Use another --output_dir, or wait for that run to end") from None
+                    "Use another --output_dir, or wait for that run to end"
+                ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone (or the file is unreadable)
             continue
         with os.fdopen(fd, "w") as f:
@@ -122,8 +140,7 @@ def run_files(output_dir: Path) -> list[str]:
     """Names of the files in ``output_dir`` that belong to a run (metrics, checkpoints, final model ...)."""
     if not output_dir.is_dir():
         return []
-    return sorted(p.name for p in output_dir.iterdir()
-                  if p.name in RUN_FILES or p.name.startswith("checkpoint-"))
+    return sorted(p.name for p in output_dir.iterdir() if p.name in RUN_FILES or p.name.startswith("checkpoint-"))
 
 
 def clear_run(output_dir: Path) -> None:
@@ -208,8 +225,7 @@ class UpdateGuard:
     check costs one extra elementwise pass over the parameters, in chunks of ``chunk`` elements.
     """
 
-    def __init__(self, factor: float, max_ratio: float, window: int = 20, min_history: int = 5,
-                 chunk: int = 1 << 24):
+    def __init__(self, factor: float, max_ratio: float, window: int = 20, min_history: int = 5, chunk: int = 1 << 24):
         self.factor, self.max_ratio, self.window, self.min_history = factor, max_ratio, window, min_history
         self.chunk = chunk
         self.history: list[float] = []
@@ -230,7 +246,7 @@ class UpdateGuard:
                     continue
                 state = optimizer.state.get(p, {})
                 step = float(state["step"]) + 1 if "step" in state else 1.0
-                bc1, bc2 = 1 - b1 ** step, math.sqrt(1 - b2 ** step)
+                bc1, bc2 = 1 - b1**step, math.sqrt(1 - b2**step)
                 w, g = p.detach().reshape(-1), p.grad.detach().reshape(-1)
                 m_old, v_old = state.get("exp_avg"), state.get("exp_avg_sq")
                 m_old = m_old.reshape(-1) if m_old is not None else None
@@ -250,8 +266,9 @@ class UpdateGuard:
                     sums += torch.stack([torch.dot(dw, dw), torch.dot(wc, wc)]).double().cpu()
         return sums
 
-    def judge(self, optimizer: torch.optim.Optimizer, lr: float,
-              reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[bool, float, str]:
+    def judge(
+        self, optimizer: torch.optim.Optimizer, lr: float, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[bool, float, str]:
         """(apply, lr-normalised size, reason when refused) of the step ``optimizer.step()`` would take now.
         ``reduce`` sums the partial sums over processes (sharded parameters; replicated ones scale both
         norms alike)."""
@@ -266,16 +283,28 @@ class UpdateGuard:
         if not math.isfinite(ratio):
             return False, size, "the update would make weights NaN/inf"
         if self.max_ratio > 0 and ratio > self.max_ratio:
-            return False, size, (f"the update would change the weights by {ratio:.3g} of their norm "
-                                 f"(> max_update_ratio {self.max_ratio})")
+            return (
+                False,
+                size,
+                (
+                    f"the update would change the weights by {ratio:.3g} of their norm "
+                    f"(> max_update_ratio {self.max_ratio})"
+                ),
+            )
         if self.factor > 0 and len(self.history) >= self.min_history:
-            recent = sorted(self.history[-self.window:])
+            recent = sorted(self.history[-self.window :])
             median = recent[len(recent) // 2]
             if median > 0 and size > self.factor * median:
-                return False, size, (f"the update was {size / median:.3g}x the median of the last {len(recent)} "
-                                     f"steps (> update_guard_factor {self.factor})")
+                return (
+                    False,
+                    size,
+                    (
+                        f"the update was {size / median:.3g}x the median of the last {len(recent)} "
+                        f"steps (> update_guard_factor {self.factor})"
+                    ),
+                )
         return True, size, ""
 
     def accept(self, size: float) -> None:
         """Count an applied step's size into the recent range."""
-        self.history = [*self.history, size][-self.window:]
+        self.history = [*self.history, size][-self.window :]

@@ -60,8 +60,9 @@ class PromptCache:
     lengths: torch.Tensor
 
     @classmethod
-    def encode(cls, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
-               device: torch.device) -> PromptCache:
+    def encode(
+        cls, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
+    ) -> PromptCache:
         """One forward pass over the heads of ``prompts`` (with the gradient graph unless under no_grad)."""
         heads = [list(p[:-1]) for p in prompts]
         width = max(map(len, heads))
@@ -72,8 +73,14 @@ class PromptCache:
         cache = DynamicCache(config=model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-              **{_cache_argument(model): cache}, **extra)
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{_cache_argument(model): cache},
+            **extra,
+        )
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return cls(layers, mask, mask.sum(-1))
 
@@ -86,13 +93,18 @@ class PromptCache:
     def backward(self, cut: PromptCache) -> None:
         """Backpropagate the gradient the mini-batches left on ``cut``'s leaves through this cache's pass (keys
         and values that need no gradient, e.g. from frozen layers under LoRA, have none)."""
-        pairs = [(t, leaf.grad) for layer, leaves in zip(self.layers, cut.layers, strict=True)
-                 for t, leaf in zip(layer, leaves, strict=True) if leaf.grad is not None]
+        pairs = [
+            (t, leaf.grad)
+            for layer, leaves in zip(self.layers, cut.layers, strict=True)
+            for t, leaf in zip(layer, leaves, strict=True)
+            if leaf.grad is not None
+        ]
         if pairs:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
 
-    def logits(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               prompts: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: torch.Tensor
+    ) -> torch.Tensor:
         """The model's logits on right-padded ``last prompt token + response`` rows, each row continuing the
         cached head of prompt ``prompts[row]``; ``(rows, T, vocab)`` as on the full sequences' last T positions."""
         if not self.layers:
@@ -103,5 +115,10 @@ class PromptCache:
         mask = torch.cat([self.mask[prompts], attention_mask], dim=1)
         steps = torch.arange(input_ids.shape[1], device=input_ids.device)
         positions = self.lengths[prompts, None] + steps
-        return model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                     **{_cache_argument(model): cache}).logits
+        return model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{_cache_argument(model): cache},
+        ).logits

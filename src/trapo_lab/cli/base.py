@@ -48,10 +48,18 @@ def register(subparsers) -> None:
         default=None,
         help="shortcut task: share of multi-operation chains written step by step in pre-training",
     )
-    parser.add_argument("--step-form", choices=("steps", "rewrite"), default=None,
-                        help="shortcut task: form of those written chains (see trapo_lab.tasks.step_lines)")
-    parser.add_argument("--step-layout", choices=("paragraphs", "line"), default=None,
-                        help="shortcut task: their layout, one step per paragraph (the expert's) or on one line")
+    parser.add_argument(
+        "--step-form",
+        choices=("steps", "rewrite"),
+        default=None,
+        help="shortcut task: form of those written chains (see trapo_lab.tasks.step_lines)",
+    )
+    parser.add_argument(
+        "--step-layout",
+        choices=("paragraphs", "line"),
+        default=None,
+        help="shortcut task: their layout, one step per paragraph (the expert's) or on one line",
+    )
     parser.add_argument(
         "--eval-per-tier", type=int, default=None, help="validation problems per tier and skill measured (0 = skip)"
     )
@@ -95,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {source:10s} pass@1 sampled {sampled[source]:6.1%}   greedy {greedy.get(source, float('nan')):6.1%}")
     stats = info.get("expert_token_probability", {})
     if stats:
-        print(f"expert tokens with base probability < 0.1: {stats.get('share_below_0.1', 0):.1%} "
-              f"(< 0.01: {stats.get('share_below_0.01', 0):.1%}) over {stats.get('tokens')} tokens")
+        print(
+            f"expert tokens with base probability < 0.1: {stats.get('share_below_0.1', 0):.1%} "
+            f"(< 0.01: {stats.get('share_below_0.01', 0):.1%}) over {stats.get('tokens')} tokens"
+        )
     return 0

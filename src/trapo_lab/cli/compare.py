@@ -71,59 +71,127 @@ def register(subparsers) -> None:
         return f"default: {a}" if a == b else f"default: {a}; quick: {b}"
 
     parser = subparsers.add_parser(
-        "compare", help="compare TRAPO with SFT, GRPO, SFT-then-GRPO, LUFFY and the ablations over seeds",
-        description=DESCRIPTION, formatter_class=_Formatter,
+        "compare",
+        help="compare TRAPO with SFT, GRPO, SFT-then-GRPO, LUFFY and the ablations over seeds",
+        description=DESCRIPTION,
+        formatter_class=_Formatter,
     )
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke-test sizes: {quick.max_steps} steps, {len(quick.seeds)} seeds, "
-                             f"{len(next(iter(quick.lr_grid.values())))} learning rates, tiny evaluation sets "
-                             "(checks the machinery; its numbers say nothing about the methods)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="METHOD",
-                        help=f"methods to compare, of {', '.join(METHODS)} (default: all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-test sizes: {quick.max_steps} steps, {len(quick.seeds)} seeds, "
+        f"{len(next(iter(quick.lr_grid.values())))} learning rates, tiny evaluation sets "
+        "(checks the machinery; its numbers say nothing about the methods)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=None,
+        metavar="METHOD",
+        help=f"methods to compare, of {', '.join(METHODS)} (default: all)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds ({defaults('seeds')})")
-    parser.add_argument("--lrs", nargs="+", type=float, default=None,
-                        help=f"learning-rate grid for every method ({defaults('lr_grid')})")
-    parser.add_argument("--lr-for", action="append", default=[], metavar="METHOD=LR[,LR...]",
-                        help="learning-rate grid of one method (repeatable; overrides --lrs for it)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps per run ({defaults('max_steps')})")
-    parser.add_argument("--prompts-per-step", type=int, default=None,
-                        help=f"prompts per step ({defaults('prompts_per_step')})")
-    parser.add_argument("--test-per-tier", type=int, default=None,
-                        help=f"test problems per tier ({defaults('n_test_per_tier')})")
-    parser.add_argument("--test-per-skill", type=int, default=None,
-                        help=f"test problems per retained skill ({defaults('n_test_skill')})")
-    parser.add_argument("--test-per-ood-tier", type=int, default=None,
-                        help=f"test problems per out-of-distribution tier, 0 for none ({defaults('n_test_ood')})")
-    parser.add_argument("--val-per-tier", type=int, default=None,
-                        help=f"validation problems per tier, for the learning-rate choice and the curves "
-                             f"({defaults('n_val_per_tier')})")
-    parser.add_argument("--val-per-skill", type=int, default=None,
-                        help=f"validation problems per retained skill ({defaults('n_val_skill')})")
-    parser.add_argument("--curve-points", type=int, default=None,
-                        help=f"checkpoints per run evaluated on validation for the curves ({defaults('curve_points')})")
-    parser.add_argument("--passk-per-tier", type=int, default=None,
-                        help=f"test problems per tier in the pass@k set ({defaults('n_passk_per_tier')})")
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        help=f"learning-rate grid for every method ({defaults('lr_grid')})",
+    )
+    parser.add_argument(
+        "--lr-for",
+        action="append",
+        default=[],
+        metavar="METHOD=LR[,LR...]",
+        help="learning-rate grid of one method (repeatable; overrides --lrs for it)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run ({defaults('max_steps')})")
+    parser.add_argument(
+        "--prompts-per-step", type=int, default=None, help=f"prompts per step ({defaults('prompts_per_step')})"
+    )
+    parser.add_argument(
+        "--test-per-tier", type=int, default=None, help=f"test problems per tier ({defaults('n_test_per_tier')})"
+    )
+    parser.add_argument(
+        "--test-per-skill",
+        type=int,
+        default=None,
+        help=f"test problems per retained skill ({defaults('n_test_skill')})",
+    )
+    parser.add_argument(
+        "--test-per-ood-tier",
+        type=int,
+        default=None,
+        help=f"test problems per out-of-distribution tier, 0 for none ({defaults('n_test_ood')})",
+    )
+    parser.add_argument(
+        "--val-per-tier",
+        type=int,
+        default=None,
+        help=f"validation problems per tier, for the learning-rate choice and the curves "
+        f"({defaults('n_val_per_tier')})",
+    )
+    parser.add_argument(
+        "--val-per-skill",
+        type=int,
+        default=None,
+        help=f"validation problems per retained skill ({defaults('n_val_skill')})",
+    )
+    parser.add_argument(
+        "--curve-points",
+        type=int,
+        default=None,
+        help=f"checkpoints per run evaluated on validation for the curves ({defaults('curve_points')})",
+    )
+    parser.add_argument(
+        "--passk-per-tier",
+        type=int,
+        default=None,
+        help=f"test problems per tier in the pass@k set ({defaults('n_passk_per_tier')})",
+    )
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are cached")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", default=None, metavar="DIR",
-                       help=f"report directory (default: RUNS_DIR/{REPORT_SUBDIR}; "
-                            f"quick: RUNS_DIR/{QUICK_REPORT_SUBDIR})")
-    where.add_argument("--publish", action="store_true",
-                       help=f"write the report over the committed results in {PUBLISH_DIR} "
-                            f"(quick: {QUICK_PUBLISH_DIR}) instead of the runs directory")
+    where.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"report directory (default: RUNS_DIR/{REPORT_SUBDIR}; quick: RUNS_DIR/{QUICK_REPORT_SUBDIR})",
+    )
+    where.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"write the report over the committed results in {PUBLISH_DIR} "
+        f"(quick: {QUICK_PUBLISH_DIR}) instead of the runs directory",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="data directory (`trapo data make`); built if missing")
     parser.add_argument("--base", default=DEFAULT_BASE, help="base model directory (`trapo base`); built if missing")
-    parser.add_argument("--max-runs", type=int, default=None,
-                        help="stop cleanly after this many trainings (new or resumed) in this invocation")
-    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                        help="start no new training after this many minutes")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (the embedded model is too small to gain from more, and on a shared "
-                             "machine extra threads make steps many times slower); 0: torch's default")
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        help="stop cleanly after this many trainings (new or resumed) in this invocation",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="start no new training after this many minutes",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (the embedded model is too small to gain from more, and on a shared "
+        "machine extra threads make steps many times slower); 0: torch's default",
+    )
     parser.add_argument("--status", action="store_true", help="print how many runs are done and exit")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bars for evaluations and builds (the trainer keeps its one bar per run)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars for evaluations and builds (the trainer keeps its one bar per run)",
+    )
     parser.set_defaults(func=lab_command(COMMAND, run))
 
 
@@ -191,9 +259,13 @@ def spec_from_args(args: argparse.Namespace):
     if args.test_per_tier is not None:
         values["n_test_per_tier"] = args.test_per_tier
         values["n_passk_per_tier"] = min(base.n_passk_per_tier, args.test_per_tier)
-    for flag, field in (("test_per_skill", "n_test_skill"), ("test_per_ood_tier", "n_test_ood"),
-                        ("val_per_tier", "n_val_per_tier"), ("val_per_skill", "n_val_skill"),
-                        ("curve_points", "curve_points")):
+    for flag, field in (
+        ("test_per_skill", "n_test_skill"),
+        ("test_per_ood_tier", "n_test_ood"),
+        ("val_per_tier", "n_val_per_tier"),
+        ("val_per_skill", "n_val_skill"),
+        ("curve_points", "curve_points"),
+    ):
         if getattr(args, flag) is not None:
             values[field] = getattr(args, flag)
     if args.passk_per_tier is not None:
@@ -218,8 +290,9 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = report_dir(args)
     data_dir, base_dir = ensure_inputs(args.data, args.base, progress=not args.no_progress)
-    comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=args.runs_dir,
-                            progress=not args.no_progress)
+    comparison = Comparison(
+        spec, data_dir=data_dir, base_dir=base_dir, runs_dir=args.runs_dir, progress=not args.no_progress
+    )
     status = comparison.status()
     print(f"compare: {status['runs_done']}/{status['runs_total']} runs finished in {args.runs_dir}")
     if args.status:
@@ -228,28 +301,49 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {method:14s} {entry['runs_done']}/{entry['runs_total']} runs, learning rate {chosen}")
         return 0
     try:
-        result = comparison.run(max_runs=args.max_runs,
-                                time_budget_s=None if args.time_budget is None else 60 * args.time_budget)
+        result = comparison.run(
+            max_runs=args.max_runs, time_budget_s=None if args.time_budget is None else 60 * args.time_budget
+        )
     except StopRequested as stop:
         status = comparison.status()
-        print(f"compare: stopped ({stop}); {status['runs_done']}/{status['runs_total']} runs finished. "
-              "Rerun the same command to continue.")
+        print(
+            f"compare: stopped ({stop}); {status['runs_done']}/{status['runs_total']} runs finished. "
+            "Rerun the same command to continue."
+        )
         return EXIT_STOPPED
     except KeyboardInterrupt:
-        print("\ncompare: interrupted. Finished runs and the current run's checkpoint are kept; rerun the same "
-              "command to resume.", file=sys.stderr)
+        print(
+            "\ncompare: interrupted. Finished runs and the current run's checkpoint are kept; rerun the same "
+            "command to resume.",
+            file=sys.stderr,
+        )
         return 130
     wall = time.perf_counter() - started
     argv = getattr(args, "argv", None) or sys.argv[1:]
     command = "trapo " + shlex.join(argv)
-    note = ("This is the `--quick` smoke run: a few steps, two seeds and tiny evaluation sets. It checks that the "
-            "machinery works end to end; its numbers say nothing about the methods.") if args.quick else None
-    paths = write_report(result.summary, result.dynamics, out, command=command, wall_seconds=wall, note=note,
-                         title="TRAPO vs baselines (quick smoke run)" if args.quick else "TRAPO vs baselines")
+    note = (
+        (
+            "This is the `--quick` smoke run: a few steps, two seeds and tiny evaluation sets. It checks that the "
+            "machinery works end to end; its numbers say nothing about the methods."
+        )
+        if args.quick
+        else None
+    )
+    paths = write_report(
+        result.summary,
+        result.dynamics,
+        out,
+        command=command,
+        wall_seconds=wall,
+        note=note,
+        title="TRAPO vs baselines (quick smoke run)" if args.quick else "TRAPO vs baselines",
+    )
     _print_table(result.summary)
-    print(f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, 4 PNGs); "
-          f"{len(comparison.trained_runs)} runs trained and {comparison.evaluations_computed} evaluations computed in "
-          f"{wall / 60:.1f} min")
+    print(
+        f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, 4 PNGs); "
+        f"{len(comparison.trained_runs)} runs trained and {comparison.evaluations_computed} evaluations computed in "
+        f"{wall / 60:.1f} min"
+    )
     return 0
 
 
@@ -260,11 +354,14 @@ def _raise_keyboard_interrupt(signum, frame):
 def _print_table(summary: dict) -> None:
     from trapo_lab.compare.report import mean_std_cell
 
-    print(f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   "
-          "(test accuracy %, mean ± std over seeds)")
+    print(
+        f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   (test accuracy %, mean ± std over seeds)"
+    )
     for name in ["base", *summary["spec"]["methods"]]:
         entry = summary["equal_steps"][name]
         lr = "-" if entry["lr"] is None else summary["lr_selection"][name]["chosen"]
-        print(f"{name:14s} {lr:>6s} {mean_std_cell(entry['summary']['in_domain']):>14s} "
-              f"{mean_std_cell(entry['summary'].get('retained')):>14s}")
+        print(
+            f"{name:14s} {lr:>6s} {mean_std_cell(entry['summary']['in_domain']):>14s} "
+            f"{mean_std_cell(entry['summary'].get('retained')):>14s}"
+        )
     print()

@@ -42,8 +42,12 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     make.add_argument("--output", "-o", default=DEFAULT_OUTPUT, help="output directory")
-    make.add_argument("--task", choices=TASKS, default=DEFAULT_TASK,
-                      help="task design: shortcut (step-by-step expert, short-answer base) or place-value (earlier)")
+    make.add_argument(
+        "--task",
+        choices=TASKS,
+        default=DEFAULT_TASK,
+        help="task design: shortcut (step-by-step expert, short-answer base) or place-value (earlier)",
+    )
     make.add_argument("--seed", type=int, default=0, help="which problems are drawn (pools do not depend on it)")
     make.add_argument("--n-train", type=int, default=4000, help="post-training problems (all tiers, mixed)")
     make.add_argument(

@@ -30,18 +30,29 @@ Steps 1-2 are cached; a second run reuses them. Run `trapo train --help` for the
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="Run TRAPO on the embedded default (CPU; base built once).",
-                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "demo",
+        help="Run TRAPO on the embedded default (CPU; base built once).",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--workdir", default="artifacts", help="Where data, base model and runs go.")
     parser.add_argument("--method", default="trapo", help="Training method (see `trapo train --help`).")
     parser.add_argument("--steps", type=int, default=200, help="Optimizer steps (the full comparison's budget).")
-    parser.add_argument("--learning-rate", type=float, default=1e-4,
-                        help="Peak learning rate (1e-4: what `trapo compare` chose for TRAPO on validation, "
-                             "from 1e-5 / 3e-5 / 1e-4).")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-4,
+        help="Peak learning rate (1e-4: what `trapo compare` chose for TRAPO on validation, from 1e-5 / 3e-5 / 1e-4).",
+    )
     parser.add_argument("--eval-per-tier", type=int, default=200, help="Held-out problems per tier / skill.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the run (data and base model use seed 0).")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is fastest for the tiny model; 0: torch's default).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest for the tiny model; 0: torch's default).",
+    )
     parser.set_defaults(func=lab_command(COMMAND, run))
 
 
@@ -51,15 +62,19 @@ def comparison_line(results_json: Path) -> str:
     from trapo_lab.compare.claims import claims_table
 
     if not results_json.is_file():
-        return ("Whether TRAPO beats its baselines takes the full comparison: `trapo compare` "
-                "(docs/results/compare/results.md in the repository).")
+        return (
+            "Whether TRAPO beats its baselines takes the full comparison: `trapo compare` "
+            "(docs/results/compare/results.md in the repository)."
+        )
     summary = json.loads(results_json.read_text())
     claims = claims_table(summary)
     if not claims:
         return f"{results_json} has no TRAPO-vs-baseline claims."
     first = claims[0]
-    return (f"The full comparison ({results_json.parent / 'results.md'}; reproduce: `{summary.get('command')}`): "
-            f"{first['claim']}: {first['verdict']} ({first['evidence'].split(';')[0]}).")
+    return (
+        f"The full comparison ({results_json.parent / 'results.md'}; reproduce: `{summary.get('command')}`): "
+        f"{first['claim']}: {first['verdict']} ({first['evidence'].split(';')[0]})."
+    )
 
 
 def _evaluate(model_dir: Path, examples, seed: int) -> dict:
@@ -68,8 +83,16 @@ def _evaluate(model_dir: Path, examples, seed: int) -> dict:
     from trapo.rollout import SamplingParams
 
     model, tokenizer = load_model_and_tokenizer(model_dir)
-    report = evaluate(model, tokenizer, examples, k=1, sampling=SamplingParams(temperature=1.0),
-                      max_new_tokens=256, seed=seed, progress=True)
+    report = evaluate(
+        model,
+        tokenizer,
+        examples,
+        k=1,
+        sampling=SamplingParams(temperature=1.0),
+        max_new_tokens=256,
+        seed=seed,
+        progress=True,
+    )
     return {name: g.avg_at_k for name, g in report.groups.items()}
 
 
@@ -106,9 +129,16 @@ def run(args: argparse.Namespace) -> int:
     from trapo.models import load_model_and_tokenizer
 
     out = work / "runs" / f"demo-{args.method}"
-    config = TRAPOConfig(method=args.method, output_dir=str(out), max_steps=args.steps, seed=args.seed,
-                         learning_rate=args.learning_rate, max_completion_length=128, sample_log_steps=10,
-                         overwrite_output_dir=True)  # a demo run replaces the previous demo's
+    config = TRAPOConfig(
+        method=args.method,
+        output_dir=str(out),
+        max_steps=args.steps,
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        max_completion_length=128,
+        sample_log_steps=10,
+        overwrite_output_dir=True,
+    )  # a demo run replaces the previous demo's
     print(f"[4/5] training {args.method} for {args.steps} steps into {out}")
     trainer = TRAPOTrainer(*load_model_and_tokenizer(base), load_examples([data / "train.parquet"]).examples, config)
     result = trainer.train()
@@ -120,12 +150,21 @@ def run(args: argparse.Namespace) -> int:
     for name in before:
         rows.append(f"| {name} | {100 * before[name]:.1f} | {100 * after[name]:.1f} |")
     table = "\n".join(rows)
-    summary = {"method": args.method, "steps": args.steps, "learning_rate": args.learning_rate,
-               "before": before, "after": after, "minutes": round((time.time() - started) / 60, 1),
-               "run_dir": str(out), "final_model": str(result.final_model_dir)}
+    summary = {
+        "method": args.method,
+        "steps": args.steps,
+        "learning_rate": args.learning_rate,
+        "before": before,
+        "after": after,
+        "minutes": round((time.time() - started) / 60, 1),
+        "run_dir": str(out),
+        "final_model": str(result.final_model_dir),
+    }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     print("\nSampled (T = 1) pass@1, % of held-out problems:\n" + table)
     print("\n" + comparison_line(Path(PUBLISHED_RESULTS)))
-    print(f"\ndone in {summary['minutes']} min; metrics per step in {out / 'metrics.jsonl'}, "
-          f"example trajectories in {out / 'samples.jsonl'}")
+    print(
+        f"\ndone in {summary['minutes']} min; metrics per step in {out / 'metrics.jsonl'}, "
+        f"example trajectories in {out / 'samples.jsonl'}"
+    )
     return 0

@@ -17,8 +17,16 @@ PAIRED_AGAINST = "trapo"
 # The averages the paired comparison is made on.
 PAIRED_COLUMNS = ("in_domain", "ood", "retained")
 # Per-step training metrics kept for the dynamics plots (as logged by the trainer), besides guidance levels.
-DYNAMICS_METRICS = ("reward/mean", "reward/unguided", "length/completion", "entropy", "trust/prefix_below_alpha",
-                    "loss/total", "grad_norm", "perf/step_s")
+DYNAMICS_METRICS = (
+    "reward/mean",
+    "reward/unguided",
+    "length/completion",
+    "entropy",
+    "trust/prefix_below_alpha",
+    "loss/total",
+    "grad_norm",
+    "perf/step_s",
+)
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -38,8 +46,7 @@ def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
 def paired_differences(reference: dict[int, float], other: dict[int, float]) -> dict[str, Any]:
     """Paired comparison over the seeds both have: ``d_s = reference_s - other_s`` (positive: the reference
     is better), mean ± std of the ``d_s``, and how many seeds the reference wins / loses / ties."""
-    seeds = sorted(s for s in set(reference) & set(other)
-                   if reference[s] is not None and other[s] is not None)
+    seeds = sorted(s for s in set(reference) & set(other) if reference[s] is not None and other[s] is not None)
     diffs = {s: reference[s] - other[s] for s in seeds}
     stats = mean_std(diffs.values())
     return {
@@ -94,12 +101,21 @@ def group_average(groups: dict[str, dict[str, Any]], names: Sequence[str], key: 
 def table_columns(in_domain: Sequence[str], retained: Sequence[str], ood: Sequence[str] = ()) -> list[str]:
     """The columns of a result table: each tier, their average, each out-of-distribution tier, theirs, each
     retained skill, theirs, and the two output shares (degenerate, expert style)."""
-    return [*in_domain, "in_domain", *ood, *(["ood"] if ood else []), *retained, *(["retained"] if retained else []),
-            "degenerate", "expert_style"]
+    return [
+        *in_domain,
+        "in_domain",
+        *ood,
+        *(["ood"] if ood else []),
+        *retained,
+        *(["retained"] if retained else []),
+        "degenerate",
+        "expert_style",
+    ]
 
 
-def table_row(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], retained: Sequence[str],
-              ood: Sequence[str] = ()) -> dict[str, Any]:
+def table_row(
+    groups: dict[str, dict[str, Any]], in_domain: Sequence[str], retained: Sequence[str], ood: Sequence[str] = ()
+) -> dict[str, Any]:
     """One model's table row from an evaluation's groups: per-group accuracy, the averages (in-domain, OOD,
     retained), and the in-domain shares of degenerate and expert-style outputs."""
     row: dict[str, Any] = {g: groups[g]["acc"] for g in [*in_domain, *ood, *retained] if g in groups}
@@ -117,42 +133,55 @@ def summarize_rows(rows_per_seed: dict[Any, dict[str, Any]], columns: Sequence[s
     return {col: mean_std(row.get(col) for row in rows_per_seed.values()) for col in columns}
 
 
-def paired_table(table: dict[str, Any], methods: Sequence[str], columns: Sequence[str],
-                 against: str = PAIRED_AGAINST) -> dict[str, Any]:
+def paired_table(
+    table: dict[str, Any], methods: Sequence[str], columns: Sequence[str], against: str = PAIRED_AGAINST
+) -> dict[str, Any]:
     """Per method other than ``against``: :func:`paired_differences` of ``against`` minus it, seed by seed,
     on the in-domain, OOD and retained averages (``table[method]["per_seed"]`` are the rows by seed)."""
     ref = table[against]["per_seed"]
     return {
-        m: {col: paired_differences({int(s): r[col] for s, r in ref.items()},
-                                    {int(s): r[col] for s, r in table[m]["per_seed"].items()})
-            for col in PAIRED_COLUMNS if col in columns}
-        for m in methods if m != against
+        m: {
+            col: paired_differences(
+                {int(s): r[col] for s, r in ref.items()}, {int(s): r[col] for s, r in table[m]["per_seed"].items()}
+            )
+            for col in PAIRED_COLUMNS
+            if col in columns
+        }
+        for m in methods
+        if m != against
     }
 
 
-def passk_curve(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], ks: Sequence[int]
-                ) -> list[float | None]:
+def passk_curve(groups: dict[str, dict[str, Any]], in_domain: Sequence[str], ks: Sequence[int]) -> list[float | None]:
     """pass@k for each k of ``ks``, averaged over the in-domain tiers, from a pass@k evaluation's groups."""
-    return [group_average({g: {"v": v["pass@k"].get(str(k))} for g, v in groups.items()}, in_domain, "v")
-            for k in ks]
+    return [group_average({g: {"v": v["pass@k"].get(str(k))} for g, v in groups.items()}, in_domain, "v") for k in ks]
 
 
 def passk_summary(ks: Sequence[int], curves_per_seed: dict[int, Sequence[float | None]]) -> dict[str, Any]:
     """Mean and std over seeds of the pass@k curves, k by k, and the curves by seed."""
     stats = [mean_std(curve[i] for curve in curves_per_seed.values()) for i in range(len(ks))]
-    return {"k": list(ks), "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats],
-            "per_seed": {str(s): list(c) for s, c in curves_per_seed.items()}}
+    return {
+        "k": list(ks),
+        "mean": [s["mean"] for s in stats],
+        "std": [s["std"] for s in stats],
+        "per_seed": {str(s): list(c) for s, c in curves_per_seed.items()},
+    }
 
 
 def timing_summary(train_seconds_per_seed: dict[int, float], max_steps: int) -> dict[str, Any]:
     """Training time of a method's runs: per run, per optimizer step, and by seed."""
-    return {"train_seconds": mean_std(train_seconds_per_seed.values()),
-            "step_seconds": mean_std(v / max_steps for v in train_seconds_per_seed.values()),
-            "per_seed": {str(s): v for s, v in train_seconds_per_seed.items()}}
+    return {
+        "train_seconds": mean_std(train_seconds_per_seed.values()),
+        "step_seconds": mean_std(v / max_steps for v in train_seconds_per_seed.values()),
+        "per_seed": {str(s): v for s, v in train_seconds_per_seed.items()},
+    }
 
 
-def validation_curves(points: Sequence[int], cumulative_per_seed: dict[int, dict[int, float]],
-                      val_rows_per_seed: dict[int, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+def validation_curves(
+    points: Sequence[int],
+    cumulative_per_seed: dict[int, dict[int, float]],
+    val_rows_per_seed: dict[int, dict[int, dict[str, Any]]],
+) -> dict[str, Any]:
     """Validation accuracy of a method's checkpoints at ``points`` (steps), with their mean cumulative
     training time, mean ± std over seeds."""
     seeds = list(val_rows_per_seed)
@@ -189,8 +218,9 @@ def prefix_below_alpha_shares(dynamics: dict[str, Any]) -> dict[str, Any]:
     for rows in dynamics["seeds"].values():
         vals = [(r["step"], r.get("trust/prefix_below_alpha")) for r in rows]
         vals = [(s, v) for s, v in vals if v is not None]
-        has_prefix = [r for r in rows
-                      if sum(r.get(k) or 0 for k in guidance_level_keys(r) if k != "guidance/level_0") > 0]
+        has_prefix = [
+            r for r in rows if sum(r.get(k) or 0 for k in guidance_level_keys(r) if k != "guidance/level_0") > 0
+        ]
         if not vals or not has_prefix:
             continue
         n = max(1, len(vals) // 10)

@@ -34,20 +34,38 @@ FORMAT = "trapo-compare-v1"
 EVAL_VERSION = 2  # bump when an evaluation records new measures: cached evaluations are then recomputed
 DEFAULT_RUNS_DIR = "runs/compare"
 # TRAPOConfig fields that change where/how often things are logged, not what is trained.
-NON_SEMANTIC_FIELDS = ("output_dir", "logging_steps", "save_total_limit", "sample_log_steps", "report_to",
-                       # safety limits added after FORMAT was set: they stop or roll back a broken run and do
-                       # not change a sound one, so runs cached before them keep their directories
-                       "save_minutes", "overwrite_output_dir", "reward_timeout", "max_reward_failure_share",
-                       "max_reward_failure_steps", "update_guard_factor", "max_update_ratio")
+NON_SEMANTIC_FIELDS = (
+    "output_dir",
+    "logging_steps",
+    "save_total_limit",
+    "sample_log_steps",
+    "report_to",
+    # safety limits added after FORMAT was set: they stop or roll back a broken run and do
+    # not change a sound one, so runs cached before them keep their directories
+    "save_minutes",
+    "overwrite_output_dir",
+    "reward_timeout",
+    "max_reward_failure_share",
+    "max_reward_failure_steps",
+    "update_guard_factor",
+    "max_update_ratio",
+)
 # TRAPOConfig fields renamed since FORMAT was set, hashed under the name they had then, so that runs cached
 # before a rename are still found.
 FORMER_FIELD_NAMES = {"prefix_loss_counts": "sft_counts"}
 # TRAPOConfig fields added since FORMAT was set, with the value that trains as before: left out of the hash
 # at that value, so that runs cached before they existed are still found.
 ADDED_FIELDS = {
-    "per_device_train_batch_size": None, "gradient_accumulation_steps": None, "prompt_template": "chat",
-    "expert_think": "keep", "prefix_boundary_match": "ends_with", "prefix_boundary_strict": False,
-    "entropy_tokens": "continuation", "loss_type": None, "loss_constant": None, "reward_weights": None,
+    "per_device_train_batch_size": None,
+    "gradient_accumulation_steps": None,
+    "prompt_template": "chat",
+    "expert_think": "keep",
+    "prefix_boundary_match": "ends_with",
+    "prefix_boundary_strict": False,
+    "entropy_tokens": "continuation",
+    "loss_type": None,
+    "loss_constant": None,
+    "reward_weights": None,
 }
 # Fields whose values changed spelling since FORMAT was set: hashed as they were spelt then.
 FORMER_VALUES = {"scale_rewards": {"none": False, "group": True}}
@@ -138,8 +156,16 @@ class RunCache:
         data_dir, train_identity: the data directory and the :func:`examples_identity` of its training set.
     """
 
-    def __init__(self, spec: CompareSpec, runs_dir: Path, *, base_dir: Path, base_identity: str, data_dir: Path,
-                 train_identity: str):
+    def __init__(
+        self,
+        spec: CompareSpec,
+        runs_dir: Path,
+        *,
+        base_dir: Path,
+        base_identity: str,
+        data_dir: Path,
+        train_identity: str,
+    ):
         self.spec, self.runs_dir = spec, runs_dir
         self.base_dir, self.base_identity = base_dir, base_identity
         self.data_dir, self.train_identity = data_dir, train_identity
@@ -148,16 +174,25 @@ class RunCache:
         """The run's training config (``output_dir`` is a placeholder: :meth:`prepare_run` sets the real one)."""
         spec = self.spec
         return TRAPOConfig(
-            method=key.method, learning_rate=key.lr, seed=key.seed, max_steps=spec.max_steps,
-            prompts_per_step=spec.prompts_per_step, max_completion_length=spec.max_completion_length,
-            save_steps=spec.save_steps, save_total_limit=0, temperature=spec.temperature,
-            output_dir=str(self.runs_dir / key.label), **spec.config_overrides,
+            method=key.method,
+            learning_rate=key.lr,
+            seed=key.seed,
+            max_steps=spec.max_steps,
+            prompts_per_step=spec.prompts_per_step,
+            max_completion_length=spec.max_completion_length,
+            save_steps=spec.save_steps,
+            save_total_limit=0,
+            temperature=spec.temperature,
+            output_dir=str(self.runs_dir / key.label),
+            **spec.config_overrides,
         )
 
     def run_hash(self, key: RunKey) -> str:
-        config = {FORMER_FIELD_NAMES.get(k, k): FORMER_VALUES[k].get(v, v) if k in FORMER_VALUES else v
-                  for k, v in self.config_for(key).to_dict().items()
-                  if k not in NON_SEMANTIC_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        config = {
+            FORMER_FIELD_NAMES.get(k, k): FORMER_VALUES[k].get(v, v) if k in FORMER_VALUES else v
+            for k, v in self.config_for(key).to_dict().items()
+            if k not in NON_SEMANTIC_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+        }
         return json_digest(FORMAT, config, self.base_identity, self.train_identity)[:10]
 
     def run_dir(self, key: RunKey) -> Path:
@@ -176,21 +211,36 @@ class RunCache:
         config = replace(self.config_for(key), output_dir=str(run_dir))
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "run.json").is_file():
-            write_json(run_dir / "run.json", {
-                "format": FORMAT, "method": key.method, "lr": key.lr, "seed": key.seed, "hash": self.run_hash(key),
-                "config": config.to_dict(), "base_dir": str(self.base_dir), "base_identity": self.base_identity,
-                "data_dir": str(self.data_dir), "train_identity": self.train_identity,
-            })
+            write_json(
+                run_dir / "run.json",
+                {
+                    "format": FORMAT,
+                    "method": key.method,
+                    "lr": key.lr,
+                    "seed": key.seed,
+                    "hash": self.run_hash(key),
+                    "config": config.to_dict(),
+                    "base_dir": str(self.base_dir),
+                    "base_identity": self.base_identity,
+                    "data_dir": str(self.data_dir),
+                    "train_identity": self.train_identity,
+                },
+            )
         return run_dir, config
 
     def finish_run(self, key: RunKey, *, steps: int, train_seconds: float, resumed_from: int) -> None:
         """Mark the run finished (``done.json``) and drop what a finished run no longer needs: the optimizer
         states and the last checkpoint (a copy of ``final/``)."""
         run_dir = self.run_dir(key)
-        write_json(run_dir / "done.json", {
-            "steps": steps, "train_seconds": train_seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "resumed_from": resumed_from,
-        })
+        write_json(
+            run_dir / "done.json",
+            {
+                "steps": steps,
+                "train_seconds": train_seconds,
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "resumed_from": resumed_from,
+            },
+        )
         for state in run_dir.glob("checkpoint-*/training_state.pt"):
             state.unlink()
         shutil.rmtree(run_dir / f"checkpoint-{self.spec.max_steps}", ignore_errors=True)
@@ -209,16 +259,18 @@ class RunCache:
     def eval_path(self, key: RunKey | None) -> Path:
         return (self.base_run_dir() if key is None else self.run_dir(key)) / "eval.json"
 
-    def read_evaluation(self, key: RunKey | None, split: str, step: int, settings: dict[str, Any]
-                        ) -> dict[str, Any] | None:
+    def read_evaluation(
+        self, key: RunKey | None, split: str, step: int, settings: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """The cached evaluation of ``key`` at ``step`` on ``split`` if it was made with ``settings``."""
         entry = (read_json(self.eval_path(key)) or {}).get(f"{split}@{step}")
         if entry is not None and entry.get("key") == json_digest(settings)[:16]:
             return entry["result"]
         return None
 
-    def write_evaluation(self, key: RunKey | None, split: str, step: int, settings: dict[str, Any],
-                         result: dict[str, Any]) -> None:
+    def write_evaluation(
+        self, key: RunKey | None, split: str, step: int, settings: dict[str, Any], result: dict[str, Any]
+    ) -> None:
         path = self.eval_path(key)
         cache = read_json(path) or {}
         cache[f"{split}@{step}"] = {"key": json_digest(settings)[:16], "step": step, "result": result}
@@ -233,6 +285,13 @@ class RunCache:
 
 def eval_settings(spec: CompareSpec, split: str, k: int, examples: Sequence[Example]) -> dict[str, Any]:
     """What an evaluation's result depends on (its cache key is a digest of this)."""
-    return {"version": EVAL_VERSION, "split": split, "k": k, "temperature": spec.temperature,
-            "max_new_tokens": spec.max_new_tokens, "seed": spec.eval_seed, "batch_size": spec.eval_batch_size,
-            "problems": examples_identity(examples)}
+    return {
+        "version": EVAL_VERSION,
+        "split": split,
+        "k": k,
+        "temperature": spec.temperature,
+        "max_new_tokens": spec.max_new_tokens,
+        "seed": spec.eval_seed,
+        "batch_size": spec.eval_batch_size,
+        "problems": examples_identity(examples),
+    }

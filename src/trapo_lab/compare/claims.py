@@ -60,8 +60,9 @@ def _per_seed(summary: dict[str, Any], method: str, column: str) -> dict[int, fl
     return {int(s): r[column] for s, r in rows.items() if r.get(column) is not None}
 
 
-def _paired(summary: dict[str, Any], better: str, worse: str, column: str, *, lower_is_better: bool = False
-            ) -> dict[str, Any]:
+def _paired(
+    summary: dict[str, Any], better: str, worse: str, column: str, *, lower_is_better: bool = False
+) -> dict[str, Any]:
     """Paired differences on ``column`` oriented so that positive means ``better`` is better."""
     a, b = _per_seed(summary, better, column), _per_seed(summary, worse, column)
     return paired_differences(b, a) if lower_is_better else paired_differences(a, b)
@@ -86,27 +87,40 @@ def _claim_in_domain(summary: dict[str, Any], baselines: Sequence[str]) -> dict[
     steps = summary["equal_steps"]
     pairs = {b: _paired(summary, PAIRED_AGAINST, b, "in_domain") for b in baselines}
     best = max(baselines, key=lambda b: steps[b]["summary"]["in_domain"]["mean"] or -1.0)
-    parts = [f"TRAPO {_points(steps[PAIRED_AGAINST]['summary']['in_domain'])}, best baseline {best} "
-             f"{_points(steps[best]['summary']['in_domain'])}"]
+    parts = [
+        f"TRAPO {_points(steps[PAIRED_AGAINST]['summary']['in_domain'])}, best baseline {best} "
+        f"{_points(steps[best]['summary']['in_domain'])}"
+    ]
     parts += [f"d vs {b}: {_delta(p)}" for b, p in pairs.items()]
-    return {"claim": "TRAPO's in-domain average ≥ the best baseline's", "evidence": "; ".join(parts),
-            "verdict": combine([verdict(p["diffs"].values()) for p in pairs.values()])}
+    return {
+        "claim": "TRAPO's in-domain average ≥ the best baseline's",
+        "evidence": "; ".join(parts),
+        "verdict": combine([verdict(p["diffs"].values()) for p in pairs.values()]),
+    }
 
 
 def _claim_retained(summary: dict[str, Any]) -> dict[str, Any]:
     steps = summary["equal_steps"]
     have = [m for m in ("grpo", "sft") if m in steps]
     if len(have) < 2 or not summary.get("retained"):
-        return {"claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's",
-                "evidence": "needs grpo, sft and the retained skills", "verdict": MISSING}
+        return {
+            "claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's",
+            "evidence": "needs grpo, sft and the retained skills",
+            "verdict": MISSING,
+        }
     near = _paired(summary, PAIRED_AGAINST, "grpo", "retained")
     above = _paired(summary, PAIRED_AGAINST, "sft", "retained")
     retained = {m: _points(steps[m]["summary"]["retained"]) for m in (PAIRED_AGAINST, "grpo", "sft")}
-    evidence = (f"retained: TRAPO {retained[PAIRED_AGAINST]}, GRPO {retained['grpo']}, SFT {retained['sft']}; "
-                f"d vs GRPO {_delta(near)} (near: d > −{100 * NEAR_MARGIN:.0f} on every seed); "
-                f"d vs SFT {_delta(above)}")
-    return {"claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's", "evidence": evidence,
-            "verdict": combine([verdict(near["diffs"].values(), NEAR_MARGIN), verdict(above["diffs"].values())])}
+    evidence = (
+        f"retained: TRAPO {retained[PAIRED_AGAINST]}, GRPO {retained['grpo']}, SFT {retained['sft']}; "
+        f"d vs GRPO {_delta(near)} (near: d > −{100 * NEAR_MARGIN:.0f} on every seed); "
+        f"d vs SFT {_delta(above)}"
+    )
+    return {
+        "claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's",
+        "evidence": evidence,
+        "verdict": combine([verdict(near["diffs"].values(), NEAR_MARGIN), verdict(above["diffs"].values())]),
+    }
 
 
 def _claim_trust_region(summary: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +128,19 @@ def _claim_trust_region(summary: dict[str, Any]) -> dict[str, Any]:
     if PLAIN_SFT_ABLATION not in summary["equal_steps"]:
         return {"claim": claim, "evidence": f"needs {PLAIN_SFT_ABLATION}", "verdict": MISSING}
     steps = summary["equal_steps"]
-    measures = [("degenerate", "no \\boxed (collapse)", True), ("expert_style", "expert-style outputs", True),
-                ("retained", "retained", False)]
+    measures = [
+        ("degenerate", "no \\boxed (collapse)", True),
+        ("expert_style", "expert-style outputs", True),
+        ("retained", "retained", False),
+    ]
     parts, verdicts = [], []
     for column, label, lower in measures:
         p = _paired(summary, PAIRED_AGAINST, PLAIN_SFT_ABLATION, column, lower_is_better=lower)
         verdicts.append(verdict(p["diffs"].values()))
-        parts.append(f"{label}: {_points(steps[PAIRED_AGAINST]['summary'][column])} vs "
-                     f"{_points(steps[PLAIN_SFT_ABLATION]['summary'][column])} ({verdicts[-1]})")
+        parts.append(
+            f"{label}: {_points(steps[PAIRED_AGAINST]['summary'][column])} vs "
+            f"{_points(steps[PLAIN_SFT_ABLATION]['summary'][column])} ({verdicts[-1]})"
+        )
     return {"claim": claim, "evidence": "; ".join(parts), "verdict": combine(verdicts)}
 
 
@@ -139,13 +158,20 @@ def _claim_passk(summary: dict[str, Any], baselines: Sequence[str]) -> dict[str,
             other = {int(s): c[i] for s, c in passk[b]["per_seed"].items() if c[i] is not None}
             p = paired_differences(ref, other)
             verdicts.append(verdict(p["diffs"].values()))
-        crossing = [k for k, t, o in zip(ks, passk[PAIRED_AGAINST]["mean"], passk[b]["mean"], strict=True)
-                    if t is not None and o is not None and t < o]
+        crossing = [
+            k
+            for k, t, o in zip(ks, passk[PAIRED_AGAINST]["mean"], passk[b]["mean"], strict=True)
+            if t is not None and o is not None and t < o
+        ]
         parts.append(f"{b}: mean curve below TRAPO's at {len(ks) - len(crossing)}/{len(ks)} k")
     t = passk[PAIRED_AGAINST]["mean"]
     head = f"TRAPO pass@1 {100 * t[0]:.1f}, pass@{ks[-1]} {100 * t[-1]:.1f}" if None not in (t[0], t[-1]) else ""
-    return {"claim": claim, "evidence": "; ".join([head, *parts]).strip("; "),
-            "verdict": combine(verdicts), "rule": "paired per seed at k = 1 and k = max, against every baseline"}
+    return {
+        "claim": claim,
+        "evidence": "; ".join([head, *parts]).strip("; "),
+        "verdict": combine(verdicts),
+        "rule": "paired per seed at k = 1 and k = max, against every baseline",
+    }
 
 
 def claims_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -155,5 +181,9 @@ def claims_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     baselines = [b for b in BASELINES if b in steps]
     if PAIRED_AGAINST not in steps or not baselines:
         return []
-    return [_claim_in_domain(summary, baselines), _claim_retained(summary), _claim_trust_region(summary),
-            _claim_passk(summary, baselines)]
+    return [
+        _claim_in_domain(summary, baselines),
+        _claim_retained(summary),
+        _claim_trust_region(summary),
+        _claim_passk(summary, baselines),
+    ]

@@ -39,8 +39,9 @@ class CompareData:
                 path = data_dir / f"{split}.jsonl"
             if not path.is_file():
                 if required:
-                    raise FileNotFoundError(f"{data_dir}: no {split}.parquet or {split}.jsonl (make it with "
-                                            "`trapo data make --output DIR`)")
+                    raise FileNotFoundError(
+                        f"{data_dir}: no {split}.parquet or {split}.jsonl (make it with `trapo data make --output DIR`)"
+                    )
                 return []
             return load_examples(path).examples
 
@@ -52,11 +53,13 @@ class CompareData:
         ood = sorted({ex.data_source for ex in test_ood} - set(in_domain) - set(retained))
         return cls(
             train=train,
-            val=first_per_source(val, spec.n_val_per_tier, "val") + first_per_source(
-                val_skills, spec.n_val_skill, "val_skills"),
-            test=(first_per_source(test, spec.n_test_per_tier, "test")
-                  + first_per_source(test_skills, spec.n_test_skill, "test_skills")
-                  + first_per_source(test_ood, spec.n_test_ood, "test_ood")),
+            val=first_per_source(val, spec.n_val_per_tier, "val")
+            + first_per_source(val_skills, spec.n_val_skill, "val_skills"),
+            test=(
+                first_per_source(test, spec.n_test_per_tier, "test")
+                + first_per_source(test_skills, spec.n_test_skill, "test_skills")
+                + first_per_source(test_ood, spec.n_test_ood, "test_ood")
+            ),
             passk=first_per_source(test, spec.n_passk_per_tier, "test"),
             in_domain=in_domain,
             retained=retained if spec.n_test_skill else [],
@@ -74,13 +77,20 @@ def first_per_source(examples: Sequence[Example], n: int, split: str) -> list[Ex
         by_source.setdefault(ex.data_source, []).append(ex)
     short = {s: len(v) for s, v in by_source.items() if len(v) < n}
     if short:
-        raise ValueError(f"split {split!r} has fewer than {n} problems for {short}; make the data with more "
-                         "(trapo data make --n-val-per-tier/--n-test-per-tier ...) or ask for fewer")
+        raise ValueError(
+            f"split {split!r} has fewer than {n} problems for {short}; make the data with more "
+            "(trapo data make --n-val-per-tier/--n-test-per-tier ...) or ask for fewer"
+        )
     return [ex for rows in by_source.values() for ex in rows[:n]]
 
 
-def ensure_inputs(data_dir: str | os.PathLike, base_dir: str | os.PathLike, *, progress: bool = True,
-                  log: Callable[[str], None] = print) -> tuple[Path, Path]:
+def ensure_inputs(
+    data_dir: str | os.PathLike,
+    base_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, Path]:
     """Build the embedded task's splits and base model with their default recipes where missing."""
     data_dir, base_dir = Path(data_dir), Path(base_dir)
     if not (data_dir / "train.parquet").is_file() and not (data_dir / "train.jsonl").is_file():

@@ -98,8 +98,12 @@ def plot_dynamics(condensed: dict[str, Any], path: str | os.PathLike, *, window:
 def plot_guidance(condensed: dict[str, Any], path: str | os.PathLike, *, window: int | None = None) -> Path:
     """Stacked shares of guidance levels over steps, one panel per guided method."""
     plt = _pyplot()
-    guided = [m for m in condensed if any(k.startswith("guidance/level_") and k != "guidance/level_0"
-                                          for k in condensed[m]["metrics"]) and m in GUIDED_METHODS]
+    guided = [
+        m
+        for m in condensed
+        if any(k.startswith("guidance/level_") and k != "guidance/level_0" for k in condensed[m]["metrics"])
+        and m in GUIDED_METHODS
+    ]
     guided = guided or [m for m in condensed if m in GUIDED_METHODS]
     fig, axes = plt.subplots(1, max(1, len(guided)), figsize=(4.2 * max(1, len(guided)), 3.8), squeeze=False)
     for ax, method in zip(axes.flat, guided, strict=False):
@@ -145,8 +149,16 @@ def plot_curves(summary: dict[str, Any], path: str | os.PathLike) -> Path:
             wall = summary.get("equal_wallclock")
             if xkey == "seconds" and wall:
                 ax.axvline(wall["budget_seconds"], color="#555555", ls="--", lw=1)
-                ax.text(wall["budget_seconds"], 0.98, " equal-wall-clock budget", transform=ax.get_xaxis_transform(),
-                        va="top", ha="left", fontsize=8, color="#555555")
+                ax.text(
+                    wall["budget_seconds"],
+                    0.98,
+                    " equal-wall-clock budget",
+                    transform=ax.get_xaxis_transform(),
+                    va="top",
+                    ha="left",
+                    fontsize=8,
+                    color="#555555",
+                )
             ax.set_xlabel("optimizer step" if xkey == "steps" else "training time (s)")
             ax.set_ylabel(f"validation accuracy, {label} (%)")
             ax.grid(alpha=0.3)
@@ -191,5 +203,3 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
     plt.close(fig)
     return path
-
-

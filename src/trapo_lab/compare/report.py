@@ -63,15 +63,25 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _column_title(name: str) -> str:
-    return {"in_domain": "**in-domain avg**", "ood": "**OOD avg**", "retained": "**retained avg**",
-            "degenerate": "no \\boxed"}.get(name, name.replace("arith-", ""))
+    return {
+        "in_domain": "**in-domain avg**",
+        "ood": "**OOD avg**",
+        "retained": "**retained avg**",
+        "degenerate": "no \\boxed",
+    }.get(name, name.replace("arith-", ""))
 
 
 # ---------------------------------------------------------------------------------------------- markdown
 
 
-def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", command: str | None = None,
-                     wall_seconds: float | None = None, note: str | None = None) -> str:
+def results_markdown(
+    summary: dict[str, Any],
+    *,
+    title: str = "Comparison",
+    command: str | None = None,
+    wall_seconds: float | None = None,
+    note: str | None = None,
+) -> str:
     """The Markdown report of a comparison summary (:attr:`~trapo_lab.compare.CompareResult.summary`)."""
     spec = summary["spec"]
     columns = [c for c in summary["columns"] if c not in MECHANISM_TABLE_COLUMNS]  # shown in the mechanism table
@@ -95,39 +105,55 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
         f"- training time of the final runs: {run_s / 60:.1f} min in all (sum of logged step times)",
     ]
     if wall_seconds is not None:
-        facts.append(f"- wall time of the command that wrote this report: {wall_seconds / 60:.1f} min "
-                     "(runs already in the cache are not retrained)")
+        facts.append(
+            f"- wall time of the command that wrote this report: {wall_seconds / 60:.1f} min "
+            "(runs already in the cache are not retrained)"
+        )
     base = summary.get("base_info") or {}
     if base:
         stats = base.get("expert_token_probability") or {}
         line = f"- base model: {base.get('parameters', 0):,} parameters"
         if stats:
-            line += (f"; {100 * stats.get('share_below_0.1', 0):.0f}% of expert-solution tokens have base "
-                     "probability < 0.1 (off-policy share)")
+            line += (
+                f"; {100 * stats.get('share_below_0.1', 0):.0f}% of expert-solution tokens have base "
+                "probability < 0.1 (off-policy share)"
+            )
         facts.append(line)
     out += [*facts, ""]
     out += claims_markdown(claims_table(summary))
 
     # equal optimizer steps
-    out += ["## Equal optimizer steps (the paper's protocol)", "",
-            f"Accuracy (%) on the test split, mean ± std over {len(spec['seeds'])} seed(s); the learning rate is "
-            "the one chosen on the validation split.", ""]
+    out += [
+        "## Equal optimizer steps (the paper's protocol)",
+        "",
+        f"Accuracy (%) on the test split, mean ± std over {len(spec['seeds'])} seed(s); the learning rate is "
+        "the one chosen on the validation split.",
+        "",
+    ]
     head = ["method", "lr", *(_column_title(c) for c in columns), "train time / run"]
     rows = []
     for name in ["base", *methods]:
         entry = summary["equal_steps"][name]
         timing = summary["timing"].get(name)
-        rows.append([f"**{name}**" if name == "trapo" else name,
-                     "–" if entry["lr"] is None else _lr(entry["lr"]),
-                     *(mean_std_cell(entry["summary"][c]) for c in columns),
-                     "–" if timing is None else f"{mean_std_cell(timing['train_seconds'], 1.0, 0)} s"])
+        rows.append(
+            [
+                f"**{name}**" if name == "trapo" else name,
+                "–" if entry["lr"] is None else _lr(entry["lr"]),
+                *(mean_std_cell(entry["summary"][c]) for c in columns),
+                "–" if timing is None else f"{mean_std_cell(timing['train_seconds'], 1.0, 0)} s",
+            ]
+        )
     out += _table(head, rows)
 
     # equal wall-clock
     wall = summary.get("equal_wallclock")
     if wall:
-        out += ["## Equal wall-clock", "",
-                f"Budget: {wall['budget_seconds']:.0f} s of training. Rule: {wall['rule']}.", ""]
+        out += [
+            "## Equal wall-clock",
+            "",
+            f"Budget: {wall['budget_seconds']:.0f} s of training. Rule: {wall['rule']}.",
+            "",
+        ]
         head = ["method", "step used (per seed)", *(_column_title(c) for c in columns)]
         rows = []
         for name in ["base", *methods]:
@@ -139,9 +165,13 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
     # paired
     paired = summary.get("paired_vs_trapo") or {}
     if paired:
-        out += ["## Paired comparison against TRAPO", "",
-                "Per seed, d = TRAPO − method in accuracy points (positive: TRAPO better), then the mean ± std of "
-                "d and the seeds TRAPO wins / loses / ties.", ""]
+        out += [
+            "## Paired comparison against TRAPO",
+            "",
+            "Per seed, d = TRAPO − method in accuracy points (positive: TRAPO better), then the mean ± std of "
+            "d and the seeds TRAPO wins / loses / ties.",
+            "",
+        ]
         paired_columns = [c for c in PAIRED_COLUMNS if c in summary["columns"]]
         head = ["view", "method"]
         for col in paired_columns:
@@ -156,52 +186,94 @@ def results_markdown(summary: dict[str, Any], *, title: str = "Comparison", comm
                     if p is None or not p["n"]:
                         row += ["–", "–", "–"]
                         continue
-                    row += [", ".join(_signed_points(v) for v in p["diffs"].values()),
-                            mean_std_cell({"mean": p["mean"], "std": p["std"]}),
-                            f"{p['wins']}/{p['losses']}/{p['ties']}"]
+                    row += [
+                        ", ".join(_signed_points(v) for v in p["diffs"].values()),
+                        mean_std_cell({"mean": p["mean"], "std": p["std"]}),
+                        f"{p['wins']}/{p['losses']}/{p['ties']}",
+                    ]
                 rows.append(row)
         out += _table(head, rows)
 
     # learning rates
-    out += ["## Learning-rate selection", "",
-            "In-domain validation accuracy (%) of the final model at the first seed for each learning rate of the "
-            "grid; the highest is chosen (ties: the smaller rate). The test split plays no part.", ""]
+    out += [
+        "## Learning-rate selection",
+        "",
+        "In-domain validation accuracy (%) of the final model at the first seed for each learning rate of the "
+        "grid; the highest is chosen (ties: the smaller rate). The test split plays no part.",
+        "",
+    ]
     grid = sorted({lr for v in summary["lr_selection"].values() for lr in v["scores"]}, key=float)
-    rows = [[name, *(pct(summary["lr_selection"][name]["scores"].get(lr)) for lr in grid),
-             summary["lr_selection"][name]["chosen"]] for name in methods]
+    rows = [
+        [
+            name,
+            *(pct(summary["lr_selection"][name]["scores"].get(lr)) for lr in grid),
+            summary["lr_selection"][name]["chosen"],
+        ]
+        for name in methods
+    ]
     out += _table(["method", *grid, "chosen"], rows)
 
     # timing + mechanism
-    out += ["## Cost and mechanism", "",
-            "Training seconds per optimizer step (mean ± std over seeds, on this machine); share of expert-prefix "
-            "tokens whose probability under the policy is below TrSFT's alpha, averaged over the first and the "
-            "last 10% of steps (where the trust region attenuates the SFT gradient); share of in-domain test "
-            "outputs without a final \\boxed answer (degenerate) and written in the expert's style "
-            f"({summary.get('style_share', 'not measured')}).", ""]
+    out += [
+        "## Cost and mechanism",
+        "",
+        "Training seconds per optimizer step (mean ± std over seeds, on this machine); share of expert-prefix "
+        "tokens whose probability under the policy is below TrSFT's alpha, averaged over the first and the "
+        "last 10% of steps (where the trust region attenuates the SFT gradient); share of in-domain test "
+        "outputs without a final \\boxed answer (degenerate) and written in the expert's style "
+        f"({summary.get('style_share', 'not measured')}).",
+        "",
+    ]
     rows = []
     for name in ["base", *methods]:
         mech = summary["mechanism"].get(name, {})
         timing = summary["timing"].get(name)
         test = summary["equal_steps"][name]["summary"]
-        rows.append([name, "–" if timing is None else mean_std_cell(timing["step_seconds"], 1.0, 2),
-                     mean_std_cell(mech.get("prefix_below_alpha_early")),
-                     mean_std_cell(mech.get("prefix_below_alpha_late")),
-                     mean_std_cell(test.get("degenerate")), mean_std_cell(test.get("expert_style"))])
-    out += _table(["method", "s / step", "prefix < alpha, early (%)", "prefix < alpha, late (%)",
-                   "no \\boxed at test (%)", "expert style at test (%)"], rows)
+        rows.append(
+            [
+                name,
+                "–" if timing is None else mean_std_cell(timing["step_seconds"], 1.0, 2),
+                mean_std_cell(mech.get("prefix_below_alpha_early")),
+                mean_std_cell(mech.get("prefix_below_alpha_late")),
+                mean_std_cell(test.get("degenerate")),
+                mean_std_cell(test.get("expert_style")),
+            ]
+        )
+    out += _table(
+        [
+            "method",
+            "s / step",
+            "prefix < alpha, early (%)",
+            "prefix < alpha, late (%)",
+            "no \\boxed at test (%)",
+            "expert style at test (%)",
+        ],
+        rows,
+    )
 
-    out += ["## Figures", "",
-            "![training dynamics](dynamics.png)", "",
-            "Training dynamics (the paper's Figure 4): smoothed, mean over seeds, band ±1 std. SFT steps have no "
-            "rollouts, so `sft` has no reward/length/entropy curve and `sft-then-grpo` starts halfway.", "",
-            "![guidance levels](guidance.png)", "",
-            "Share of trajectories at each guidance level (0: none, 1: ~25% prefix, 2: ~50%, 3: whole expert "
-            "solution) over steps.", "",
-            "![validation curves](curves.png)", "",
-            "Validation accuracy of the checkpoints against optimizer steps and against cumulative training time "
-            "(where methods plateau; the equal-wall-clock view in a picture).", "",
-            "![pass@k](passk.png)", "",
-            "pass@k (unbiased estimator) on the pass@k test subset, in-domain tiers averaged.", ""]
+    out += [
+        "## Figures",
+        "",
+        "![training dynamics](dynamics.png)",
+        "",
+        "Training dynamics (the paper's Figure 4): smoothed, mean over seeds, band ±1 std. SFT steps have no "
+        "rollouts, so `sft` has no reward/length/entropy curve and `sft-then-grpo` starts halfway.",
+        "",
+        "![guidance levels](guidance.png)",
+        "",
+        "Share of trajectories at each guidance level (0: none, 1: ~25% prefix, 2: ~50%, 3: whole expert "
+        "solution) over steps.",
+        "",
+        "![validation curves](curves.png)",
+        "",
+        "Validation accuracy of the checkpoints against optimizer steps and against cumulative training time "
+        "(where methods plateau; the equal-wall-clock view in a picture).",
+        "",
+        "![pass@k](passk.png)",
+        "",
+        "pass@k (unbiased estimator) on the pass@k test subset, in-domain tiers averaged.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -209,11 +281,15 @@ def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
     """The claims table (:func:`~trapo_lab.compare.claims.claims_table`) as Markdown lines (none if empty)."""
     if not claims:
         return []
-    out = ["## The paper's claims", "",
-           "Each claim with our numbers (test split, equal optimizer steps, mean ± std over seeds, in points; "
-           "d = TRAPO − other, paired by seed) and a verdict: **holds** when the paired difference is on the "
-           "claimed side on every seed, **fails** when it is on the other side on every seed, **within noise** "
-           "otherwise.", ""]
+    out = [
+        "## The paper's claims",
+        "",
+        "Each claim with our numbers (test split, equal optimizer steps, mean ± std over seeds, in points; "
+        "d = TRAPO − other, paired by seed) and a verdict: **holds** when the paired difference is on the "
+        "claimed side on every seed, **fails** when it is on the other side on every seed, **within noise** "
+        "otherwise.",
+        "",
+    ]
     rows = [[str(i), c["claim"], c["evidence"], f"**{c['verdict']}**"] for i, c in enumerate(claims, 1)]
     return out + _table(["#", "claim", "our numbers", "verdict"], rows)
 
@@ -225,9 +301,16 @@ def _lr(lr: float | str) -> str:
 # ---------------------------------------------------------------------------------------------- writer
 
 
-def write_report(summary: dict[str, Any], dynamics: dict[str, Any], out_dir: str | os.PathLike, *,
-                 title: str | None = None, command: str | None = None, wall_seconds: float | None = None,
-                 note: str | None = None) -> dict[str, Path]:
+def write_report(
+    summary: dict[str, Any],
+    dynamics: dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    title: str | None = None,
+    command: str | None = None,
+    wall_seconds: float | None = None,
+    note: str | None = None,
+) -> dict[str, Path]:
     """Write ``results.md``, ``results.json``, ``dynamics.json`` and the four PNGs into ``out_dir``;
     return their paths by name."""
     out = Path(out_dir)
@@ -239,8 +322,12 @@ def write_report(summary: dict[str, Any], dynamics: dict[str, Any], out_dir: str
         "results.json": out / "results.json",
         "dynamics.json": out / "dynamics.json",
     }
-    paths["results.md"].write_text(results_markdown(summary, title=title or f"Comparison: {out.name}",
-                                                    command=command, wall_seconds=wall_seconds, note=note) + "\n")
+    paths["results.md"].write_text(
+        results_markdown(
+            summary, title=title or f"Comparison: {out.name}", command=command, wall_seconds=wall_seconds, note=note
+        )
+        + "\n"
+    )
     paths["results.json"].write_text(json.dumps({**meta, **summary}, indent=1, default=str) + "\n")
     paths["dynamics.json"].write_text(json.dumps(condensed, separators=(",", ":")) + "\n")
     paths["dynamics.png"] = plot_dynamics(condensed, out / "dynamics.png")

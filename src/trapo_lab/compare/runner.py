@@ -25,8 +25,14 @@ from .data import CompareData
 from .spec import CompareSpec
 
 # What trapo_base.json of the base model contributes to the summary.
-BASE_INFO_KEYS = ("config_hash", "parameters", "sampled_pass@1", "greedy_pass@1", "expert_token_probability",
-                  "train_seconds")
+BASE_INFO_KEYS = (
+    "config_hash",
+    "parameters",
+    "sampled_pass@1",
+    "greedy_pass@1",
+    "expert_token_probability",
+    "train_seconds",
+)
 
 
 class StopRequested(Exception):
@@ -53,15 +59,28 @@ class Comparison:
         log: where progress lines go.
     """
 
-    def __init__(self, spec: CompareSpec, *, data_dir: str | os.PathLike, base_dir: str | os.PathLike,
-                 runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR, progress: bool = True,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        spec: CompareSpec,
+        *,
+        data_dir: str | os.PathLike,
+        base_dir: str | os.PathLike,
+        runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ):
         self.spec = spec
         self.data_dir, self.base_dir, self.runs_dir = Path(data_dir), Path(base_dir), Path(runs_dir)
         self.progress, self.log = progress, log
         self.data = CompareData.load(self.data_dir, spec)
-        self.cache = RunCache(spec, self.runs_dir, base_dir=self.base_dir, base_identity=model_identity(self.base_dir),
-                              data_dir=self.data_dir, train_identity=self.data.train_identity)
+        self.cache = RunCache(
+            spec,
+            self.runs_dir,
+            base_dir=self.base_dir,
+            base_identity=model_identity(self.base_dir),
+            data_dir=self.data_dir,
+            train_identity=self.data.train_identity,
+        )
         self.trained_runs: list[tuple[RunKey, int]] = []  # (run, step it resumed from) trained by this object
         self.evaluations_computed = 0  # evaluations computed (not read from the cache) by this object
         self._max_runs: int | None = None
@@ -121,8 +140,7 @@ class Comparison:
         self.cache.write_evaluation(key, split, step, settings, result)
         return result
 
-    def _evaluate(self, model_dir: Path, examples: Sequence[Example], *, k: int, pass_at_k: bool
-                  ) -> dict[str, Any]:
+    def _evaluate(self, model_dir: Path, examples: Sequence[Example], *, k: int, pass_at_k: bool) -> dict[str, Any]:
         """Evaluate one model: per group, accuracy (avg@k), the shares of degenerate (no ``\\boxed``) and
         expert-style outputs, mean length, truncation, and the pass@1..k curve if ``pass_at_k``."""
         from trapo.evaluate import evaluate
@@ -133,27 +151,43 @@ class Comparison:
 
         model, tokenizer = load_model_and_tokenizer(model_dir)
         started = time.perf_counter()
-        report = evaluate(model, tokenizer, examples, k=k, sampling=SamplingParams(temperature=self.spec.temperature),
-                          max_new_tokens=self.spec.max_new_tokens, seed=self.spec.eval_seed,
-                          batch_size=self.spec.eval_batch_size, pass_ks=(1, k), progress=self.progress,
-                          keep_completions=True)
+        report = evaluate(
+            model,
+            tokenizer,
+            examples,
+            k=k,
+            sampling=SamplingParams(temperature=self.spec.temperature),
+            max_new_tokens=self.spec.max_new_tokens,
+            seed=self.spec.eval_seed,
+            batch_size=self.spec.eval_batch_size,
+            pass_ks=(1, k),
+            progress=self.progress,
+            keep_completions=True,
+        )
         groups: dict[str, dict[str, Any]] = {}
         for name, metrics in report.groups.items():
             completions = [c for p in report.problems if p.group == name for c in (p.completions or [])]
             groups[name] = {
                 "n": metrics.n_problems,
                 "acc": metrics.avg_at_k,
-                "degenerate": (sum(extract_boxed(c) is None for c in completions) / len(completions)
-                               if completions else None),
-                "expert_style": (sum(solution_style(c) == "expert" for c in completions) / len(completions)
-                                 if completions else None),
+                "degenerate": (
+                    sum(extract_boxed(c) is None for c in completions) / len(completions) if completions else None
+                ),
+                "expert_style": (
+                    sum(solution_style(c) == "expert" for c in completions) / len(completions) if completions else None
+                ),
                 "mean_tokens": metrics.mean_completion_tokens,
                 "truncated": metrics.truncated_rate,
             }
             if pass_at_k:
                 groups[name]["pass@k"] = {str(j): v for j, v in report.pass_at_k_curve(name).items()}
-        return {"groups": groups, "k": k, "seconds": round(time.perf_counter() - started, 2),
-                "tokens_per_s": report.overall.tokens_per_s, "model": str(model_dir)}
+        return {
+            "groups": groups,
+            "k": k,
+            "seconds": round(time.perf_counter() - started, 2),
+            "tokens_per_s": report.overall.tokens_per_s,
+            "model": str(model_dir),
+        }
 
     # ------------------------------------------------------------------ the protocol
     def status(self) -> dict[str, Any]:
@@ -169,8 +203,11 @@ class Comparison:
             chosen = self._cached_chosen_lr(method) if n_done == len(sweep) else None
             if chosen is not None:
                 n_done += sum(self.is_trained(RunKey(method, chosen, s)) for s in self.spec.seeds[1:])
-            methods[method] = {"runs_done": n_done, "runs_total": n_total,
-                               "chosen_lr": None if chosen is None else format_lr(chosen)}
+            methods[method] = {
+                "runs_done": n_done,
+                "runs_total": n_total,
+                "chosen_lr": None if chosen is None else format_lr(chosen),
+            }
             done, total = done + n_done, total + n_total
         return {"runs_total": total, "runs_done": done, "methods": methods}
 
@@ -193,8 +230,11 @@ class Comparison:
             key = RunKey(method, lr, first)
             self.ensure_trained(key)
             scores[lr] = group_average(self.evaluation(key, "val", spec.max_steps)["groups"], self.data.in_domain)
-        return {"scores": {format_lr(lr): s for lr, s in scores.items()}, "chosen": select_lr(scores),
-                "criterion": "in-domain validation average of the final model at the first seed"}
+        return {
+            "scores": {format_lr(lr): s for lr, s in scores.items()},
+            "chosen": select_lr(scores),
+            "criterion": "in-domain validation average of the final model at the first seed",
+        }
 
     def run(self, *, max_runs: int | None = None, time_budget_s: float | None = None) -> CompareResult:
         """Run (or resume) the whole comparison and return its results.
@@ -222,8 +262,12 @@ class Comparison:
     # ------------------------------------------------------------------ results
     def _row(self, key: RunKey | None, split: str, step: int) -> dict[str, Any]:
         """The table row of an evaluation (:func:`~trapo_lab.compare.aggregate.table_row`)."""
-        return aggregate.table_row(self.evaluation(key, split, step)["groups"], self.data.in_domain,
-                                   self.data.retained, self.data.ood if split == "test" else ())
+        return aggregate.table_row(
+            self.evaluation(key, split, step)["groups"],
+            self.data.in_domain,
+            self.data.retained,
+            self.data.ood if split == "test" else (),
+        )
 
     def results(self, selection: dict[str, dict[str, Any]]) -> CompareResult:
         """The summary and dynamics of the finished comparison, given each method's learning-rate selection
@@ -242,10 +286,16 @@ class Comparison:
         cumulative: dict[str, dict[int, dict[int, float]]] = {}  # method -> seed -> step -> training seconds
 
         base_row = self._row(None, "test", 0)
-        steps_view["base"] = {"lr": None, "per_seed": {"-": base_row},
-                              "summary": aggregate.summarize_rows({0: base_row}, columns)}
-        passk["base"] = {"k": ks, "std": None,
-                         "mean": aggregate.passk_curve(self.evaluation(None, "passk", 0)["groups"], data.in_domain, ks)}
+        steps_view["base"] = {
+            "lr": None,
+            "per_seed": {"-": base_row},
+            "summary": aggregate.summarize_rows({0: base_row}, columns),
+        }
+        passk["base"] = {
+            "k": ks,
+            "std": None,
+            "mean": aggregate.passk_curve(self.evaluation(None, "passk", 0)["groups"], data.in_domain, ks),
+        }
         base_val_row = self._row(None, "val", 0)
 
         for method in spec.methods:
@@ -261,10 +311,14 @@ class Comparison:
                 cumulative[method][seed] = aggregate.cumulative_seconds(seconds_by_step, points)
                 series[seed] = aggregate.dynamics_series(metric_rows)
                 val_rows[seed] = {0: base_val_row, **{s: self._row(key, "val", s) for s in spec.checkpoint_steps}}
-                passk_curves[seed] = aggregate.passk_curve(self.evaluation(key, "passk", spec.max_steps)["groups"],
-                                                           data.in_domain, ks)
-            steps_view[method] = {"lr": lr, "per_seed": {str(s): r for s, r in test_rows.items()},
-                                  "summary": aggregate.summarize_rows(test_rows, columns)}
+                passk_curves[seed] = aggregate.passk_curve(
+                    self.evaluation(key, "passk", spec.max_steps)["groups"], data.in_domain, ks
+                )
+            steps_view[method] = {
+                "lr": lr,
+                "per_seed": {str(s): r for s, r in test_rows.items()},
+                "summary": aggregate.summarize_rows(test_rows, columns),
+            }
             timing[method] = aggregate.timing_summary(train_seconds, spec.max_steps)
             dynamics[method] = {"lr": lr, "seeds": {str(s): v for s, v in series.items()}}
             curves[method] = aggregate.validation_curves(points, cumulative[method], val_rows)
@@ -294,13 +348,21 @@ class Comparison:
             "curves": curves,
             "passk": passk,
             "mechanism": {m: aggregate.prefix_below_alpha_shares(dynamics[m]) for m in spec.methods},
-            "style_share": ("share of in-domain test outputs written in the expert's form, by "
-                            "trapo_lab.tasks.solution_style; tier 1's two forms coincide, so about 20% is the floor"),
+            "style_share": (
+                "share of in-domain test outputs written in the expert's form, by "
+                "trapo_lab.tasks.solution_style; tier 1's two forms coincide, so about 20% is the floor"
+            ),
         }
         return CompareResult(summary=summary, dynamics=dynamics)
 
-    def _wallclock_view(self, selection: dict[str, dict[str, Any]], cumulative: dict[str, dict[int, dict[int, float]]],
-                        timing: dict[str, Any], base_row: dict[str, Any], columns: list[str]) -> dict[str, Any] | None:
+    def _wallclock_view(
+        self,
+        selection: dict[str, dict[str, Any]],
+        cumulative: dict[str, dict[int, dict[int, float]]],
+        timing: dict[str, Any],
+        base_row: dict[str, Any],
+        columns: list[str],
+    ) -> dict[str, Any] | None:
         """The equal-wall-clock table: each run at its latest checkpoint within the reference method's longest
         full-run training time (None when the reference method is not compared)."""
         spec = self.spec
@@ -308,8 +370,9 @@ class Comparison:
         if ref not in spec.methods:
             return None
         budget = max(timing[ref]["per_seed"].values())
-        methods: dict[str, Any] = {"base": {"per_seed": {"-": base_row},
-                                            "summary": aggregate.summarize_rows({0: base_row}, columns)}}
+        methods: dict[str, Any] = {
+            "base": {"per_seed": {"-": base_row}, "summary": aggregate.summarize_rows({0: base_row}, columns)}
+        }
         for method in spec.methods:
             lr = selection[method]["chosen"]
             rows, picked = {}, {}
@@ -317,13 +380,23 @@ class Comparison:
                 step = aggregate.wallclock_step(cumulative[method][seed], budget)
                 picked[str(seed)] = {"step": step, "seconds": cumulative[method][seed][step]}
                 rows[seed] = self._row(None if step == 0 else RunKey(method, lr, seed), "test", step)
-            methods[method] = {"lr": lr, "per_seed": {str(s): r for s, r in rows.items()},
-                               "summary": aggregate.summarize_rows(rows, columns), "checkpoints": picked}
-        return {"reference": ref, "budget_seconds": budget, "methods": methods,
-                "rule": (f"budget = the longest full-run training time of {ref} over its seeds (sum of perf/step_s); "
-                         "each run is taken at its latest checkpoint (every "
-                         f"{spec.save_steps} steps) whose cumulative training time is <= the budget, or the base "
-                         "model if none is; runs are never extended past max_steps")}
+            methods[method] = {
+                "lr": lr,
+                "per_seed": {str(s): r for s, r in rows.items()},
+                "summary": aggregate.summarize_rows(rows, columns),
+                "checkpoints": picked,
+            }
+        return {
+            "reference": ref,
+            "budget_seconds": budget,
+            "methods": methods,
+            "rule": (
+                f"budget = the longest full-run training time of {ref} over its seeds (sum of perf/step_s); "
+                "each run is taken at its latest checkpoint (every "
+                f"{spec.save_steps} steps) whose cumulative training time is <= the budget, or the base "
+                "model if none is; runs are never extended past max_steps"
+            ),
+        }
 
     def _base_info(self) -> dict[str, Any]:
         from trapo_lab.pretrain import read_base_info

@@ -67,8 +67,19 @@ class CompareSpec:
                 raise ValueError(f"lr_grid[{name!r}] must be distinct positive learning rates, got {list(lrs)}")
             grid[name] = lrs
         self.lr_grid = grid
-        for name in ("max_steps", "prompts_per_step", "max_completion_length", "n_val_per_tier", "n_test_per_tier",
-                     "test_k", "max_new_tokens", "passk_max", "n_passk_per_tier", "curve_points", "eval_batch_size"):
+        for name in (
+            "max_steps",
+            "prompts_per_step",
+            "max_completion_length",
+            "n_val_per_tier",
+            "n_test_per_tier",
+            "test_k",
+            "max_new_tokens",
+            "passk_max",
+            "n_passk_per_tier",
+            "curve_points",
+            "eval_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -90,9 +101,17 @@ class CompareSpec:
         """A smoke-test variant (minutes, not hours): every method, 2 seeds, two learning rates, few steps,
         tiny evaluation sets. Its numbers say nothing about the methods; it checks the machinery."""
         values: dict[str, Any] = dict(
-            seeds=(0, 1), lr_grid=dict.fromkeys(METHODS, (3e-5, 1e-4)), max_steps=6, prompts_per_step=4,
-            n_val_per_tier=16, n_val_skill=8, n_test_per_tier=24, n_test_skill=16, n_test_ood=8,
-            n_passk_per_tier=6, passk_max=8,
+            seeds=(0, 1),
+            lr_grid=dict.fromkeys(METHODS, (3e-5, 1e-4)),
+            max_steps=6,
+            prompts_per_step=4,
+            n_val_per_tier=16,
+            n_val_skill=8,
+            n_test_per_tier=24,
+            n_test_skill=16,
+            n_test_ood=8,
+            n_passk_per_tier=6,
+            passk_max=8,
             curve_points=2,
         )
         values.update(overrides)

@@ -79,9 +79,9 @@ def _merges_for(text: str, byte_chars: dict[int, str]) -> list[tuple[str, str]]:
     return merges
 
 
-def build_tokenizer(multi_char_tokens: tuple[str, ...] = MULTI_CHAR_TOKENS, model_max_length: int = 512) -> (
-    PreTrainedTokenizerFast
-):
+def build_tokenizer(
+    multi_char_tokens: tuple[str, ...] = MULTI_CHAR_TOKENS, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """Build the embedded tokenizer offline (no download): byte-level BPE whose only merges form
     ``multi_char_tokens``; special tokens and chat template as described in the module docstring.
 

@@ -58,8 +58,12 @@ class ChainRanges:
 PLACE_VALUE_RANGES = ChainRanges(start=(1, 20), add=(1, 30), mul=(2, 9), value=(0, 199))
 SHORTCUT_RANGES = ChainRanges(start=(1, 99), add=(1, 9), mul=(2, 5), value=(0, 99))
 # the place-value design's names, kept
-START_RANGE, ADD_RANGE, MUL_RANGE, VALUE_RANGE = (PLACE_VALUE_RANGES.start, PLACE_VALUE_RANGES.add,
-                                                  PLACE_VALUE_RANGES.mul, PLACE_VALUE_RANGES.value)
+START_RANGE, ADD_RANGE, MUL_RANGE, VALUE_RANGE = (
+    PLACE_VALUE_RANGES.start,
+    PLACE_VALUE_RANGES.add,
+    PLACE_VALUE_RANGES.mul,
+    PLACE_VALUE_RANGES.value,
+)
 
 
 def check_task(task: str) -> str:

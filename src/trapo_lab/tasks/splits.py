@@ -130,8 +130,9 @@ def check_expert_style(style: str | None, task: str = "place-value") -> str:
     return style
 
 
-def chain_example(problem: ChainProblem, split: str = "", expert_style: str | None = None,
-                  task: str = DEFAULT_TASK) -> Example:
+def chain_example(
+    problem: ChainProblem, split: str = "", expert_style: str | None = None, task: str = DEFAULT_TASK
+) -> Example:
     """An :class:`Example` of a chain problem; the base model's own form in ``meta["native_solution"]``.
 
     ``task="shortcut"`` (default): the expert solution is written one step per paragraph
@@ -223,8 +224,9 @@ def skill_examples(split: str, n_per_skill: int, *, seed: int = 0, skills: Seque
     for skill in skills:
         check_skill(skill)
         rng = random.Random(f"{seed}:{split}:{skill}")
-        problems = _draw_unique(lambda rng=rng, s=skill: sample_skill(rng, s), skill, split, n_per_skill, split,
-                                "place-value")  # skills: one pool for every task
+        problems = _draw_unique(
+            lambda rng=rng, s=skill: sample_skill(rng, s), skill, split, n_per_skill, split, "place-value"
+        )  # skills: one pool for every task
         out.extend(skill_example(p, split) for p in problems)
     return out
 
@@ -357,8 +359,10 @@ def make_splits(
         raise ValueError(f"output {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         manifest = _read_manifest(out)
-        if manifest is not None and manifest.get("config_hash") == config.hash() and all(
-            p.is_file() for p in paths.values()
+        if (
+            manifest is not None
+            and manifest.get("config_hash") == config.hash()
+            and all(p.is_file() for p in paths.values())
         ):
             return paths
         raise ValueError(
@@ -442,8 +446,12 @@ class PretrainMix:
         """The default mix of ``task``, with any field replaced by ``overrides``."""
         if check_task(task) == "shortcut":
             return cls(**{"task": task, **overrides})
-        place_value = {"tier_weights": PRETRAIN_TIER_WEIGHTS, "step_share": 0.0, "step_form": "steps",
-                       "step_layout": "paragraphs"}
+        place_value = {
+            "tier_weights": PRETRAIN_TIER_WEIGHTS,
+            "step_share": 0.0,
+            "step_form": "steps",
+            "step_layout": "paragraphs",
+        }
         return cls(**{**place_value, "task": task, **overrides})
 
     def __post_init__(self) -> None:

@@ -17,9 +17,21 @@ torch.set_num_threads(1)
 def tiny_spec(**overrides) -> CompareSpec:
     """Two steps per run, evaluation sets of a few problems, short generations."""
     values = dict(
-        methods=("trapo", "grpo"), seeds=(0, 1), lr_grid={"trapo": (1e-4, 3e-4), "grpo": (1e-4,)}, max_steps=2,
-        prompts_per_step=2, max_completion_length=24, n_val_per_tier=2, n_val_skill=1, n_test_per_tier=2,
-        n_test_skill=1, n_test_ood=1, n_passk_per_tier=1, passk_max=2, curve_points=2, max_new_tokens=12,
+        methods=("trapo", "grpo"),
+        seeds=(0, 1),
+        lr_grid={"trapo": (1e-4, 3e-4), "grpo": (1e-4,)},
+        max_steps=2,
+        prompts_per_step=2,
+        max_completion_length=24,
+        n_val_per_tier=2,
+        n_val_skill=1,
+        n_test_per_tier=2,
+        n_test_skill=1,
+        n_test_ood=1,
+        n_passk_per_tier=1,
+        passk_max=2,
+        curve_points=2,
+        max_new_tokens=12,
     )
     values.update(overrides)
     return CompareSpec(**values)
@@ -42,8 +54,15 @@ def base_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "base"
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    config = tiny_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_config(
+        len(tokenizer),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     Qwen2ForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

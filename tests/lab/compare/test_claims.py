@@ -9,15 +9,18 @@ from trapo_lab.compare.claims import FAILS, HOLDS, MISSING, NOISE, claims_table,
 from trapo_lab.compare.report import claims_markdown
 
 
-@pytest.mark.parametrize(("diffs", "margin", "expected"), [
-    ([0.01, 0.02, 0.03], 0.0, HOLDS),
-    ([-0.01, -0.02, -0.03], 0.0, FAILS),
-    ([0.05, -0.01, 0.02], 0.0, NOISE),
-    ([0.0, 0.01, 0.02], 0.0, NOISE),  # a tie is not "on the claimed side"
-    ([-0.01, -0.015, 0.0], 0.02, HOLDS),  # within the margin on every seed
-    ([-0.03, -0.05, -0.021], 0.02, FAILS),
-    ([], 0.0, MISSING),
-])
+@pytest.mark.parametrize(
+    ("diffs", "margin", "expected"),
+    [
+        ([0.01, 0.02, 0.03], 0.0, HOLDS),
+        ([-0.01, -0.02, -0.03], 0.0, FAILS),
+        ([0.05, -0.01, 0.02], 0.0, NOISE),
+        ([0.0, 0.01, 0.02], 0.0, NOISE),  # a tie is not "on the claimed side"
+        ([-0.01, -0.015, 0.0], 0.02, HOLDS),  # within the margin on every seed
+        ([-0.03, -0.05, -0.021], 0.02, FAILS),
+        ([], 0.0, MISSING),
+    ],
+)
 def test_verdict_is_a_sign_rule_over_seeds(diffs, margin, expected):
     assert verdict(diffs, margin) == expected
 
@@ -31,8 +34,10 @@ def test_combine():
 
 def _entry(rows: dict[int, dict[str, float]]) -> dict:
     columns = {c for r in rows.values() for c in r}
-    return {"per_seed": {str(s): r for s, r in rows.items()},
-            "summary": {c: mean_std(r[c] for r in rows.values()) for c in columns}}
+    return {
+        "per_seed": {str(s): r for s, r in rows.items()},
+        "summary": {c: mean_std(r[c] for r in rows.values()) for c in columns},
+    }
 
 
 def _row(in_domain, retained, degenerate=0.0, expert_style=0.5):
@@ -42,20 +47,28 @@ def _row(in_domain, retained, degenerate=0.0, expert_style=0.5):
 def _summary():
     # seeds 0, 1, 2; TRAPO beats grpo on every seed in-domain, ties-or-loses against sft-then-grpo on one seed
     steps = {
-        "trapo": _entry({0: _row(0.60, 0.80, 0.01, 0.9), 1: _row(0.62, 0.82, 0.02, 0.9),
-                         2: _row(0.58, 0.78, 0.0, 0.9)}),
-        "trapo-sft": _entry({0: _row(0.55, 0.50, 0.05, 0.99), 1: _row(0.57, 0.52, 0.04, 0.98),
-                             2: _row(0.56, 0.49, 0.03, 0.97)}),
+        "trapo": _entry(
+            {0: _row(0.60, 0.80, 0.01, 0.9), 1: _row(0.62, 0.82, 0.02, 0.9), 2: _row(0.58, 0.78, 0.0, 0.9)}
+        ),
+        "trapo-sft": _entry(
+            {0: _row(0.55, 0.50, 0.05, 0.99), 1: _row(0.57, 0.52, 0.04, 0.98), 2: _row(0.56, 0.49, 0.03, 0.97)}
+        ),
         "grpo": _entry({0: _row(0.40, 0.81), 1: _row(0.41, 0.83), 2: _row(0.39, 0.79)}),
         "sft": _entry({0: _row(0.55, 0.30), 1: _row(0.50, 0.35), 2: _row(0.52, 0.33)}),
         "sft-then-grpo": _entry({0: _row(0.61, 0.60), 1: _row(0.60, 0.61), 2: _row(0.57, 0.62)}),
     }
     ks = [1, 2, 4]
     passk = {
-        "trapo": {"k": ks, "mean": [0.6, 0.7, 0.8], "per_seed": {"0": [0.6, 0.7, 0.8], "1": [0.62, 0.7, 0.8],
-                                                                   "2": [0.58, 0.7, 0.8]}},
-        "grpo": {"k": ks, "mean": [0.4, 0.6, 0.85], "per_seed": {"0": [0.4, 0.6, 0.85], "1": [0.41, 0.6, 0.86],
-                                                                   "2": [0.39, 0.6, 0.84]}},
+        "trapo": {
+            "k": ks,
+            "mean": [0.6, 0.7, 0.8],
+            "per_seed": {"0": [0.6, 0.7, 0.8], "1": [0.62, 0.7, 0.8], "2": [0.58, 0.7, 0.8]},
+        },
+        "grpo": {
+            "k": ks,
+            "mean": [0.4, 0.6, 0.85],
+            "per_seed": {"0": [0.4, 0.6, 0.85], "1": [0.41, 0.6, 0.86], "2": [0.39, 0.6, 0.84]},
+        },
         "sft": {"k": ks, "mean": [0.5, 0.6, 0.7], "per_seed": {s: [0.5, 0.6, 0.7] for s in "012"}},
         "sft-then-grpo": {"k": ks, "mean": [0.5, 0.6, 0.7], "per_seed": {s: [0.5, 0.6, 0.7] for s in "012"}},
     }

@@ -16,15 +16,32 @@ def parse(*argv):
 
 
 def test_quick_flags_become_the_spec():
-    spec = spec_from_args(parse("--quick", "--methods", "trapo", "grpo", "--lrs", "2e-5", "--lr-for",
-                                "grpo=1e-5,5e-5", "--steps", "4", "--seeds", "3", "4", "5"))
+    spec = spec_from_args(
+        parse(
+            "--quick",
+            "--methods",
+            "trapo",
+            "grpo",
+            "--lrs",
+            "2e-5",
+            "--lr-for",
+            "grpo=1e-5,5e-5",
+            "--steps",
+            "4",
+            "--seeds",
+            "3",
+            "4",
+            "5",
+        )
+    )
     assert spec.methods == ("trapo", "grpo")
     assert spec.lr_grid == {"trapo": (2e-5,), "grpo": (1e-5, 5e-5)}
     assert (spec.max_steps, spec.seeds, spec.checkpoint_steps) == (4, (3, 4, 5), [2, 4])
     full = spec_from_args(parse())
     assert full == CompareSpec() and len(full.methods) == 7
-    sized = spec_from_args(parse("--test-per-skill", "7", "--test-per-ood-tier", "0", "--val-per-tier", "9",
-                                 "--val-per-skill", "3"))
+    sized = spec_from_args(
+        parse("--test-per-skill", "7", "--test-per-ood-tier", "0", "--val-per-tier", "9", "--val-per-skill", "3")
+    )
     assert (sized.n_test_skill, sized.n_test_ood, sized.n_val_per_tier, sized.n_val_skill) == (7, 0, 9, 3)
 
 

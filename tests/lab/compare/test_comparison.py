@@ -17,8 +17,9 @@ from trapo_lab.compare import Comparison, RunKey, StopRequested, write_report
 def finished(data_dir, base_dir, tmp_path_factory, tiny_spec):
     """One complete comparison (trapo at two rates, grpo at one; two seeds), run once for the module."""
     runs = tmp_path_factory.mktemp("runs")
-    comparison = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False,
-                            log=lambda _: None)
+    comparison = Comparison(
+        tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False, log=lambda _: None
+    )
     result = comparison.run()
     return comparison, result, runs
 
@@ -28,8 +29,9 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     trained = sorted((k.method, k.lr, k.seed) for k, _ in comparison.trained_runs)
     chosen = result.summary["equal_steps"]["trapo"]["lr"]
     # stage 1: trapo at both rates + grpo at seed 0; stage 2: seed 1 at the chosen rates
-    assert trained == sorted([("trapo", 1e-4, 0), ("trapo", 3e-4, 0), ("grpo", 1e-4, 0),
-                              ("trapo", chosen, 1), ("grpo", 1e-4, 1)])
+    assert trained == sorted(
+        [("trapo", 1e-4, 0), ("trapo", 3e-4, 0), ("grpo", 1e-4, 0), ("trapo", chosen, 1), ("grpo", 1e-4, 1)]
+    )
     run_dirs = sorted(p.name for p in runs.iterdir() if not p.name.startswith("base-"))
     assert len(run_dirs) == 5 and all(p.count("-") >= 3 for p in run_dirs)
     key = RunKey("trapo", chosen, 1)
@@ -53,8 +55,9 @@ def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, ba
     _, result, runs = finished
     weights = sorted(runs.glob("*/final/model.safetensors"))
     before = {p: p.stat().st_mtime_ns for p in weights}
-    again = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False,
-                       log=lambda _: None)
+    again = Comparison(
+        tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False, log=lambda _: None
+    )
     second = again.run()
     assert again.trained_runs == [] and again.evaluations_computed == 0
     assert {p: p.stat().st_mtime_ns for p in weights} == before
@@ -66,8 +69,14 @@ def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, ba
 
 def test_a_changed_config_is_a_different_run(finished, data_dir, base_dir, tiny_spec):
     comparison, _, runs = finished
-    other = Comparison(tiny_spec(max_completion_length=20), data_dir=data_dir, base_dir=base_dir, runs_dir=runs,
-                       progress=False, log=lambda _: None)
+    other = Comparison(
+        tiny_spec(max_completion_length=20),
+        data_dir=data_dir,
+        base_dir=base_dir,
+        runs_dir=runs,
+        progress=False,
+        log=lambda _: None,
+    )
     key = RunKey("grpo", 1e-4, 0)
     assert other.run_dir(key) != comparison.run_dir(key)
     assert not other.is_trained(key) and comparison.is_trained(key)
@@ -84,8 +93,9 @@ class _InterruptedTrainer(TRAPOTrainer):
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(data_dir, base_dir, tmp_path, tiny_spec):
     spec = tiny_spec(methods=("grpo",), seeds=(0,), lr_grid={"grpo": (1e-4,)})
-    comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=tmp_path, progress=False,
-                            log=lambda _: None)
+    comparison = Comparison(
+        spec, data_dir=data_dir, base_dir=base_dir, runs_dir=tmp_path, progress=False, log=lambda _: None
+    )
     key = RunKey("grpo", 1e-4, 0)
     run_dir, config = comparison.cache.prepare_run(key)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -107,8 +117,9 @@ def test_learning_rate_is_chosen_on_validation_not_test(finished, data_dir, base
     _, _, runs = finished
     runs_copy = tmp_path / "runs"
     shutil.copytree(runs, runs_copy)
-    comparison = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs_copy, progress=False,
-                            log=lambda _: None)
+    comparison = Comparison(
+        tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs_copy, progress=False, log=lambda _: None
+    )
     # make validation and test disagree: 3e-4 is better on validation, 1e-4 on test
     for lr, val_acc, test_acc in ((1e-4, 0.1, 0.9), (3e-4, 0.8, 0.2)):
         path = comparison.run_dir(RunKey("trapo", lr, 0)) / "eval.json"
@@ -130,18 +141,33 @@ def test_learning_rate_is_chosen_on_validation_not_test(finished, data_dir, base
 
 def test_report_writes_tables_json_and_plots(finished, tmp_path):
     _, result, _ = finished
-    paths = write_report(result.summary, result.dynamics, tmp_path / "report", command="trapo compare --test",
-                         wall_seconds=12.0)
-    assert set(paths) == {"results.md", "results.json", "dynamics.json", "dynamics.png", "guidance.png",
-                          "curves.png", "passk.png"}
+    paths = write_report(
+        result.summary, result.dynamics, tmp_path / "report", command="trapo compare --test", wall_seconds=12.0
+    )
+    assert set(paths) == {
+        "results.md",
+        "results.json",
+        "dynamics.json",
+        "dynamics.png",
+        "guidance.png",
+        "curves.png",
+        "passk.png",
+    }
     for name, path in paths.items():
         assert path.stat().st_size > 0, name
         if name.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["results.md"].read_text()
-    for heading in ("Equal optimizer steps", "Equal wall-clock", "Paired comparison against TRAPO",
-                    "Learning-rate selection", "trapo compare --test", "**OOD avg**", "OOD d per seed",
-                    "## The paper's claims"):
+    for heading in (
+        "Equal optimizer steps",
+        "Equal wall-clock",
+        "Paired comparison against TRAPO",
+        "Learning-rate selection",
+        "trapo compare --test",
+        "**OOD avg**",
+        "OOD d per seed",
+        "## The paper's claims",
+    ):
         assert heading in text
     data = json.loads(paths["results.json"].read_text())
     # the out-of-distribution tiers are test-only columns, averaged apart from the in-domain tiers

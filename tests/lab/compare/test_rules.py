@@ -81,15 +81,18 @@ def test_spec_defaults_follow_the_protocol_and_quick_is_small():
     assert set(quick.methods) == set(spec.methods)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"methods": ("trapo", "ppo")}, "unknown method 'ppo'"),
-    ({"seeds": (0, 0)}, "seeds must be distinct"),
-    ({"lr_grid": {"trapo": (0.0,)}, "methods": ("trapo",)}, r"lr_grid\['trapo'\]"),
-    ({"max_steps": 0}, "max_steps"),
-    ({"curve_points": 500, "max_steps": 10}, "curve_points"),
-    ({"config_overrides": {"learning_rate": 1.0}}, "config_overrides cannot set"),
-    ({"config_overrides": {"no_such_field": 1}}, "unknown config key"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": ("trapo", "ppo")}, "unknown method 'ppo'"),
+        ({"seeds": (0, 0)}, "seeds must be distinct"),
+        ({"lr_grid": {"trapo": (0.0,)}, "methods": ("trapo",)}, r"lr_grid\['trapo'\]"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"curve_points": 500, "max_steps": 10}, "curve_points"),
+        ({"config_overrides": {"learning_rate": 1.0}}, "config_overrides cannot set"),
+        ({"config_overrides": {"no_such_field": 1}}, "unknown config key"),
+    ],
+)
 def test_spec_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CompareSpec(**kwargs)
@@ -110,7 +113,13 @@ def test_evaluation_cache_keys_are_stable():
     from trapo.data import Example
     from trapo_lab.compare.cache import eval_settings, examples_identity, json_digest
 
-    problems = [Example(prompt=[{"role": "user", "content": "1+1="}], answer="2", data_source="arith-t1",
-                        expert_solutions=("1+1=2\n\n\\boxed{2}",))]
+    problems = [
+        Example(
+            prompt=[{"role": "user", "content": "1+1="}],
+            answer="2",
+            data_source="arith-t1",
+            expert_solutions=("1+1=2\n\n\\boxed{2}",),
+        )
+    ]
     assert examples_identity(problems) == "b2f26f4b9a2dcc5c"
     assert json_digest(eval_settings(CompareSpec(), "test", 1, problems))[:16] == "1b5d836f31ef0e7f"

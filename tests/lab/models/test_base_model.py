@@ -46,8 +46,15 @@ def tok():
 
 def _tiny_model(tok, seed=0):
     torch.manual_seed(seed)
-    config = tiny_config(len(tok), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = tiny_config(
+        len(tok),
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return Qwen2ForCausalLM(config)
 
 
@@ -101,7 +108,11 @@ def test_task_recipes():
     assert old.mix.task == "place-value" and old.mix == PretrainMix.for_task("place-value")
     assert (old.steps, old.lr, old.hidden_size) == (1200, 2e-3, 128)
     assert (default.steps, default.mix.step_share, default.mix.step_form, default.mix.step_layout) == (
-        3000, 0.2, "rewrite", "line")
+        3000,
+        0.2,
+        "rewrite",
+        "line",
+    )
     assert (default.hidden_size, default.intermediate_size, default.lr) == (256, 1024, 1e-3)  # attempt I
     tweaked = BaseModelConfig.for_task("shortcut", steps=7, mix={"step_share": 0.02})
     assert tweaked.steps == 7 and tweaked.mix.step_share == 0.02 and tweaked.hash() != default.hash()

@@ -28,8 +28,9 @@ WORKED = ChainProblem(4, (("*", 5), ("*", 9), ("-", 28), ("+", 26), ("-", 23)))
 
 @pytest.fixture(scope="module")
 def small_splits():
-    return build_splits(n_train=300, n_val_per_tier=20, n_test_per_tier=20, n_skill_val=20, n_skill_test=20,
-                        task="place-value")
+    return build_splits(
+        n_train=300, n_val_per_tier=20, n_test_per_tier=20, n_skill_val=20, n_skill_test=20, task="place-value"
+    )
 
 
 def test_worked_example_expression_and_values():

@@ -8,8 +8,18 @@ import pytest
 
 from trapo.cli import main
 
-SMALL = ["--n-train", "40", "--n-val-per-tier", "3", "--n-test-per-tier", "4", "--n-skill-val", "2",
-         "--n-skill-test", "2"]
+SMALL = [
+    "--n-train",
+    "40",
+    "--n-val-per-tier",
+    "3",
+    "--n-test-per-tier",
+    "4",
+    "--n-skill-val",
+    "2",
+    "--n-skill-test",
+    "2",
+]
 
 
 def test_data_make_and_show(tmp_path, capsys):

@@ -70,8 +70,11 @@ def test_sampled_chains_stay_in_the_shortcut_ranges(tier):
 
 
 def test_default_splits_sizes_sources_and_ood_files(splits):
-    assert set(splits) == set(split_files()) == {"train", "val", "test", "val_skills", "test_skills", "val_ood",
-                                                 "test_ood"}
+    assert (
+        set(splits)
+        == set(split_files())
+        == {"train", "val", "test", "val_skills", "test_skills", "val_ood", "test_ood"}
+    )
     assert {ex.data_source for ex in splits["val"]} == {f"arith-t{t}" for t in TIERS}
     assert {ex.data_source for ex in splits["test_ood"]} == {"ood-t6", "ood-t7"}
     assert len(splits["val_ood"]) == 2 * 20 and len(splits["test_ood"]) == 2 * 30
@@ -113,8 +116,11 @@ def test_ood_tiers_never_in_training_or_pre_training(splits):
         arithmetic_examples("train", {6: 2})
     stream = list(itertools.islice(pretraining_stream(0, PretrainMix(step_share=0.3)), 20_000))
     assert sum(writes_steps(s) for _, s, src in stream if src.startswith("arith") and src != "arith-t1") > 1000
-    held_out = {ex.prompt_text for name in ("val", "test", "val_ood", "test_ood", "val_skills", "test_skills")
-                for ex in splits[name]}
+    held_out = {
+        ex.prompt_text
+        for name in ("val", "test", "val_ood", "test_ood", "val_skills", "test_skills")
+        for ex in splits[name]
+    }
     assert not held_out & {prompt for prompt, _, _ in stream}
     assert all(pool_of(source, prompt) == "train" for prompt, _, source in stream)
     assert {parse_chain(p).tier for p, _, src in stream if src.startswith("arith")} == set(TIERS)

@@ -19,8 +19,14 @@ from trapo_lab.tasks import (
     tier_counts,
 )
 
-SMALL = {"n_train": 200, "n_val_per_tier": 10, "n_test_per_tier": 10, "n_skill_val": 10, "n_skill_test": 10,
-         "task": "place-value"}
+SMALL = {
+    "n_train": 200,
+    "n_val_per_tier": 10,
+    "n_test_per_tier": 10,
+    "n_skill_val": 10,
+    "n_skill_test": 10,
+    "task": "place-value",
+}
 PV = "place-value"
 
 

@@ -56,8 +56,14 @@ def _coin_batch() -> tuple[torch.Tensor, TokenBatch]:
     """One trajectory: prompt, a prefix token without the prefix loss, a model token; every position a fair
     coin (entropy log 2)."""
     ids = torch.tensor([[0, 0, 0]])
-    batch = TokenBatch(ids, torch.ones_like(ids), ids[:, 1:], prefix_mask=torch.tensor([[False, False]]),
-                       model_mask=torch.tensor([[False, True]]), response_mask=torch.tensor([[True, True]]))
+    batch = TokenBatch(
+        ids,
+        torch.ones_like(ids),
+        ids[:, 1:],
+        prefix_mask=torch.tensor([[False, False]]),
+        model_mask=torch.tensor([[False, True]]),
+        response_mask=torch.tensor([[True, True]]),
+    )
     return torch.zeros(1, 3, 2, dtype=torch.float64, requires_grad=True), batch
 
 
@@ -65,8 +71,14 @@ def _coin_batch() -> tuple[torch.Tensor, TokenBatch]:
 def test_entropy_over_the_continuation_or_every_response_token(tokens, expected):
     logits, batch = _coin_batch()
     z = batch_reduction("constant", [batch.model_mask], max_completion_length=4)
-    terms = trapo_loss(logits, batch, torch.zeros(1, dtype=torch.float64),
-                       ObjectiveWeights(entropy_coef=1.0, entropy_tokens=tokens), model_tokens=z, prefix_tokens=z)
+    terms = trapo_loss(
+        logits,
+        batch,
+        torch.zeros(1, dtype=torch.float64),
+        ObjectiveWeights(entropy_coef=1.0, entropy_tokens=tokens),
+        model_tokens=z,
+        prefix_tokens=z,
+    )
     assert terms.entropy.item() == pytest.approx(expected)
 
 
@@ -87,8 +99,10 @@ def test_trl_names_map_onto_ours():
     cfg = TRAPOConfig(per_device_train_batch_size=8, gradient_accumulation_steps=2)
     assert (cfg.for_processes(1).prompts_per_step, cfg.for_processes(1).mini_batch_size) == (2, 8)
     assert cfg.for_processes(4).prompts_per_step == 8
-    assert TRAPOConfig(method="grpo", num_generations=4, gradient_accumulation_steps=1).for_processes(
-        1).prompts_per_step == 2  # TRL's default per_device_train_batch_size, 8
+    assert (
+        TRAPOConfig(method="grpo", num_generations=4, gradient_accumulation_steps=1).for_processes(1).prompts_per_step
+        == 2
+    )  # TRL's default per_device_train_batch_size, 8
     with pytest.raises(ValueError, match="not a multiple of num_generations"):
         TRAPOConfig(per_device_train_batch_size=6).for_processes(1)
     assert TRAPOConfig().for_processes(8).prompts_per_step == 8  # our fields rule when TRL's are unset

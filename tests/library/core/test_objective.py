@@ -17,8 +17,13 @@ def _one_trajectory(p_prefix: float, p_model: float) -> tuple[torch.Tensor, Toke
     logits = torch.zeros(1, 3, 2, dtype=torch.float64)
     for pos, p in ((0, p_prefix), (1, p_model)):
         logits[0, pos] = torch.tensor([math.log(p), math.log(1 - p)])
-    batch = TokenBatch(ids, torch.ones_like(ids), ids[:, 1:], prefix_mask=torch.tensor([[True, False]]),
-                       model_mask=torch.tensor([[False, True]]))
+    batch = TokenBatch(
+        ids,
+        torch.ones_like(ids),
+        ids[:, 1:],
+        prefix_mask=torch.tensor([[True, False]]),
+        model_mask=torch.tensor([[False, True]]),
+    )
     return logits.requires_grad_(), batch
 
 
@@ -28,16 +33,20 @@ def test_trapo_loss_hand_values():
     z_model = batch_reduction("constant", [batch.model_mask], max_completion_length=4)
     z_prefix = batch_reduction("constant", [batch.prefix_mask], max_completion_length=4)
     assert z_model.denominator == z_prefix.denominator == 4
-    terms = trapo_loss(logits, batch, torch.tensor([1.0], dtype=torch.float64),
-                       ObjectiveWeights(prefix_loss="trsft", trsft_alpha=0.1, entropy_coef=0.0),
-                       model_tokens=z_model, prefix_tokens=z_prefix)
+    terms = trapo_loss(
+        logits,
+        batch,
+        torch.tensor([1.0], dtype=torch.float64),
+        ObjectiveWeights(prefix_loss="trsft", trsft_alpha=0.1, entropy_coef=0.0),
+        model_tokens=z_model,
+        prefix_tokens=z_prefix,
+    )
     assert terms.policy.item() == pytest.approx(-1 / 4)  # -(r A) / Z
     assert terms.prefix.item() == pytest.approx(-(0.05 / 0.1) / 4)  # -p / max(p, alpha) / Z
     assert terms.total.item() == pytest.approx(-0.25 - 0.125)
     terms.total.backward()
     # d/dz of -w log p = -w (onehot - softmax): TrSFT weight w = p/alpha = 0.5 outside the trust region
-    expected = torch.tensor([[[-0.5 * 0.95 / 4, 0.5 * 0.95 / 4], [-0.5 / 4, 0.5 / 4], [0.0, 0.0]]],
-                            dtype=torch.float64)
+    expected = torch.tensor([[[-0.5 * 0.95 / 4, 0.5 * 0.95 / 4], [-0.5 / 4, 0.5 / 4], [0.0, 0.0]]], dtype=torch.float64)
     assert torch.allclose(logits.grad, expected)
 
 
@@ -45,9 +54,14 @@ def test_entropy_bonus_and_plain_sft_prefix_hand_values():
     logits, batch = _one_trajectory(p_prefix=0.25, p_model=0.5)
     z_model = batch_reduction("constant", [batch.model_mask], max_completion_length=2)
     z_prefix = batch_reduction("constant", [batch.prefix_mask], max_completion_length=2)
-    terms = trapo_loss(logits, batch, torch.tensor([0.0], dtype=torch.float64),
-                       ObjectiveWeights(prefix_loss="sft", entropy_coef=0.5),
-                       model_tokens=z_model, prefix_tokens=z_prefix)
+    terms = trapo_loss(
+        logits,
+        batch,
+        torch.tensor([0.0], dtype=torch.float64),
+        ObjectiveWeights(prefix_loss="sft", entropy_coef=0.5),
+        model_tokens=z_model,
+        prefix_tokens=z_prefix,
+    )
     assert terms.policy.item() == 0.0  # zero advantage
     assert terms.prefix.item() == pytest.approx(-math.log(0.25) / 2)
     assert terms.entropy.item() == pytest.approx(math.log(2) / 2)  # H of a fair coin, over Z = 2
@@ -74,8 +88,10 @@ def test_mini_batches_add_up_to_the_whole_batch(kind):
         parts = [TokenBatch(*(x[r] for x in (ids, torch.ones_like(ids), ids[:, 1:], prefix, model))) for r in rows]
         z_model = batch_reduction(kind, [b.model_mask for b in parts], max_completion_length=8)
         z_prefix = batch_reduction(kind, [b.prefix_mask for b in parts], max_completion_length=8)
-        return sum(trapo_loss(logits[r], b, adv[r], weights, model_tokens=z_model, prefix_tokens=z_prefix).total
-                   for r, b in zip(rows, parts, strict=True))
+        return sum(
+            trapo_loss(logits[r], b, adv[r], weights, model_tokens=z_model, prefix_tokens=z_prefix).total
+            for r, b in zip(rows, parts, strict=True)
+        )
 
     whole = total([list(range(n))])
     split = total([[0, 1, 2, 3], [4, 5]])
@@ -85,12 +101,19 @@ def test_mini_batches_add_up_to_the_whole_batch(kind):
 
 def test_an_empty_mask_gives_zero_with_zero_gradient():
     logits, batch = _one_trajectory(p_prefix=0.3, p_model=0.6)
-    empty = TokenBatch(batch.input_ids, batch.attention_mask, batch.labels,
-                       torch.zeros_like(batch.prefix_mask), batch.model_mask)
+    empty = TokenBatch(
+        batch.input_ids, batch.attention_mask, batch.labels, torch.zeros_like(batch.prefix_mask), batch.model_mask
+    )
     z = batch_reduction("token_mean", [empty.prefix_mask], max_completion_length=4)
     assert z.denominator == 0
-    terms = trapo_loss(logits, empty, torch.tensor([0.0], dtype=torch.float64), ObjectiveWeights(entropy_coef=0.0),
-                       model_tokens=z, prefix_tokens=z)
+    terms = trapo_loss(
+        logits,
+        empty,
+        torch.tensor([0.0], dtype=torch.float64),
+        ObjectiveWeights(entropy_coef=0.0),
+        model_tokens=z,
+        prefix_tokens=z,
+    )
     assert terms.total.item() == 0.0
     terms.total.backward()
     assert torch.all(logits.grad == 0)

@@ -7,8 +7,10 @@ import pytest
 
 from trapo.data import examples_from_rows, load_examples
 
-ROWS = [{"prompt": "1+1", "solution": "2", "expert_solutions": ["1+1=2"]},
-        {"prompt": [{"role": "user", "content": "2+2"}], "solution": "4", "expert_solutions": "2+2=4"}]
+ROWS = [
+    {"prompt": "1+1", "solution": "2", "expert_solutions": ["1+1=2"]},
+    {"prompt": [{"role": "user", "content": "2+2"}], "solution": "4", "expert_solutions": "2+2=4"},
+]
 
 
 def test_a_dataset_in_memory_and_a_save_to_disk_directory(tmp_path):

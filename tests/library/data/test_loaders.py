@@ -46,8 +46,11 @@ def test_jsonl_and_parquet_give_equal_examples(tmp_path):
     b = load_examples(write_parquet(tmp_path / "b.parquet", GOOD))
     assert a.examples == b.examples
     assert a.examples[1] == Example(
-        prompt=[{"role": "user", "content": "2+3?"}], answer="5", expert_solutions=("2+3=5", "3+2=5"),
-        data_source="toy", meta={"index": 1, "split": "train"},
+        prompt=[{"role": "user", "content": "2+3?"}],
+        answer="5",
+        expert_solutions=("2+3=5", "3+2=5"),
+        data_source="toy",
+        meta={"index": 1, "split": "train"},
     )
 
 
@@ -81,16 +84,16 @@ def test_plain_string_prompts_and_flat_keys(tmp_path):
 
 
 def test_default_key_aliases_and_luffy_target(tmp_path):
-    rows = [{"problem": "1+1?", "answer": "2",
-             "target": [{"role": "assistant", "content": "1+1=2"}]}]
+    rows = [{"problem": "1+1?", "answer": "2", "target": [{"role": "assistant", "content": "1+1=2"}]}]
     ex = load_examples(write_jsonl(tmp_path / "luffy.jsonl", rows)).examples[0]
     assert (ex.prompt_text, ex.answer, ex.expert_solutions) == ("1+1?", "2", ("1+1=2",))
 
 
 def test_dotted_keys_reach_nested_fields(tmp_path):
     rows = [{"q": {"text": "1+1?"}, "meta": {"gold": {"value": "2"}}}]
-    ex = load_examples(write_jsonl(tmp_path / "n.jsonl", rows), prompt_key="q.text",
-                       answer_key="meta.gold.value").examples[0]
+    ex = load_examples(
+        write_jsonl(tmp_path / "n.jsonl", rows), prompt_key="q.text", answer_key="meta.gold.value"
+    ).examples[0]
     assert ex.answer == "2" and ex.prompt_text == "1+1?"
 
 
@@ -128,12 +131,24 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
     [
         ("parquet", row("no answer", None), "reward_model.ground_truth", "is missing"),
         ("parquet", row("   ", "3"), "prompt", "is empty"),
-        ("jsonl", row("list answer", ["1", "2"]), "reward_model.ground_truth",
-         "must be a string or a number, got list"),
-        ("jsonl", row("bad experts", "1", experts=[1, 2]), "extra_info.expert_solutions",
-         "item 0 is a int, not a string"),
-        ("jsonl", {"prompt": 7, "reward_model": {"ground_truth": "1"}}, "prompt",
-         "must be chat messages or a string, got int"),
+        (
+            "jsonl",
+            row("list answer", ["1", "2"]),
+            "reward_model.ground_truth",
+            "must be a string or a number, got list",
+        ),
+        (
+            "jsonl",
+            row("bad experts", "1", experts=[1, 2]),
+            "extra_info.expert_solutions",
+            "item 0 is a int, not a string",
+        ),
+        (
+            "jsonl",
+            {"prompt": 7, "reward_model": {"ground_truth": "1"}},
+            "prompt",
+            "must be chat messages or a string, got int",
+        ),
     ],
 )
 def test_strict_names_file_row_and_field(tmp_path, fmt, bad, field, reason):
@@ -183,8 +198,11 @@ def test_empty_result_is_an_error(tmp_path):
 def test_dedupe_merges_repeats_and_counts_them(tmp_path):
     rows = [row("1+1?", "2", index=i) for i in range(32)] + [GOOD[1], row("1+1?", "2", source="other")]
     result = load_examples(write_parquet(tmp_path / "rep.parquet", rows), dedupe=True)
-    assert [(e.data_source, e.answer, e.meta["repeats"]) for e in result] == [("toy", "2", 32), ("toy", "5", 1),
-                                                                              ("other", "2", 1)]
+    assert [(e.data_source, e.answer, e.meta["repeats"]) for e in result] == [
+        ("toy", "2", 32),
+        ("toy", "5", 1),
+        ("other", "2", 1),
+    ]
     assert result.examples[0].meta["index"] == 0 and result.n_merged == 31
     assert "merged 31 repeated rows" in result.summary()
     assert len(load_examples(tmp_path / "rep.parquet")) == 34

@@ -19,8 +19,26 @@ def data_file(tmp_path):
 
 def test_trapo_eval_end_to_end(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "results" / "eval.json"
-    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(data_file(tmp_path)), "--k", "3",
-               "--max-tokens", "5", "--limit", "2", "--output", str(out), "--no-progress", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data_file(tmp_path)),
+            "--k",
+            "3",
+            "--max-tokens",
+            "5",
+            "--limit",
+            "2",
+            "--output",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     captured = capsys.readouterr()
     assert "| toy | 2 |" in captured.out and "avg@3" in captured.out
@@ -54,8 +72,23 @@ def test_trapo_eval_sets_threads_and_shows_progress(tiny_model_dir, tmp_path, ca
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(data_file(tmp_path)), "--k", "2",
-                   "--max-tokens", "4", "--device", "cpu", "--threads", "1"])
+        rc = main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(data_file(tmp_path)),
+                "--k",
+                "2",
+                "--max-tokens",
+                "4",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
         assert rc == 0 and torch.get_num_threads() == 1
         err = capsys.readouterr().err
         assert "torch threads: 1" in err and "6/6" in err and "tokens" in err  # the bar: samples and tokens

@@ -106,7 +106,8 @@ def test_report_serialises(tiny_model):
     assert data["settings"]["k"] == 4 and data["settings"]["reward"] == "contains_a_vowel"
     assert len(data["problems"]) == 3 and len(data["problems"][0]["correct"]) == 4
     assert data["group_mean"]["avg@4"] == pytest.approx(
-        (report.groups["easy"].avg_at_k + report.groups["hard"].avg_at_k) / 2)
+        (report.groups["easy"].avg_at_k + report.groups["hard"].avg_at_k) / 2
+    )
     table = report.table()
     lines = table.splitlines()
     assert lines[0].startswith("| group | problems | avg@4 | pass@1 | pass@2 | pass@4 |")
@@ -116,8 +117,12 @@ def test_report_serialises(tiny_model):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"k": 0}, "k must be >= 1"), ({"max_new_tokens": 0}, "max_new_tokens"), ({"batch_size": 0}, "batch_size"),
-     ({"k": 2, "pass_ks": (4,)}, "pass@k k must be in 1..2")],
+    [
+        ({"k": 0}, "k must be >= 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"k": 2, "pass_ks": (4,)}, "pass@k k must be in 1..2"),
+    ],
 )
 def test_bad_arguments(tiny_model, kwargs, message):
     with pytest.raises(ValueError, match=message):

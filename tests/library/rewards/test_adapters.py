@@ -25,8 +25,13 @@ from trapo.rewards import (
 
 def make_examples() -> list[Example]:
     return [
-        Example(prompt=[{"role": "user", "content": "1+1?"}], answer="2", data_source="toy",
-                expert_solutions=("1+1=2",), meta={"index": 0}),
+        Example(
+            prompt=[{"role": "user", "content": "1+1?"}],
+            answer="2",
+            data_source="toy",
+            expert_solutions=("1+1=2",),
+            meta={"index": 0},
+        ),
         Example(prompt=[{"role": "user", "content": "2+2?"}], answer="4", data_source="other", meta={"index": 1}),
     ]
 
@@ -58,8 +63,15 @@ def batch_reward(completions, examples):
 
 @pytest.mark.parametrize(
     ("fn", "kind"),
-    [(per_sample, "per_sample"), (math_reward, "per_sample"), (lambda c, gt: 1.0, "per_sample"),
-     (trl_reward, "trl"), (trl_no_kwargs, "trl"), (verl_score, "verl"), (batch_reward, "batch")],
+    [
+        (per_sample, "per_sample"),
+        (math_reward, "per_sample"),
+        (lambda c, gt: 1.0, "per_sample"),
+        (trl_reward, "trl"),
+        (trl_no_kwargs, "trl"),
+        (verl_score, "verl"),
+        (batch_reward, "batch"),
+    ],
 )
 def test_detect_kind(fn, kind):
     assert detect_kind(fn) == kind
@@ -134,6 +146,7 @@ def test_safe_rewards_zeroes_non_finite_and_none():
 
 def test_safe_rewards_wrong_length_batch_fails_every_item():
     """One score for N completions is a broken reward: rescoring item by item would score each 1.0."""
+
     def short(completions, examples):
         return [1.0]  # one score, however many completions
 
@@ -189,12 +202,14 @@ def test_safe_rewards_all_good():
 
 def test_load_reward_from_file_and_module(tmp_path, monkeypatch):
     path = tmp_path / "my_rewards.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         def compute_score(data_source, solution_str, ground_truth, extra_info=None):
             return 1.0 if ground_truth in solution_str else 0.0
 
         NOT_CALLABLE = 3
-    """))
+    """)
+    )
     reward = load_reward(f"{path}:compute_score")
     assert reward(COMPLETIONS, make_examples()) == [1.0, 0.0]
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -14,8 +14,16 @@ EOS, PAD = 1, 0
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
+    cfg = Qwen2Config(
+        vocab_size=24,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     m = Qwen2ForCausalLM(cfg)
     with torch.no_grad():  # make EOS likely enough that rows finish at different steps
         m.lm_head.weight[EOS] += 0.3 * m.lm_head.weight.mean(0)
@@ -34,8 +42,9 @@ def test_greedy_matches_model_generate(model):
 
 
 def test_budgets_and_eos(model):
-    out = HFEngine(model, EOS, PAD, max_batch_size=4).generate(PROMPTS, BUDGETS, SamplingParams(),
-                                                               torch.Generator().manual_seed(0))
+    out = HFEngine(model, EOS, PAD, max_batch_size=4).generate(
+        PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(0)
+    )
     for ids, budget in zip(out, BUDGETS, strict=True):
         assert len(ids) <= budget
         if EOS in ids:
@@ -66,8 +75,13 @@ def test_bad_input(model):
 def test_progress_reports_every_finished_row_and_token(model):
     calls = []
     engine = HFEngine(model, EOS, PAD, max_batch_size=4)
-    out = engine.generate(PROMPTS, BUDGETS, SamplingParams(), torch.Generator().manual_seed(3),
-                          progress=lambda finished, tokens: calls.append((finished, tokens)))
+    out = engine.generate(
+        PROMPTS,
+        BUDGETS,
+        SamplingParams(),
+        torch.Generator().manual_seed(3),
+        progress=lambda finished, tokens: calls.append((finished, tokens)),
+    )
     assert sum(f for f, _ in calls) == len(PROMPTS)  # budget-0 rows count as finished at once
     assert sum(t for _, t in calls) == sum(map(len, out))
     assert len(calls) > len(PROMPTS) // 4  # per decode step, not per batch
@@ -113,8 +127,15 @@ def test_the_prebuilt_decode_mask_is_only_for_full_attention_sdpa():
     from trapo.rollout import hf
 
     def config(**kw):
-        return Qwen2Config(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=2, **kw)
+        return Qwen2Config(
+            vocab_size=8,
+            hidden_size=8,
+            intermediate_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            **kw,
+        )
 
     assert hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="sdpa")))
     assert not hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="eager")))

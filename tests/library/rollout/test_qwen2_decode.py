@@ -15,8 +15,16 @@ EOS, PAD = 1, 0
 
 def _model(**kw) -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    settings = dict(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa")
+    settings = dict(
+        vocab_size=32,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
     return Qwen2ForCausalLM(Qwen2Config(**{**settings, **kw})).eval()
 
 
@@ -42,8 +50,13 @@ def test_a_decode_step_gives_the_models_logits(kv_heads, tied):
         step_ids, step_pos = torch.tensor([[3], [4], [5]]), positions[:, -1:] + 1
         for step in range(4):
             keys = ids.shape[1] + step + 1
-            theirs = model(input_ids=step_ids, attention_mask=full[:, None, None, :keys], position_ids=step_pos,
-                           past_key_values=caches[0], use_cache=True).logits[:, -1]
+            theirs = model(
+                input_ids=step_ids,
+                attention_mask=full[:, None, None, :keys],
+                position_ids=step_pos,
+                past_key_values=caches[0],
+                use_cache=True,
+            ).logits[:, -1]
             ours = decoder.step(step_ids, step_pos, full[:, None, None, :keys], caches[1])
             assert torch.allclose(ours, theirs, atol=1e-5), step
             step_ids, step_pos = theirs.argmax(-1, keepdim=True), step_pos + 1

@@ -15,13 +15,17 @@ def make_rows(n: int = 6) -> list[Example]:
     rows = []
     for i in range(n):
         a, b = 3 + i, 4 + 2 * i
-        rows.append(Example(
-            prompt=[{"role": "user", "content": f"{a}+{b}"}],
-            answer=str(a + b),
-            expert_solutions=(f"{a}+{b}={a + b}\n\nso we have {a + b}\n\ncheck: yes\n\n\\boxed{{{a + b}}}",
-                              f"{b}+{a}={a + b}\n\n\\boxed{{{a + b}}}"),
-            data_source="toy",
-        ))
+        rows.append(
+            Example(
+                prompt=[{"role": "user", "content": f"{a}+{b}"}],
+                answer=str(a + b),
+                expert_solutions=(
+                    f"{a}+{b}={a + b}\n\nso we have {a + b}\n\ncheck: yes\n\n\\boxed{{{a + b}}}",
+                    f"{b}+{a}={a + b}\n\n\\boxed{{{a + b}}}",
+                ),
+                data_source="toy",
+            )
+        )
     return rows
 
 
@@ -32,8 +36,15 @@ def tokenizer():
 
 def make_model(tokenizer, seed: int = 0) -> Qwen2ForCausalLM:
     torch.manual_seed(seed)
-    config = tiny_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_config(
+        len(tokenizer),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return Qwen2ForCausalLM(config)
 
 

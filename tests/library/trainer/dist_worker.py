@@ -15,8 +15,11 @@ from trapo_lab.models.config import tiny_config
 from trapo_lab.models.tokenizer import build_tokenizer
 
 ROWS = [
-    Example(prompt=[{"role": "user", "content": f"{a}+{b}"}], answer=str(a + b),
-            expert_solutions=(f"{a}+{b}={a + b}\n\nso {a + b}\n\n\\boxed{{{a + b}}}",))
+    Example(
+        prompt=[{"role": "user", "content": f"{a}+{b}"}],
+        answer=str(a + b),
+        expert_solutions=(f"{a}+{b}={a + b}\n\nso {a + b}\n\n\\boxed{{{a + b}}}",),
+    )
     for a, b in ((3, 4), (5, 9), (12, 7), (8, 8))
 ]
 
@@ -25,11 +28,29 @@ def run(method: str, out: Path) -> Path:
     torch.set_num_threads(1)
     tok = build_tokenizer()
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(tiny_config(len(tok), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    cfg = TRAPOConfig(method=method, output_dir=str(out / method), max_steps=2, prompts_per_step=4,
-                      max_completion_length=24, temperature=0.0, learning_rate=1e-2, sample_log_steps=0,
-                      loss_normalization="token_mean", seed=0)
+    model = Qwen2ForCausalLM(
+        tiny_config(
+            len(tok),
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=64,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    cfg = TRAPOConfig(
+        method=method,
+        output_dir=str(out / method),
+        max_steps=2,
+        prompts_per_step=4,
+        max_completion_length=24,
+        temperature=0.0,
+        learning_rate=1e-2,
+        sample_log_steps=0,
+        loss_normalization="token_mean",
+        seed=0,
+    )
     trainer = TRAPOTrainer(model, tok, ROWS, cfg)
     final = trainer.train().final_model_dir
     if trainer.is_main:

@@ -26,10 +26,15 @@ def authors_rows(n: int = 4, with_experts: bool = True) -> list[dict]:
                 f"<think>\n{a}+{b}={a + b}\n\nso {a + b}\n\n</think>\n\nThe answer is \\boxed{{{a + b}}}",
                 f"<think>{b}+{a}={a + b}</think>\\boxed{{{a + b}}}",
             ]
-        rows.append({
-            "data_source": "openr1", "prompt": [{"role": "user", "content": f"{a}+{b}"}], "ability": "math",
-            "reward_model": {"ground_truth": str(a + b), "style": "rule"}, "extra_info": extra,
-        })
+        rows.append(
+            {
+                "data_source": "openr1",
+                "prompt": [{"role": "user", "content": f"{a}+{b}"}],
+                "ability": "math",
+                "reward_model": {"ground_truth": str(a + b), "style": "rule"},
+                "extra_info": extra,
+            }
+        )
     return rows
 
 
@@ -60,11 +65,42 @@ def test_answer_list_is_read_with_the_flag_and_as_an_alias(tmp_path):
 def test_authors_layout_trains_with_their_flags(tmp_path, model_dir, tokenizer, capsys):
     path = write_parquet(authors_rows(), tmp_path / "train.parquet")
     out = tmp_path / "run"
-    rc = main(["train", "--model", str(model_dir), "--data", str(path), "--output", str(out), "--method", "trapo",
-               "--expert-key", "extra_info.answer_list", "--expert_think", "extract", "--prompt-template", "trapo",
-               "--max_steps", "1", "--prompts_per_step", "2", "--max-completion-length", "24",
-               "--max_prompt_length", "200", "--prefix_boundary_match", "contains", "--prefix_boundary_strict",
-               "--loss_constant", "8192", "--entropy_tokens", "all", "--weight_decay", "0.01"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(path),
+            "--output",
+            str(out),
+            "--method",
+            "trapo",
+            "--expert-key",
+            "extra_info.answer_list",
+            "--expert_think",
+            "extract",
+            "--prompt-template",
+            "trapo",
+            "--max_steps",
+            "1",
+            "--prompts_per_step",
+            "2",
+            "--max-completion-length",
+            "24",
+            "--max_prompt_length",
+            "200",
+            "--prefix_boundary_match",
+            "contains",
+            "--prefix_boundary_strict",
+            "--loss_constant",
+            "8192",
+            "--entropy_tokens",
+            "all",
+            "--weight_decay",
+            "0.01",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "0 without an expert solution" in printed
@@ -76,8 +112,13 @@ def test_authors_layout_trains_with_their_flags(tmp_path, model_dir, tokenizer, 
     assert saved["loss_constant"] == 8192 and saved["prefix_boundary_strict"] is True
 
     data = load_examples(path, expert_key="extra_info.answer_list")
-    cfg = TRAPOConfig(output_dir=str(tmp_path / "r2"), expert_think="extract", prompt_template="trapo",
-                      max_prompt_length=200, max_completion_length=64)
+    cfg = TRAPOConfig(
+        output_dir=str(tmp_path / "r2"),
+        expert_think="extract",
+        prompt_template="trapo",
+        max_prompt_length=200,
+        max_completion_length=64,
+    )
     from transformers import AutoModelForCausalLM
 
     trainer = TRAPOTrainer(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, data.examples, cfg)
@@ -93,8 +134,19 @@ def test_a_guided_method_without_expert_solutions_stops_before_any_work(tmp_path
     path = write_parquet(authors_rows(with_experts=False), tmp_path / "train.parquet")
     for method in ("trapo", "luffy", "sft", "sft-then-grpo", "trapo-fixed"):
         # the model directory does not exist: the data is checked before the model is loaded
-        rc = main(["train", "--model", str(tmp_path / "no-model"), "--data", str(path), "--method", method,
-                   "--output", str(tmp_path / "r")])
+        rc = main(
+            [
+                "train",
+                "--model",
+                str(tmp_path / "no-model"),
+                "--data",
+                str(path),
+                "--method",
+                method,
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
         err = capsys.readouterr().err
         assert rc == 2, err
         assert "no column 'extra_info.expert_solutions'" in err and "extra_info.answer_list" in err
@@ -119,8 +171,9 @@ def test_prompt_templates(tmp_path, tokenizer):
     assert encode_prompt(tokenizer, ex, "chat") != plain  # the tokenizer's chat template
     template = tmp_path / "t.txt"
     template.write_text("Q: {problem}\nA:")
-    assert encode_prompt(tokenizer, ex, str(template)) == list(tokenizer("Q: 2+2\nA:", add_special_tokens=False)[
-        "input_ids"])
+    assert encode_prompt(tokenizer, ex, str(template)) == list(
+        tokenizer("Q: 2+2\nA:", add_special_tokens=False)["input_ids"]
+    )
     template.write_text("no placeholder")
     with pytest.raises(ValueError, match="no \\{problem\\} placeholder"):
         encode_prompt(tokenizer, ex, str(template))

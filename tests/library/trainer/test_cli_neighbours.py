@@ -27,9 +27,30 @@ def test_help_shows_every_default(capsys):
 
 def test_both_spellings_bare_bools_and_negative_numbers():
     parser = _train_parser()
-    args = parser.parse_args(["--model", "m", "--data", "d", "--prompt_key", "q", "--answer-key", "a",
-                              "--expert_key", "e", "--max-steps", "3", "--learning_rate", "-1e-3", "--warmup_steps",
-                              "-1", "--bf16", "--strict", "--scale_rewards", "--prefix-boundary-strict"])
+    args = parser.parse_args(
+        [
+            "--model",
+            "m",
+            "--data",
+            "d",
+            "--prompt_key",
+            "q",
+            "--answer-key",
+            "a",
+            "--expert_key",
+            "e",
+            "--max-steps",
+            "3",
+            "--learning_rate",
+            "-1e-3",
+            "--warmup_steps",
+            "-1",
+            "--bf16",
+            "--strict",
+            "--scale_rewards",
+            "--prefix-boundary-strict",
+        ]
+    )
     assert (args.prompt_key, args.answer_key, args.expert_key, args.max_steps) == ("q", "a", "e", 3)
     assert args.learning_rate == -1e-3 and args.warmup_steps == -1
     assert args.bf16 is True and args.strict is True and args.prefix_boundary_strict is True
@@ -50,8 +71,7 @@ def test_errors_name_the_flag_as_typed(tmp_path, data, capsys):
 
 
 def test_a_hub_id_is_told_how_to_download(tmp_path, data, capsys):
-    assert main(["train", "--model", "Qwen/Qwen2.5-Math-7B", "--data", str(data), "--output",
-                 str(tmp_path / "r")]) == 2
+    assert main(["train", "--model", "Qwen/Qwen2.5-Math-7B", "--data", str(data), "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "'Qwen/Qwen2.5-Math-7B' is not a local directory" in err and "hf download Qwen/Qwen2.5-Math-7B" in err
     assert main(["train", "--model", str(tmp_path), "--data", "org/some-dataset"]) == 2
@@ -63,9 +83,13 @@ def test_prompts_longer_than_the_context_are_reported_with_file_and_row(tmp_path
     from trapo.data import load_examples
     from trapo.trainer import TRAPOTrainer
 
-    path = write_examples([Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",)),
-                           Example([{"role": "user", "content": "1+1+1+1+1+1+1+1+1+1"}], "10", ("10",))],
-                          tmp_path / "t.jsonl")
+    path = write_examples(
+        [
+            Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",)),
+            Example([{"role": "user", "content": "1+1+1+1+1+1+1+1+1+1"}], "10", ("10",)),
+        ],
+        tmp_path / "t.jsonl",
+    )
     model.config.max_position_embeddings = 12
     cfg = TRAPOConfig(output_dir=str(tmp_path / "r"), max_completion_length=8)
     report = TRAPOTrainer(model, tokenizer, load_examples(path), cfg).data_report
@@ -96,12 +120,36 @@ def test_several_rewards_on_the_command_line_are_weighted_and_logged_each(tmp_pa
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     data = write_examples([Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",))], tmp_path / "t.jsonl")
-    (tmp_path / "rw.py").write_text("def one(completions, **kw):\n    return [1.0] * len(completions)\n\n"
-                                    "def two(completion, ground_truth):\n    return 2.0\n")
+    (tmp_path / "rw.py").write_text(
+        "def one(completions, **kw):\n    return [1.0] * len(completions)\n\n"
+        "def two(completion, ground_truth):\n    return 2.0\n"
+    )
     out = tmp_path / "run"
-    rc = main(["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--method", "grpo",
-               "--max_steps", "1", "--prompts_per_step", "1", "--max_completion_length", "8",
-               "--reward", f"{tmp_path}/rw.py:one", f"{tmp_path}/rw.py:two", "--reward_weights", "1", "0.25"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--method",
+            "grpo",
+            "--max_steps",
+            "1",
+            "--prompts_per_step",
+            "1",
+            "--max_completion_length",
+            "8",
+            "--reward",
+            f"{tmp_path}/rw.py:one",
+            f"{tmp_path}/rw.py:two",
+            "--reward_weights",
+            "1",
+            "0.25",
+        ]
+    )
     assert rc == 0
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["rewards/one"] == 1.0 and metrics["rewards/two"] == 2.0 and metrics["reward/mean"] == 1.5

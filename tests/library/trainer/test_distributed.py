@@ -31,13 +31,25 @@ def test_two_processes_update_like_one(tmp_path):
     finally:
         sys.path.remove(str(HERE))
     methods = ["sft", "trapo"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
-           "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
+    }
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port),
-           str(HERE / "dist_worker.py"), str(tmp_path / "two"), *methods]
+    cmd = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(HERE / "dist_worker.py"),
+        str(tmp_path / "two"),
+        *methods,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for method in methods:

@@ -52,8 +52,16 @@ def test_a_padded_batch_of_short_and_long_rows_is_split():
 def test_sorted_mini_batches_give_the_loss_and_gradient_of_one_batch(method, tmp_path, tokenizer, model, rows):
     """update() over the length-sorted grouping equals update() over the whole batch in one mini-batch (the
     loss is the same math; only the float summation order differs)."""
-    cfg = TRAPOConfig(output_dir=str(tmp_path), method=method, max_steps=1, prompts_per_step=4,
-                      max_completion_length=24, mini_batch_size=3, sample_log_steps=0, entropy_coef=0.01)
+    cfg = TRAPOConfig(
+        output_dir=str(tmp_path),
+        method=method,
+        max_steps=1,
+        prompts_per_step=4,
+        max_completion_length=24,
+        mini_batch_size=3,
+        sample_log_steps=0,
+        entropy_coef=0.01,
+    )
     trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
     batch = trainer.rollout(0)
     lengths = [sequence_length(t) for t in batch.trajectories]

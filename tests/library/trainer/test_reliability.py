@@ -25,8 +25,19 @@ FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "24", "--learning
 
 def _train_args(setup, out, steps, *extra):
     model_dir, data = setup
-    return ["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--max_steps",
-            str(steps), *FLAGS, *extra]
+    return [
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--max_steps",
+        str(steps),
+        *FLAGS,
+        *extra,
+    ]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -45,8 +56,14 @@ def _steps(run: Path) -> list[int]:
 
 def _subprocess(args, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen([sys.executable, "-m", "trapo.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trapo.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def _wait_for(predicate, timeout=120.0):
@@ -117,8 +134,17 @@ def test_resume_auto_starts_fresh_then_resumes(tmp_path, setup, capsys):
 
 
 def _small(tmp_path, name="run", **kw) -> TRAPOConfig:
-    base = dict(output_dir=str(tmp_path / name), max_steps=4, prompts_per_step=2, max_completion_length=24,
-                learning_rate=1e-3, sample_log_steps=1, seed=0, lr_scheduler_type="cosine", warmup_steps=1)
+    base = dict(
+        output_dir=str(tmp_path / name),
+        max_steps=4,
+        prompts_per_step=2,
+        max_completion_length=24,
+        learning_rate=1e-3,
+        sample_log_steps=1,
+        seed=0,
+        lr_scheduler_type="cosine",
+        warmup_steps=1,
+    )
     base.update(kw)
     return TRAPOConfig(**base)
 
@@ -141,13 +167,14 @@ def test_ctrl_c_between_the_optimizer_step_and_the_count_waits_for_the_step(tmp_
         trainer.train()
     assert (tmp_path / "cut" / "checkpoint-3").is_dir() and _steps(tmp_path / "cut") == [1, 2, 3]
     resumed = TRAPOTrainer(make_model(tokenizer, seed=5), tokenizer, rows, _small(tmp_path, "cut")).train(
-        resume_from_checkpoint=True)
-    _same(load_file(full.final_model_dir / "model.safetensors"),
-          load_file(resumed.final_model_dir / "model.safetensors"))
+        resume_from_checkpoint=True
+    )
+    _same(
+        load_file(full.final_model_dir / "model.safetensors"), load_file(resumed.final_model_dir / "model.safetensors")
+    )
 
 
-def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_path, tokenizer, rows, model,
-                                                                          capsys):
+def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_path, tokenizer, rows, model, capsys):
     trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path))
 
     def broken_engine(model):
@@ -160,8 +187,9 @@ def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_pat
 
 
 def test_the_update_guard_predicts_adamw_exactly(tmp_path, tokenizer, rows, model):
-    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path, lr_scheduler_type="constant", warmup_steps=0,
-                                                          weight_decay=0.1))
+    trainer = TRAPOTrainer(
+        model, tokenizer, rows, _small(tmp_path, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.1)
+    )
     for step in range(2):
         trainer.optimizer.zero_grad()
         trainer.update(trainer.rollout(step), trainer.advantages(trainer.rollout(step)), _metrics())
@@ -179,11 +207,13 @@ def _metrics():
     return _Metrics()
 
 
-def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(tmp_path, tokenizer, rows, make_model,
-                                                                             capsys):
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(
+    tmp_path, tokenizer, rows, make_model, capsys
+):
     def cfg(name, **kw):  # a constant schedule: the 3-step run is the 4-step run's beginning
-        return _small(tmp_path, name, lr_scheduler_type="constant", warmup_steps=0, save_steps=1,
-                      save_total_limit=0, **kw)
+        return _small(
+            tmp_path, name, lr_scheduler_type="constant", warmup_steps=0, save_steps=1, save_total_limit=0, **kw
+        )
 
     full = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("full")).train()
     TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("cut", max_steps=3)).train()
@@ -198,16 +228,21 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(tmp_
     printed = capsys.readouterr().out
     assert "checkpoint-3 is corrupt" in printed and "resuming from checkpoint-2" in printed
     assert "removed 1 unfinished temporary" in printed and not list(out.glob(".*.tmp-*"))
-    _same(load_file(full.final_model_dir / "model.safetensors"),
-          load_file(resumed.final_model_dir / "model.safetensors"))
+    _same(
+        load_file(full.final_model_dir / "model.safetensors"), load_file(resumed.final_model_dir / "model.safetensors")
+    )
     assert _steps(out) == [1, 2, 3, 4]
 
 
 def test_an_exploding_update_is_rolled_back_and_nothing_garbage_is_saved(tmp_path, tokenizer, rows, make_model):
     model = make_model(tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path, learning_rate=1e6, max_steps=5,
-                                                          lr_scheduler_type="constant", warmup_steps=0))
+    trainer = TRAPOTrainer(
+        model,
+        tokenizer,
+        rows,
+        _small(tmp_path, learning_rate=1e6, max_steps=5, lr_scheduler_type="constant", warmup_steps=0),
+    )
     with pytest.raises(TrainingStopped, match="3 steps in a row"):
         trainer.train()
     for k, v in model.state_dict().items():
@@ -219,8 +254,9 @@ def test_an_exploding_update_is_rolled_back_and_nothing_garbage_is_saved(tmp_pat
 
 
 def test_an_outlier_update_is_rolled_back_against_the_recent_range(tmp_path, tokenizer, rows, model):
-    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path, max_steps=8, lr_scheduler_type="constant",
-                                                          warmup_steps=0))
+    trainer = TRAPOTrainer(
+        model, tokenizer, rows, _small(tmp_path, max_steps=8, lr_scheduler_type="constant", warmup_steps=0)
+    )
     trainer.update_guard.history = [1e-6] * 10  # recent steps were tiny: a normal one is now 'far outside'
     metrics = trainer.training_step(0)
     assert metrics["rolled_back"] == 1.0 and "median" in trainer._rollback_reason

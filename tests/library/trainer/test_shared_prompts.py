@@ -61,14 +61,16 @@ def test_logits_and_gradients_equal_the_full_sequences(tokenizer, make_model):
         return per_row, loss
 
     full_rows, full_loss = rows_and_loss(
-        lambda: model(input_ids=plain.input_ids, attention_mask=plain.attention_mask).logits, plain)
+        lambda: model(input_ids=plain.input_ids, attention_mask=plain.attention_mask).logits, plain
+    )
     full_loss.backward()
     full_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     cache = PromptCache.encode(model, unique, PAD, torch.device("cpu"))
     cut = cache.cut()
     rows, loss = rows_and_loss(
-        lambda: cut.logits(model, shared.input_ids, shared.attention_mask, torch.tensor(index)), shared)
+        lambda: cut.logits(model, shared.input_ids, shared.attention_mask, torch.tensor(index)), shared
+    )
     loss.backward()
     cache.backward(cut)
     for a, b in zip(full_rows, rows, strict=True):
@@ -91,13 +93,27 @@ def _update(trainer, batch, advantages, share: bool):
     return dict(metrics.sums), grads
 
 
-@pytest.mark.parametrize("method,extra", [
-    ("grpo", {}), ("trapo", {}), ("luffy", {"entropy_tokens": "all"}),
-    ("trapo", {"num_iterations": 2, "beta": 0.05}),  # the no-grad passes: old and reference log-probs
-])
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("grpo", {}),
+        ("trapo", {}),
+        ("luffy", {"entropy_tokens": "all"}),
+        ("trapo", {"num_iterations": 2, "beta": 0.05}),  # the no-grad passes: old and reference log-probs
+    ],
+)
 def test_update_with_shared_prompts_equals_the_full_sequences(method, extra, tmp_path, tokenizer, model, rows):
-    cfg = TRAPOConfig(output_dir=str(tmp_path), method=method, max_steps=1, prompts_per_step=4,
-                      max_completion_length=24, mini_batch_size=5, sample_log_steps=0, entropy_coef=0.01, **extra)
+    cfg = TRAPOConfig(
+        output_dir=str(tmp_path),
+        method=method,
+        max_steps=1,
+        prompts_per_step=4,
+        max_completion_length=24,
+        mini_batch_size=5,
+        sample_log_steps=0,
+        entropy_coef=0.01,
+        **extra,
+    )
     trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
     batch = trainer.rollout(0)
     assert trainer._shares_prompts(batch.trajectories)
@@ -116,9 +132,17 @@ def test_update_with_shared_prompts_equals_the_full_sequences(method, extra, tmp
 def test_update_with_shared_prompts_under_lora(tmp_path, tokenizer, model, rows):
     """LoRA on q_proj and v_proj only: the first layer's keys come from frozen weights and need no gradient."""
     pytest.importorskip("peft")
-    cfg = TRAPOConfig(output_dir=str(tmp_path), method="grpo", max_steps=1, prompts_per_step=4,
-                      max_completion_length=24, mini_batch_size=5, sample_log_steps=0, lora_r=4,
-                      lora_target_modules=["q_proj", "v_proj"])
+    cfg = TRAPOConfig(
+        output_dir=str(tmp_path),
+        method="grpo",
+        max_steps=1,
+        prompts_per_step=4,
+        max_completion_length=24,
+        mini_batch_size=5,
+        sample_log_steps=0,
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
+    )
     trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
     batch = trainer.rollout(0)
     advantages = trainer.advantages(batch)
@@ -135,8 +159,14 @@ def test_update_with_shared_prompts_under_lora(tmp_path, tokenizer, model, rows)
 
 
 def test_no_sharing_where_it_cannot_pay_or_work(tmp_path, tokenizer, model, rows):
-    cfg = TRAPOConfig(output_dir=str(tmp_path), method="grpo", max_steps=1, prompts_per_step=4,
-                      max_completion_length=8, sample_log_steps=0)
+    cfg = TRAPOConfig(
+        output_dir=str(tmp_path),
+        method="grpo",
+        max_steps=1,
+        prompts_per_step=4,
+        max_completion_length=8,
+        sample_log_steps=0,
+    )
     trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
     one_each = [_trajectory([3, 4], [], [5]), _trajectory([6], [], [7])]
     assert not trainer._shares_prompts(one_each)  # every prompt distinct: the prompt pass would be extra work

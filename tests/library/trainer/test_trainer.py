@@ -20,8 +20,15 @@ from trapo.trainer.rollouts import GuidedSampler, Trajectory
 
 
 def small_config(tmp_path, **kw) -> TRAPOConfig:
-    base = dict(output_dir=str(tmp_path / "run"), max_steps=1, prompts_per_step=2, max_completion_length=40,
-                learning_rate=1e-3, sample_log_steps=1, seed=0)
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=1,
+        prompts_per_step=2,
+        max_completion_length=40,
+        learning_rate=1e-3,
+        sample_log_steps=1,
+        seed=0,
+    )
     base.update(kw)
     return TRAPOConfig(**base)
 
@@ -60,9 +67,16 @@ def make_sampler(model, tokenizer, schedule, reward, speculative=True, temperatu
     from trapo.data import boundary_token_ids
     from trapo.rewards import as_reward_function
 
-    return GuidedSampler(HFEngine.from_tokenizer(model, tokenizer), tokenizer, as_reward_function(reward), schedule,
-                         boundary_ids=boundary_token_ids(tokenizer), max_completion_length=40,
-                         sampling=SamplingParams(temperature=temperature), speculative=speculative)
+    return GuidedSampler(
+        HFEngine.from_tokenizer(model, tokenizer),
+        tokenizer,
+        as_reward_function(reward),
+        schedule,
+        boundary_ids=boundary_token_ids(tokenizer),
+        max_completion_length=40,
+        sampling=SamplingParams(temperature=temperature),
+        speculative=speculative,
+    )
 
 
 def prepared(trainer_cfg, tokenizer, model, rows):
@@ -134,16 +148,23 @@ def test_token_masks_split_prefix_and_model_tokens(tokenizer):
 
 def _logit_grad(batch, advantages, prefix_loss, entropy_coef=0.0):
     logits = torch.randn(*batch.input_ids.shape, 30, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    terms = trapo_loss(logits, batch, advantages, ObjectiveWeights(prefix_loss=prefix_loss, entropy_coef=entropy_coef),
-                       model_tokens=batch_reduction("constant", [batch.model_mask], 10),
-                       prefix_tokens=batch_reduction("constant", [batch.prefix_mask], 10))
+    terms = trapo_loss(
+        logits,
+        batch,
+        advantages,
+        ObjectiveWeights(prefix_loss=prefix_loss, entropy_coef=entropy_coef),
+        model_tokens=batch_reduction("constant", [batch.model_mask], 10),
+        prefix_tokens=batch_reduction("constant", [batch.prefix_mask], 10),
+    )
     terms.total.backward()
     return logits.grad.abs().sum(-1)[:, :-1]  # per position (shifted like the masks)
 
 
 def test_trsft_acts_only_on_prefix_tokens_and_pg_only_on_model_tokens():
-    trajs = [Trajectory(0, 2, 2, [1, 2], [3, 4, 5], [6, 7], prefix_loss=True),
-             Trajectory(0, 0, 0, [1, 2], [], [8, 9, 10], prefix_loss=False)]
+    trajs = [
+        Trajectory(0, 2, 2, [1, 2], [3, 4, 5], [6, 7], prefix_loss=True),
+        Trajectory(0, 0, 0, [1, 2], [], [8, 9, 10], prefix_loss=False),
+    ]
     b = build_token_batch(trajs, pad_id=0, device=torch.device("cpu"))
     g = _logit_grad(b, torch.zeros(2), "trsft")  # zero advantage: only TrSFT moves anything
     assert (g[b.prefix_mask] > 0).all() and (g[~b.prefix_mask] == 0).all()
@@ -215,7 +236,8 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokeni
         TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("cut"), reward_fn=interrupt_in_step_3).train()
     assert (tmp_path / "cut" / "run" / "checkpoint-2").is_dir()
     resumed = TRAPOTrainer(make_model(tokenizer, seed=123), tokenizer, rows, cfg("cut")).train(
-        resume_from_checkpoint=True)
+        resume_from_checkpoint=True
+    )
     a = load_file(full.final_model_dir / "model.safetensors")
     b = load_file(resumed.final_model_dir / "model.safetensors")
     assert a.keys() == b.keys()

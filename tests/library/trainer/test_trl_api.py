@@ -15,7 +15,7 @@ from trapo.rewards import Completion, RewardSet, as_reward_function, reward_set
 
 # Written for TRL (trl 1.x): the expert solutions ride in an extra column, which TRL passes to the rewards
 # and trapo also trains on. MODEL and OUT are filled in by the test.
-TRL_SCRIPT = '''
+TRL_SCRIPT = """
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
@@ -43,7 +43,7 @@ args = GRPOConfig(output_dir=OUT, max_steps=1, learning_rate=1e-5, num_generatio
 trainer = GRPOTrainer(model=MODEL, reward_funcs=[correct, brevity], args=args, train_dataset=dataset)
 trainer.train()
 trainer.save_model(OUT + "/saved")
-'''
+"""
 TRAPO_IMPORT = "from trapo import TRAPOConfig as GRPOConfig, TRAPOTrainer as GRPOTrainer"
 
 
@@ -99,8 +99,15 @@ def test_every_trl_reward_keyword_is_passed():
     got = {}
 
     def reward(prompts, completions, completion_ids, trainer_state, solution, level, **kwargs):
-        got.update(prompts=prompts, completions=completions, ids=completion_ids, state=trainer_state,
-                   solution=solution, level=level, rest=sorted(kwargs))
+        got.update(
+            prompts=prompts,
+            completions=completions,
+            ids=completion_ids,
+            state=trainer_state,
+            solution=solution,
+            level=level,
+            rest=sorted(kwargs),
+        )
         return [1.0] * len(completions)
 
     rows = examples_from_rows([{"prompt": "1+1", "solution": "2", "level": 3}]).examples
@@ -140,12 +147,14 @@ def test_reward_set_weights_nan_and_per_function_stats():
 def test_the_former_positional_form_and_the_new_keywords_agree(tmp_path, tokenizer, make_model, make_rows):
     from trapo import TRAPOConfig, TRAPOTrainer
 
-    cfg = TRAPOConfig(method="grpo", max_steps=1, prompts_per_step=2, max_completion_length=12,
-                      output_dir=str(tmp_path / "a"))
+    cfg = TRAPOConfig(
+        method="grpo", max_steps=1, prompts_per_step=2, max_completion_length=12, output_dir=str(tmp_path / "a")
+    )
     old = TRAPOTrainer(make_model(tokenizer), tokenizer, make_rows(), cfg).train()
     cfg.output_dir = str(tmp_path / "b")
-    new = TRAPOTrainer(model=make_model(tokenizer), args=cfg, train_dataset=make_rows(),
-                       processing_class=tokenizer).train()
+    new = TRAPOTrainer(
+        model=make_model(tokenizer), args=cfg, train_dataset=make_rows(), processing_class=tokenizer
+    ).train()
     from safetensors.torch import load_file
 
     wa, wb = load_file(old.final_model_dir / "model.safetensors"), load_file(new.final_model_dir / "model.safetensors")
@@ -157,8 +166,15 @@ def test_beta_keeps_a_frozen_reference_placed_by_accelerate(tmp_path, tokenizer,
 
     model = make_model(tokenizer)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TRAPOConfig(method="grpo", beta=0.1, max_steps=1, prompts_per_step=2, max_completion_length=12,
-                      learning_rate=1e-2, output_dir=str(tmp_path / "kl"))
+    cfg = TRAPOConfig(
+        method="grpo",
+        beta=0.1,
+        max_steps=1,
+        prompts_per_step=2,
+        max_completion_length=12,
+        learning_rate=1e-2,
+        output_dir=str(tmp_path / "kl"),
+    )
     trainer = TRAPOTrainer(model=model, args=cfg, train_dataset=make_rows(), processing_class=tokenizer)
     result = trainer.train()
     assert math.isfinite(result.last_metrics["loss/kl"])
