@@ -8,6 +8,9 @@ the unguided trajectories only (a TRAPO variant).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -106,3 +109,44 @@ def group_advantages(
     constant_group = (r_max == r_min)[inverse]
     scaled = adv / (std[inverse] + eps)
     return torch.where(constant_group, torch.zeros_like(scaled), scaled)
+
+
+def scale_by_batch_std(
+    advantages: Tensor, rewards: Tensor, reduce_sum: Callable[[Tensor], Tensor] | None = None, eps: float = 1e-6
+) -> Tensor:
+    """``A_i / (std + eps)`` with the population std of every reward of the step (TRL's
+    ``scale_rewards="batch"``); all advantages 0 when every reward is equal.
+
+    ``reduce_sum`` sums (count, sum, sum of squares) over processes, so each divides by the whole step's std.
+    """
+    moments = torch.tensor(
+        [len(rewards), float(rewards.sum()), float((rewards.double() ** 2).sum())], dtype=torch.float64
+    )
+    if reduce_sum is not None:
+        moments = reduce_sum(moments)
+    n, total, squares = (float(x) for x in moments.cpu())
+    std = math.sqrt(max(squares / n - (total / n) ** 2, 0.0)) if n else 0.0
+    return advantages / (std + eps) if std > 0 else torch.zeros_like(advantages)
+
+
+def step_advantages(
+    rewards: Tensor,
+    group_ids: Tensor,
+    guided: Tensor,
+    *,
+    scale_rewards: str = "none",
+    baseline: str = "all",
+    reduce_sum: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """A step's advantages as the config asks: group-relative (:func:`group_advantages`) over every member of
+    the group (``baseline="all"``) or its unguided ones (``"unguided"``), divided by the group's std
+    (``scale_rewards="group"``), the whole step's (``"batch"``, :func:`scale_by_batch_std`) or not (``"none"``)."""
+    advantages = group_advantages(
+        rewards,
+        group_ids,
+        scale_by_std=scale_rewards == "group",
+        baseline_mask=~guided if baseline == "unguided" else None,
+    )
+    if scale_rewards == "batch":
+        advantages = scale_by_batch_std(advantages, rewards, reduce_sum)
+    return advantages

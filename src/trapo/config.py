@@ -23,6 +23,7 @@ import yaml
 
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
+from trapo.objective import ObjectiveWeights
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
@@ -328,6 +329,25 @@ class TRAPOConfig:
     @property
     def resolved_sft_fraction(self) -> float:
         return self._or_preset(self.sft_fraction, self.preset.sft_fraction)
+
+    def objective_weights(self) -> ObjectiveWeights:
+        """The coefficients of the batch loss (:func:`trapo.objective.trapo_loss`) this config sets."""
+        return ObjectiveWeights(
+            prefix_loss=self.resolved_prefix_loss,
+            trsft_alpha=self.trsft_alpha,
+            prefix_loss_coef=self.prefix_loss_coef,
+            luffy_gamma=self.luffy_gamma,
+            entropy_coef=self.entropy_coef,
+            epsilon=self.epsilon,
+            epsilon_high=self.epsilon if self.epsilon_high is None else self.epsilon_high,
+            beta=self.beta,
+            entropy_tokens=self.entropy_tokens,
+        )
+
+    @property
+    def uses_expert(self) -> bool:
+        """Whether the run trains on expert solutions: some micro-group is guided, or some steps are SFT."""
+        return any(r > 0 for r in self.schedule().ratios) or self.sft_steps > 0
 
     @property
     def sft_steps(self) -> int:

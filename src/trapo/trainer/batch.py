@@ -32,7 +32,7 @@ def length_sorted_mini_batches(
     Sorted by length, the batch is cut into consecutive runs minimising ``sum(rows x longest) + call_cost x
     mini-batches`` (exact, by dynamic programming): the padded token slots every forward/backward pays for,
     plus what each extra call costs. The loss is unchanged: normalisers are fixed for the whole batch
-    (:func:`trapo.objective.batch_reduction`), so mini-batches add up to the batch however it is split; only
+    (:func:`trapo.objective.batch_normaliser`), so mini-batches add up to the batch however it is split; only
     the floating-point summation order differs. Mini-batches come out shortest first; within one, indices
     keep their batch order.
     """
@@ -90,7 +90,7 @@ def build_token_batch(
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attn[row, : len(seq)] = 1
         start = len(prompt) - 1  # position whose logits predict the first response token
-        if t.prefix_loss:
+        if t.trains_prefix:
             prefix[row, start : start + len(t.prefix_ids)] = True
         model[row, start + len(t.prefix_ids) : start + len(t.response_ids)] = True
         response[row, start : start + len(t.response_ids)] = True

@@ -8,7 +8,7 @@ again with the response because its logits predict the first response token; the
 before it (the prompt's *head*).
 
 Gradients reach the prompt's tokens through the cache. Mini-batches are backpropagated one at a time while
-the prompt pass is shared by all of them, so the cache is cut from its graph (:meth:`PromptCache.cut`): each
+the prompt pass is shared by all of them, so they read a detached copy of the cache (:meth:`PromptCache.detached`): each
 mini-batch reads a detached copy that requires grad and accumulates its gradient there, and once every
 mini-batch is done :meth:`PromptCache.backward` sends the summed gradient through the prompt pass, once.
 The loss and the gradient are those of the full sequences (tests/library/trainer/test_shared_prompts.py);
@@ -84,18 +84,18 @@ class PromptCache:
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return cls(layers, mask, mask.sum(-1))
 
-    def cut(self) -> PromptCache:
+    def detached(self) -> PromptCache:
         """A copy whose keys and values are leaves that require grad: mini-batches accumulate their gradient
         there, and :meth:`backward` carries it into the prompt pass."""
         leaves = [tuple(t.detach().requires_grad_(t.requires_grad) for t in layer) for layer in self.layers]
         return PromptCache(leaves, self.mask, self.lengths)
 
-    def backward(self, cut: PromptCache) -> None:
-        """Backpropagate the gradient the mini-batches left on ``cut``'s leaves through this cache's pass (keys
+    def backward(self, detached: PromptCache) -> None:
+        """Backpropagate the gradient the mini-batches left on ``detached``'s leaves through this cache's pass (keys
         and values that need no gradient, e.g. from frozen layers under LoRA, have none)."""
         pairs = [
             (t, leaf.grad)
-            for layer, leaves in zip(self.layers, cut.layers, strict=True)
+            for layer, leaves in zip(self.layers, detached.layers, strict=True)
             for t, leaf in zip(layer, leaves, strict=True)
             if leaf.grad is not None
         ]
