@@ -82,8 +82,8 @@ class TRAPOConfig:
     rollout_mode: Literal["sequential", "speculative"] = _help(
         "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
-        "(same distribution; fewer passes, about a third more rows). On CPU sequential measured faster "
-        "(docs/results/step_cost.md); speculative pays off where a pass's latency, not its rows, dominates.",
+        "(same distribution; fewer passes, about a third more rows). Speculative pays off where a pass's "
+        "latency, not its rows, dominates (docs/results/step_cost.md).",
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
@@ -270,10 +270,9 @@ class TRAPOConfig:
             raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
-            if len(method.sizes) == 1 and self.micro_group_sizes is None:  # GRPO-like: one group
-                self.micro_group_sizes = [self.num_generations]
-            elif method.name == "luffy" and self.micro_group_sizes is None:
-                self.micro_group_sizes = [self.num_generations - 1, 1]
+            resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None
+            if resized is not None:
+                self.micro_group_sizes = list(resized)
             else:
                 raise ValueError(
                     f"num_generations={self.num_generations} but micro_group_sizes sum to {sum(sizes)}; "
@@ -313,7 +312,7 @@ class TRAPOConfig:
 
     def schedule(self) -> MicroGroupSchedule:
         """The micro-group schedule: the method's preset with this config's overrides."""
-        m = self.preset
+        m = self.preset.schedule
         return MicroGroupSchedule(
             sizes=tuple(self._or_preset(self.micro_group_sizes, m.sizes)),
             ratios=tuple(self._or_preset(self.guidance_ratios, m.ratios)),
@@ -359,7 +358,7 @@ class TRAPOConfig:
 
 
 def _scale_rewards(value: Any) -> str:
-    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL, our former bool) and their
+    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL's bool) and their
     spellings on a command line map to "group" / "none"."""
     if isinstance(value, bool):
         return "group" if value else "none"

@@ -10,11 +10,9 @@ import torch
 from trapo.objective import TokenBatch
 from trapo.trainer.rollouts import Trajectory
 
-# What one more forward/backward call costs, in padded token slots (rows x width): the per-call overhead of a
-# small model's forward/backward on CPU is worth about this many token slots. Measured on the 1.09M-parameter
-# Qwen2 at 1 thread, 64 trajectories per update: 64 was the fastest of 0/64/256/1024/one mini-batch (about 5
-# mini-batches, 92% real tokens, 0.56x the update time of one padded batch at 55% real tokens). Measured again
-# with shared prompts (rows of last prompt token + response): still the fastest of 16/64/256/1000.
+# What one more forward/backward call costs, in padded token slots (rows x width): fewer, wider mini-batches
+# pay for padding, more, narrower ones for per-call overhead. 64 is about a small model's per-call overhead
+# on CPU, where it was the fastest setting tried.
 MINI_BATCH_CALL_COST = 64
 
 

@@ -22,28 +22,23 @@ from dataclasses import dataclass
 
 import torch
 
-from trapo.rollout.hf import DynamicCache, DynamicLayer, _accepts, _cache_argument, _left_pad
+from trapo.rollout.base import distinct_sequences, is_full_attention
+from trapo.rollout.hf import DynamicCache, _accepts, _cache_argument, _left_pad
 from trapo.trainer.rollouts import Trajectory
 
 
 def supports_shared_prompts(model: torch.nn.Module) -> bool:
     """Whether ``model`` can take the prompts' KV cache as ``past_key_values`` in training: a transformers
-    model whose cache layers are all full attention (a sliding window would drop prompt positions), without
+    model whose layers are all full attention (a sliding window would drop prompt positions), without
     gradient checkpointing (which turns the cache off in training)."""
-    if DynamicCache is None or getattr(model, "is_gradient_checkpointing", False):
+    if DynamicCache is None or getattr(model, "config", None) is None:
         return False
-    try:
-        layers = getattr(DynamicCache(config=model.config), "layers", None)
-    except Exception:
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return not getattr(model, "is_gradient_checkpointing", False) and is_full_attention(model)
 
 
 def distinct_prompts(trajectories: Sequence[Trajectory]) -> tuple[list[list[int]], list[int]]:
     """The distinct prompts of ``trajectories`` (first-seen order) and each trajectory's index among them."""
-    first: dict[tuple[int, ...], int] = {}
-    index = [first.setdefault(tuple(t.prompt_ids), len(first)) for t in trajectories]
-    return [list(p) for p in first], index
+    return distinct_sequences([t.prompt_ids for t in trajectories])
 
 
 @dataclass
