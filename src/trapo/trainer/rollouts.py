@@ -24,7 +24,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, score_rewards
+from trapo.rewards import Completion, RewardFunction, RewardScores, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -161,6 +161,36 @@ class GuidedSampler:
         outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
         return dict(zip(todo, outputs, strict=True))
 
+    def _trajectories(
+        self,
+        items: Sequence[PreparedExample],
+        chosen: Sequence[_Request],
+        pool: dict[_Request, list[int]],
+        prefix_of: Callable[[_Request], list[int]],
+    ) -> list[Trajectory]:
+        """The trajectories of ``chosen`` requests: their prefix and, where the level generates, continuation."""
+        counts = self.schedule.prefix_loss_counts
+        return [
+            Trajectory(
+                prompt_index=r.prompt,
+                group=r.group,
+                level=r.level,
+                prompt_ids=items[r.prompt].prompt_ids,
+                prefix_ids=prefix_of(r),
+                completion_ids=pool.get(r, []) if self._generates(r.level) else [],
+                trains_prefix=r.level > 0 and r.member < counts[r.group],
+            )
+            for r in chosen
+        ]
+
+    def _score(self, items: Sequence[PreparedExample], trajectories: Sequence[Trajectory]) -> RewardScores:
+        decode = self.tokenizer.decode
+        texts = [
+            Completion(decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state)
+            for t in trajectories
+        ]
+        return score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajectories])
+
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
         """Micro-group sampling for every prompt of ``items`` (TRAPO.md §2, Algorithm 1's rollout phase)."""
@@ -202,29 +232,8 @@ class GuidedSampler:
                 t0 = time.perf_counter()
                 pool = self._generate(items, chosen, generator, prefix_of)
                 generation_seconds += time.perf_counter() - t0
-            group_trajs = []
-            for r in chosen:
-                item = items[r.prompt]
-                prefix = prefix_of(r)
-                completion = pool.get(r, []) if self._generates(r.level) else []
-                group_trajs.append(
-                    Trajectory(
-                        prompt_index=r.prompt,
-                        group=g,
-                        level=r.level,
-                        prompt_ids=item.prompt_ids,
-                        prefix_ids=prefix,
-                        completion_ids=completion,
-                        trains_prefix=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
-                    )
-                )
-            texts = [
-                Completion(
-                    self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
-                )
-                for t in group_trajs
-            ]
-            scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
+            group_trajs = self._trajectories(items, chosen, pool, prefix_of)
+            scored = self._score(items, group_trajs)
             rewards = scored.scores
             failures.update(scored.failures)
             first_error = first_error or scored.first_error
