@@ -136,6 +136,20 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
 
 
+def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:
+    """Rows whose ground truth the math reward cannot verify: a warning, or with --strict an error."""
+    if not unverifiable:
+        return
+    where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
+    message = (
+        f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
+        f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}"
+    )
+    if strict:
+        raise ValueError(message)
+    print(f"warning: {message}")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -174,16 +188,7 @@ def run(args: argparse.Namespace) -> int:
             args=config,
             reward_fn=rewards[0] if rewards else None,
         )
-    unverifiable = trainer.data_report.unverifiable
-    if unverifiable:
-        where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
-        message = (
-            f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
-            f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}"
-        )
-        if config.strict:
-            raise ValueError(message)
-        print(f"warning: {message}")
+    _warn_unverifiable(trainer.data_report.unverifiable, data, config.strict)
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     try:
         result = trainer.train(resume_from_checkpoint=resume)

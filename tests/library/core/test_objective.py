@@ -117,3 +117,18 @@ def test_an_empty_mask_gives_zero_with_zero_gradient():
     assert terms.total.item() == 0.0
     terms.total.backward()
     assert torch.all(logits.grad == 0)
+
+
+def test_the_normaliser_sums_counts_over_processes():
+    masks = [torch.tensor([[True, True, False], [False, False, False]]), torch.tensor([[True, False, False]])]
+    assert batch_normaliser("token_mean", masks, 3).denominator == 3  # tokens
+    assert batch_normaliser("seq_mean_token_mean", masks, 3).denominator == 2  # non-empty sequences
+    assert batch_normaliser("constant", masks, 3).denominator == 9  # max_completion_length x rows
+
+    def other_process_has_5_tokens_in_1_sequence(counts):
+        return counts + torch.tensor([5.0, 1.0], dtype=torch.float64)
+
+    two = {"world_size": 2, "reduce_sum": other_process_has_5_tokens_in_1_sequence}
+    assert batch_normaliser("token_mean", masks, 3, **two).denominator == (3 + 5) / 2
+    assert batch_normaliser("seq_mean_token_mean", masks, 3, **two).denominator == (2 + 1) / 2
+    assert batch_normaliser("constant", masks, 3, **two).denominator == 9  # this process's own divisor
