@@ -23,7 +23,7 @@ import yaml
 
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
-from trapo.objective import ObjectiveWeights
+from trapo.objective import ObjectiveWeights, PrefixLoss
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
@@ -112,9 +112,7 @@ class TRAPOConfig:
     )
 
     # --- losses ----------------------------------------------------------------------------------------
-    prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
-        "Loss on expert tokens (default: the method's).", default=None
-    )
+    prefix_loss: PrefixLoss | None = _help("Loss on expert tokens (default: the method's).", default=None)
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
