@@ -15,6 +15,7 @@ COMMAND = "compare"
 
 DEFAULT_DATA = "artifacts/data"
 DEFAULT_BASE = "artifacts/base"
+DEFAULT_STEP_COST = "docs/results/step_cost.json"
 # The report goes into the runs directory unless --out or --publish says otherwise.
 REPORT_SUBDIR = "report"
 QUICK_REPORT_SUBDIR = "report-quick"
@@ -31,13 +32,19 @@ Where the report goes: by default into the runs directory, RUNS_DIR/report (RUNS
 --quick), next to the runs it summarizes; --out DIR writes it to DIR; --publish writes it over the
 committed results in docs/results/compare (docs/results/compare_quick with --quick).
 
-Protocol: (1) per method, one run per learning rate of the grid at the first seed; the rate with the best
-in-domain VALIDATION accuracy is chosen (never the test split). (2) every seed at that rate, the same number
-of optimizer steps for every method (sft has no rollouts, so its steps are cheap). (3) final models on the
-test tiers and retained skills, a pass@k subset (k = 1..16), checkpoints on validation (curves); the base
-model gets a row. Tables: equal optimizer steps, equal wall-clock (each run at its last checkpoint within
-the longest full GRPO run's training time), a paired per-seed comparison against TRAPO, training time,
-share of prefix tokens below alpha, of degenerate outputs and of outputs in the expert's style.
+Protocol: (1) per method, one run per learning rate of the grid at the sweep seed (--sweep-seed, default 0);
+the rate with the best in-domain VALIDATION accuracy is chosen (never the test split); while the best rate is
+at an edge of the grid, a rate half a decade beyond it is added (--lr-extensions). (2) every test seed
+(--seeds, default 1 2 3: none of them chose the rate) at that rate, the same number of optimizer steps for
+every method (sft has no rollouts, so its steps are cheap). (3) final models on the test tiers and retained
+skills, a pass@k set (k = 1..16), checkpoints on validation (curves); the base model gets a row; every
+evaluation keeps its per-problem outcomes. Report: the paper's four claims first, each with a paired
+bootstrap 95% interval over test problems and seeds and a verdict by the interval rule; then claims 2 and 3
+at a matched learning rate and in-domain level, equal optimizer steps, equal wall-clock (each run at its
+last checkpoint within the longest full GRPO run's training time) and equal time from the interleaved
+step-cost benchmark (--step-cost), the validation gain over the last 20% of steps, leakage-robust averages,
+every sweep run's in-domain and retained accuracy, the retained-vs-in-domain trade-off plot, training
+time, share of prefix tokens below alpha, of degenerate outputs and of outputs in the expert's style.
 
 Resumable: every run is cached in --runs-dir under a hash of its config, the base model and the data. A
 finished run is reused, an interrupted one (Ctrl-C included) resumes from its last checkpoint, and
@@ -106,6 +113,20 @@ def register(subparsers) -> None:
         metavar="METHOD=LR[,LR...]",
         help="learning-rate grid of one method (repeatable; overrides --lrs for it)",
     )
+    parser.add_argument(
+        "--sweep-seed",
+        type=int,
+        default=None,
+        help=f"seed of the learning-rate sweep; -1: the first of --seeds, which then also tests "
+        f"({defaults('sweep_seed')})",
+    )
+    parser.add_argument(
+        "--lr-extensions",
+        type=int,
+        default=None,
+        help="rates added, one half-decade at a time, beyond the edge of a grid whose best rate is at that "
+        f"edge ({defaults('lr_extensions')})",
+    )
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run ({defaults('max_steps')})")
     parser.add_argument(
         "--prompts-per-step", type=int, default=None, help=f"prompts per step ({defaults('prompts_per_step')})"
@@ -151,6 +172,13 @@ def register(subparsers) -> None:
         help=f"test problems per tier in the pass@k set ({defaults('n_passk_per_tier')})",
     )
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are cached")
+    parser.add_argument(
+        "--step-cost",
+        default=DEFAULT_STEP_COST,
+        metavar="JSON",
+        help="interleaved step-cost benchmark (benchmarks/step_cost.py) whose ratios give the equal-time view; "
+        "'none' (or a missing file) leaves that view out",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--out",
@@ -251,6 +279,10 @@ def spec_from_args(args: argparse.Namespace):
     values = {"methods": methods, "lr_grid": {m: grid[m] for m in methods}}
     if args.seeds:
         values["seeds"] = tuple(args.seeds)
+    if args.sweep_seed is not None:
+        values["sweep_seed"] = None if args.sweep_seed < 0 else args.sweep_seed
+    if args.lr_extensions is not None:
+        values["lr_extensions"] = args.lr_extensions
     if args.steps is not None:
         values["max_steps"] = args.steps
         values["curve_points"] = min(base.curve_points, args.steps)
@@ -290,8 +322,14 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = report_dir(args)
     data_dir, base_dir = ensure_inputs(args.data, args.base, progress=not args.no_progress)
+    step_cost = None if args.step_cost == "none" or not Path(args.step_cost).is_file() else args.step_cost
     comparison = Comparison(
-        spec, data_dir=data_dir, base_dir=base_dir, runs_dir=args.runs_dir, progress=not args.no_progress
+        spec,
+        data_dir=data_dir,
+        base_dir=base_dir,
+        runs_dir=args.runs_dir,
+        progress=not args.no_progress,
+        step_cost=step_cost,
     )
     status = comparison.status()
     print(f"compare: {status['runs_done']}/{status['runs_total']} runs finished in {args.runs_dir}")
@@ -340,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_table(result.summary)
     print(
-        f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, 4 PNGs); "
+        f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, PNGs); "
         f"{len(comparison.trained_runs)} runs trained and {comparison.evaluations_computed} evaluations computed in "
         f"{wall / 60:.1f} min"
     )
@@ -352,7 +390,12 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def _print_table(summary: dict) -> None:
+    from trapo_lab.compare.claims import claims_table
     from trapo_lab.compare.report import mean_std_cell
+    from trapo_lab.compare.report_claims import interval
+
+    for claim in claims_table(summary):
+        print(f"claim {claim['claim']}: {claim['verdict']:13s} 95% {interval(claim['ci95']):>16s}  {claim['text']}")
 
     print(
         f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   (test accuracy %, mean ± std over seeds)"

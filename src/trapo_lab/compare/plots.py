@@ -203,3 +203,29 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
     plt.close(fig)
     return path
+
+
+def plot_tradeoff(summary: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Retained against in-domain validation accuracy per method: its sweep runs (one point per learning
+    rate, labelled) and the chosen rate's checkpoints (a line from the base model onward)."""
+    plt = _pyplot()
+    tradeoff = summary["tradeoff"]
+    colors = method_colors(list(tradeoff))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method, points in tradeoff.items():
+        sweep = [p for p in points if p["step"] == "final"]
+        curve = sorted((p for p in points if p["step"] != "final"), key=lambda p: p["step"])
+        if curve:
+            xs, ys = [100 * p["in_domain"] for p in curve], [100 * p["retained"] for p in curve]
+            ax.plot(xs, ys, color=colors[method], lw=1.4, marker=".", label=f"{method} (chosen rate, checkpoints)")
+        for p in sweep:
+            x, y = 100 * p["in_domain"], 100 * p["retained"]
+            ax.scatter([x], [y], color=colors[method], marker="s", s=22)
+            ax.annotate(p["lr"], (x, y), fontsize=6, color=colors[method], xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("in-domain accuracy, validation (%)")
+    ax.set_ylabel("retained skills, validation (%)")
+    ax.set_title("Trade-off: squares = final model per learning rate (sweep seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -63,7 +63,7 @@ def test_help_says_what_it_runs_and_that_it_resumes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "validation" in text.lower() and "resum" in text.lower() and "--quick" in text
     # the defaults in the help are the spec's
-    assert "(default: 0 1 2; quick: 0 1)" in text
+    assert "(default: 1 2 3; quick: 0 1)" in text
     assert "(default: 1e-5 3e-5 1e-4 (sft, sft-then-grpo: 3e-5 1e-4 3e-4); quick: 3e-5 1e-4)" in text
     assert "(default: 200; quick: 6)" in text and "--publish" in text
 
