@@ -216,6 +216,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--status", action="store_true", help="print how many runs are done and exit")
     parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="stage 1 only: train and validate the learning-rate sweeps, print each rate's in-domain and "
+        "retained validation accuracy and exit (no test evaluations, no report)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bars for evaluations and builds (the trainer keeps its one bar per run)",
@@ -338,10 +344,12 @@ def run(args: argparse.Namespace) -> int:
             chosen = entry["chosen_lr"] or "not chosen yet"
             print(f"  {method:14s} {entry['runs_done']}/{entry['runs_total']} runs, learning rate {chosen}")
         return 0
+    budget = {"max_runs": args.max_runs, "time_budget_s": None if args.time_budget is None else 60 * args.time_budget}
     try:
-        result = comparison.run(
-            max_runs=args.max_runs, time_budget_s=None if args.time_budget is None else 60 * args.time_budget
-        )
+        if args.sweep_only:
+            _print_sweeps(comparison.run_sweeps(**budget))
+            return 0
+        result = comparison.run(**budget)
     except StopRequested as stop:
         status = comparison.status()
         print(
@@ -383,6 +391,17 @@ def run(args: argparse.Namespace) -> int:
         f"{wall / 60:.1f} min"
     )
     return 0
+
+
+def _print_sweeps(selection: dict) -> None:
+    from trapo_lab.compare.cache import format_lr
+    from trapo_lab.compare.report import pct
+
+    for method, entry in selection.items():
+        cells = [f"{lr}: {pct(v)} / {pct(entry['retained'][lr])}" for lr, v in entry["scores"].items()]
+        edge = " (at an edge)" if entry["at_edge"] else ""
+        chosen = format_lr(entry["chosen"])
+        print(f"{method:14s} chosen {chosen}{edge}; in-domain / retained (validation %): {'; '.join(cells)}")
 
 
 def _raise_keyboard_interrupt(signum, frame):

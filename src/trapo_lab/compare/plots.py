@@ -186,11 +186,17 @@ def plot_passk(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_xscale("log", base=2)
     ticks = [t for t in (1, 2, 4, 8, 16, 32, 64) if t <= max(len(e["k"]) for e in passk.values())]
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("k (samples per problem)")
-    ax.set_ylabel("pass@k, in-domain tiers (%)")
-    ax.set_title("Test-time scaling: pass@k (mean over seeds)")
+    labels = ("k (samples per problem)", "pass@k, in-domain tiers (%)", "Test-time scaling: pass@k (mean over seeds)")
+    return _finish(fig, ax, labels, path, legend_size=8)
+
+
+def _finish(fig, ax, labels: tuple[str, str, str], path: str | os.PathLike, legend_size: int = 8) -> Path:
+    """Axis labels and title, grid and legend, then save (:func:`_save`)."""
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -222,10 +228,9 @@ def plot_tradeoff(summary: dict[str, Any], path: str | os.PathLike) -> Path:
             x, y = 100 * p["in_domain"], 100 * p["retained"]
             ax.scatter([x], [y], color=colors[method], marker="s", s=22)
             ax.annotate(p["lr"], (x, y), fontsize=6, color=colors[method], xytext=(3, 2), textcoords="offset points")
-    ax.set_xlabel("in-domain accuracy, validation (%)")
-    ax.set_ylabel("retained skills, validation (%)")
-    ax.set_title("Trade-off: squares = final model per learning rate (sweep seed)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+    labels = (
+        "in-domain accuracy, validation (%)",
+        "retained skills, validation (%)",
+        "Trade-off: squares = final model per learning rate (sweep seed)",
+    )
+    return _finish(fig, ax, labels, path, legend_size=7)

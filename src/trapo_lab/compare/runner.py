@@ -279,6 +279,13 @@ class Comparison:
             "criterion": f"in-domain validation average of the final model at seed {self.spec.selection_seed}",
         }
 
+    def run_sweeps(self, *, max_runs: int | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
+        """Stage 1 only: every method's learning-rate sweep, trained and validated (:meth:`lr_selection`);
+        budgets as in :meth:`run`."""
+        self._max_runs = max_runs
+        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+        return {m: self.lr_selection(m) for m in self.spec.methods}
+
     def run(self, *, max_runs: int | None = None, time_budget_s: float | None = None) -> CompareResult:
         """Run (or resume) the whole comparison and return its results.
 
@@ -286,9 +293,7 @@ class Comparison:
         is spent before the next one would start (everything finished so far is cached).
         """
         spec = self.spec
-        self._max_runs = max_runs
-        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-        selection = {m: self.lr_selection(m) for m in spec.methods}
+        selection = self.run_sweeps(max_runs=max_runs, time_budget_s=time_budget_s)
         for method in spec.methods:
             lr = selection[method]["chosen"]
             for seed in spec.seeds:

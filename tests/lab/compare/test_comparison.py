@@ -18,8 +18,16 @@ from trapo_lab.compare.claims import claims_table
 def finished(data_dir, base_dir, tmp_path_factory, tiny_spec):
     """One complete comparison (trapo at two rates, grpo at one; two seeds), run once for the module."""
     runs = tmp_path_factory.mktemp("runs")
+    step_cost = runs.parent / "step_cost.json"  # trapo's step costs 1.5 grpo steps: 2 / 1.5 -> checkpoint 1
+    step_cost.write_text(json.dumps({"machine": "test", "step_time_ratio_to_grpo": {"grpo": 1.0, "trapo": 1.5}}))
     comparison = Comparison(
-        tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False, log=lambda _: None
+        tiny_spec(),
+        data_dir=data_dir,
+        base_dir=base_dir,
+        runs_dir=runs,
+        progress=False,
+        log=lambda _: None,
+        step_cost=step_cost,
     )
     result = comparison.run()
     return comparison, result, runs
@@ -55,6 +63,9 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     assert summary["equal_wallclock"]["reference"] == "grpo"
     assert summary["curves"]["grpo"]["steps"] == [0, 1, 2]
     assert summary["passk"]["trapo"]["k"] == [1, 2]
+    bench = summary["equal_time_benchmark"]["methods"]
+    assert bench["trapo"]["step"] == 1 and bench["grpo"]["step"] == 2 and bench["trapo"]["ratio"] == 1.5
+    assert bench["trapo"]["per_seed"]["1"] == comparison._row(RunKey("trapo", chosen, 1), "test", 1)
 
 
 def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, base_dir, tiny_spec):
