@@ -53,13 +53,16 @@ evaluations are cached too, so rerunning the same command continues where it sto
 
 How long (2 shared CPU cores, one torch thread each): --quick took 1.9 minutes (21 runs of 6 steps and 74
 small evaluations) with the data and base model present; building a missing base model adds about 23
-minutes (3000 pre-training steps). The full default (7 methods x 3 learning rates, then 2 more seeds each:
-35 runs of 200 steps; each final model evaluated on 2700 test problems, a 200-problem x 16-sample pass@k set
-and 5 checkpoints on 600 validation problems) took 204 CPU-minutes of training (per step: 0.24 s for sft,
-1.6 s for GRPO, 1.9 s for LUFFY, 3.0 s for TRAPO, as the models learn to write their steps out) plus 36 of
-evaluation: 105 minutes of wall time with the methods split over two or three processes sharing one
---runs-dir (e.g. `--methods trapo trapo-sft` in one, the rest in another), then one all-method invocation
-that reads the cache and writes the report (3 minutes). Or run it in pieces: `--time-budget 50` repeatedly.
+minutes (3000 pre-training steps). The first full comparison (7 methods x 3 learning rates, then 2 more
+seeds each: 35 runs of 200 steps; each final model evaluated on 2700 test problems, a 200-problem x
+16-sample pass@k set and 5 checkpoints on 600 validation problems) took 204 CPU-minutes of training (per
+step: 0.24 s for sft, 1.6 s for GRPO, 1.9 s for LUFFY, 3.0 s for TRAPO, as the models learn to write their
+steps out) plus 36 of evaluation: 105 minutes of wall time with the methods split over two or three
+processes sharing one --runs-dir (e.g. `--methods trapo trapo-sft` in one, the rest in another), then one
+all-method invocation that reads the cache and writes the report (3 minutes). Today's default needs more
+(not yet timed): a sweep seed apart from 3 test seeds (7 more runs), up to 2 added rates per method, a
+pass@k set of all 1500 in-domain test problems (7.5x the samples) and 10 checkpoints per run on
+validation. Run it in pieces: `--sweep-only` first, `--time-budget 50` repeatedly.
 
 If --data or --base do not exist they are built with the default recipes (`trapo data make`, `trapo base`).
 """

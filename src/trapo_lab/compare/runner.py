@@ -18,12 +18,13 @@ from typing import Any
 
 from trapo.data import Example
 
-from . import aggregate, readings
+from . import aggregate
 from .aggregate import select_lr
 from .cache import DEFAULT_RUNS_DIR, FORMAT, RunCache, RunKey, eval_settings, format_lr, model_identity
 from .data import CompareData
 from .spec import CompareSpec
-from .stats import decode_counts, encode_counts
+from .stats import decode_counts, problem_outcomes
+from .views import benchmark_checkpoint, readings_summary, wallclock_view
 
 # What trapo_base.json of the base model contributes to the summary.
 BASE_INFO_KEYS = (
@@ -46,19 +47,6 @@ class CompareResult:
 
     summary: dict[str, Any]
     dynamics: dict[str, Any]
-
-
-def problem_outcomes(problems: Sequence[Any], extract_boxed: Callable, solution_style: Callable) -> dict[str, Any]:
-    """Per group, per problem (in evaluation order) the counts of correct, degenerate (no ``\\boxed``) and
-    expert-style samples, each list as one string (:func:`~trapo_lab.compare.stats.encode_counts`)."""
-    by_group: dict[str, dict[str, list[int]]] = {}
-    for p in sorted(problems, key=lambda p: p.index):
-        entry = by_group.setdefault(p.group, {"correct": [], "degenerate": [], "expert_style": []})
-        completions = p.completions or []
-        entry["correct"].append(sum(bool(c) for c in p.correct))
-        entry["degenerate"].append(sum(extract_boxed(c) is None for c in completions))
-        entry["expert_style"].append(sum(solution_style(c) == "expert" for c in completions))
-    return {g: {name: encode_counts(v) for name, v in e.items()} for g, e in by_group.items()}
 
 
 class Comparison:
@@ -374,7 +362,7 @@ class Comparison:
             curves[method] = aggregate.validation_curves(points, cumulative[method], val_rows)
             passk[method] = aggregate.passk_summary(ks, passk_curves)
 
-        wallclock = self._wallclock_view(selection, cumulative, timing, base_row, columns)
+        wallclock = wallclock_view(self, selection, cumulative, timing, base_row, columns)
         paired = {}
         if aggregate.PAIRED_AGAINST in spec.methods:
             views = {"equal_steps": steps_view, **({"equal_wallclock": wallclock["methods"]} if wallclock else {})}
@@ -410,120 +398,13 @@ class Comparison:
         return self.evaluation(key, split, step)["outcomes"]
 
     def _readings(self, selection: dict[str, dict[str, Any]], curves: dict[str, Any]) -> dict[str, Any]:
-        """What the verdicts and second readings need (:mod:`~trapo_lab.compare.readings`,
-        :mod:`~trapo_lab.compare.claims`): per-problem outcomes of every final model (test, pass@k) and
-        sweep run (validation), the leakage-robust averages, the trade-off points, the late validation
-        gains and the equal-time view from the step-cost benchmark."""
-        spec, data = self.spec, self.data
-        runs = {m: {str(s): RunKey(m, selection[m]["chosen"], s) for s in spec.seeds} for m in spec.methods}
-        outcomes: dict[str, Any] = {"test": {"base": {"-": self._outcomes(None, "test", 0)}}, "passk": {}}
-        outcomes["passk"]["base"] = {"-": self._outcomes(None, "passk", 0)}
-        for method, keys in runs.items():
-            outcomes["test"][method] = {s: self._outcomes(k, "test", spec.max_steps) for s, k in keys.items()}
-            outcomes["passk"][method] = {s: self._outcomes(k, "passk", spec.max_steps) for s, k in keys.items()}
-        outcomes["val_sweep"] = {
-            m: {
-                lr: self._outcomes(RunKey(m, float(lr), spec.selection_seed), "val", spec.max_steps)
-                for lr in selection[m]["scores"]
-            }
-            for m in spec.methods
-        }
-        t2 = [ex.prompt_text for ex in data.test if ex.data_source == data.in_domain[1]] if data.in_domain[1:] else []
-        prefixes = readings.chain_prefix_indices(t2, [ex.prompt_text for ex in data.train])
-        leakage = {
-            m: {s: readings.leakage_rows(o, data.in_domain, spec.test_k, prefixes) for s, o in per_seed.items()}
-            for m, per_seed in outcomes["test"].items()
-        }
-        return {
-            "outcomes": outcomes,
-            "outcome_counts": {"test": spec.test_k, "passk": spec.passk_max, "val_sweep": 1},
-            "leakage": {"tier2_chain_prefixes": prefixes, "tier2_problems": len(t2), "per_seed": leakage},
-            "tradeoff": readings.tradeoff_points(
-                {m: {**v, "chosen": format_lr(v["chosen"])} for m, v in selection.items()}, curves, spec.selection_seed
-            ),
-            "late_gain": {
-                m: readings.late_gain(c["steps"], [v["mean"] for v in c["val_in_domain"]]) for m, c in curves.items()
-            },
-            "equal_time_benchmark": self._benchmark_view(runs),
-        }
+        return readings_summary(self, selection, curves)
 
     def benchmark_steps(self, method: str) -> list[int]:
         """The checkpoint the step-cost benchmark's equal-time view reads ``method``'s runs at (none without
-        a benchmark or a ratio for the method)."""
-        mode = self.spec.config_overrides.get("rollout_mode", "sequential")
-        ratio = readings.benchmark_ratio(self.step_cost.get("step_time_ratio_to_grpo", {}), method, mode)
-        step = readings.benchmark_step(ratio, self.spec.max_steps, self.spec.checkpoint_steps)
+        a benchmark or a ratio for the method, or when it is the final model)."""
+        step = benchmark_checkpoint(self, method)
         return [] if step is None or step in (0, self.spec.max_steps) else [step]
-
-    def _benchmark_view(self, runs: dict[str, dict[str, RunKey]]) -> dict[str, Any] | None:
-        """Test rows of every run at its equal-time checkpoint from the step-cost benchmark's ratios."""
-        if not self.step_cost:
-            return None
-        mode = self.spec.config_overrides.get("rollout_mode", "sequential")
-        ratios = self.step_cost.get("step_time_ratio_to_grpo", {})
-        methods = {}
-        for method, keys in runs.items():
-            ratio = readings.benchmark_ratio(ratios, method, mode)
-            step = readings.benchmark_step(ratio, self.spec.max_steps, self.spec.checkpoint_steps)
-            if step is None:
-                methods[method] = {"ratio": None, "step": None}
-                continue
-            rows = {s: self._row(k if step else None, "test", step) for s, k in keys.items()}
-            summary = aggregate.summarize_rows(rows, ["in_domain", "retained"])
-            methods[method] = {"ratio": ratio, "step": step, "per_seed": rows, "summary": summary}
-        return {
-            "source": self.step_cost_source,
-            "machine": self.step_cost.get("machine"),
-            "methods": methods,
-            "rule": (
-                "equal time = the reference's max_steps steps; a method whose benchmarked step costs r times "
-                "the reference's gets max_steps / r steps, read at its latest checkpoint within them (never "
-                "past max_steps); ratios from the interleaved benchmark, measured from the base model"
-            ),
-        }
-
-    def _wallclock_view(
-        self,
-        selection: dict[str, dict[str, Any]],
-        cumulative: dict[str, dict[int, dict[int, float]]],
-        timing: dict[str, Any],
-        base_row: dict[str, Any],
-        columns: list[str],
-    ) -> dict[str, Any] | None:
-        """The equal-wall-clock table: each run at its latest checkpoint within the reference method's longest
-        full-run training time (None when the reference method is not compared)."""
-        spec = self.spec
-        ref = spec.wallclock_reference
-        if ref not in spec.methods:
-            return None
-        budget = max(timing[ref]["per_seed"].values())
-        methods: dict[str, Any] = {
-            "base": {"per_seed": {"-": base_row}, "summary": aggregate.summarize_rows({0: base_row}, columns)}
-        }
-        for method in spec.methods:
-            lr = selection[method]["chosen"]
-            rows, picked = {}, {}
-            for seed in spec.seeds:
-                step = aggregate.wallclock_step(cumulative[method][seed], budget)
-                picked[str(seed)] = {"step": step, "seconds": cumulative[method][seed][step]}
-                rows[seed] = self._row(None if step == 0 else RunKey(method, lr, seed), "test", step)
-            methods[method] = {
-                "lr": lr,
-                "per_seed": {str(s): r for s, r in rows.items()},
-                "summary": aggregate.summarize_rows(rows, columns),
-                "checkpoints": picked,
-            }
-        return {
-            "reference": ref,
-            "budget_seconds": budget,
-            "methods": methods,
-            "rule": (
-                f"budget = the longest full-run training time of {ref} over its seeds (sum of perf/step_s); "
-                "each run is taken at its latest checkpoint (every "
-                f"{spec.save_steps} steps) whose cumulative training time is <= the budget, or the base "
-                "model if none is; runs are never extended past max_steps"
-            ),
-        }
 
     def _base_info(self) -> dict[str, Any]:
         from trapo_lab.pretrain import read_base_info

@@ -21,7 +21,7 @@ interval that touches the boundary is within noise, so an exact tie (every paire
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,19 @@ ABOVE, NEAR = "above", "near"
 def encode_counts(counts: Sequence[int]) -> str:
     """Per-problem counts as one string: ``[0, 1, 12]`` → ``"0 1 12"`` (compact in JSON)."""
     return " ".join(str(int(c)) for c in counts)
+
+
+def problem_outcomes(problems: Sequence[Any], extract_boxed: Callable, solution_style: Callable) -> dict[str, Any]:
+    """Per group, per problem (in evaluation order) the counts of correct, degenerate (no ``\\boxed``) and
+    expert-style samples, each list as one string (:func:`~trapo_lab.compare.stats.encode_counts`)."""
+    by_group: dict[str, dict[str, list[int]]] = {}
+    for p in sorted(problems, key=lambda p: p.index):
+        entry = by_group.setdefault(p.group, {"correct": [], "degenerate": [], "expert_style": []})
+        completions = p.completions or []
+        entry["correct"].append(sum(bool(c) for c in p.correct))
+        entry["degenerate"].append(sum(extract_boxed(c) is None for c in completions))
+        entry["expert_style"].append(sum(solution_style(c) == "expert" for c in completions))
+    return {g: {name: encode_counts(v) for name, v in e.items()} for g, e in by_group.items()}
 
 
 def decode_counts(text: str) -> np.ndarray:
