@@ -318,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from trapo.trainer.safety import Preempted
     from trapo_lab.compare import Comparison, StopRequested, ensure_inputs, write_report
 
     started = time.perf_counter()
@@ -360,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
             "Rerun the same command to continue."
         )
         return EXIT_STOPPED
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Preempted):  # Ctrl-C; `kill PID` (the trainer checkpoints, then raises Preempted)
         print(
             "\ncompare: interrupted. Finished runs and the current run's checkpoint are kept; rerun the same "
             "command to resume.",
