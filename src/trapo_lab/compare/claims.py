@@ -85,14 +85,17 @@ def part(
     shape: str = ABOVE,
     bound: float = 0.0,
     lower_is_better: bool = False,
+    what: str = "in-domain accuracy",
 ) -> dict[str, Any]:
-    """One paired comparison of TRAPO against ``other``: d (positive favours TRAPO), its interval, verdict."""
+    """One paired comparison of TRAPO against ``other`` on ``what`` (a label): d (positive favours TRAPO),
+    its interval, verdict."""
     mine, theirs = (scores(summary, split, m, groups, measure) for m in (PAIRED_AGAINST, other))
     boot = paired_bootstrap(theirs, mine) if lower_is_better else paired_bootstrap(mine, theirs)
     verdict = interval_verdict(boot["ci95"], shape, bound)
     return {
         "against": other,
         "measure": measure if split != "passk" else "passk_area",
+        "what": what,
         "lower_is_better": lower_is_better,
         "rule": f"{shape} {'±' if shape == NEAR else '+'}{100 * bound:g} points",
         **boot,
@@ -112,7 +115,7 @@ def claim_entry(number: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
         "verdict": verdict,
         "ci95": None if deciding is None else deciding["ci95"],
         "d": None if deciding is None else deciding["d"],
-        "deciding": None if deciding is None else f"{deciding['measure']} vs {deciding['against']}",
+        "deciding": None if deciding is None else f"{deciding['what']} vs {deciding['against']}",
         "seeds": sorted({s for p in parts for s in p["seeds"]}, key=str),
         "problems": {g: n for p in parts for g, n in p["problems"].items()},
         "parts": parts,
@@ -129,22 +132,24 @@ def claims_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     tiers, skills = summary["in_domain"], summary.get("retained") or []
     out = [claim_entry(1, [part(summary, b, tiers) for b in baselines])]
     if {"grpo", "sft"} <= methods and skills:
-        near = part(summary, "grpo", skills, shape=NEAR, bound=NEAR_MARGIN)
-        out.append(claim_entry(2, [near, part(summary, "sft", skills, bound=WELL_ABOVE)]))
+        retained = dict(what="retained accuracy")
+        near = part(summary, "grpo", skills, shape=NEAR, bound=NEAR_MARGIN, **retained)
+        out.append(claim_entry(2, [near, part(summary, "sft", skills, bound=WELL_ABOVE, **retained)]))
     else:
         out.append({"claim": 2, "text": CLAIMS[2], "verdict": MISSING, "ci95": None, "parts": []})
     if PLAIN_SFT_ABLATION in methods:
         lower = dict(lower_is_better=True)
         trust = [
-            part(summary, PLAIN_SFT_ABLATION, tiers, measure="degenerate", **lower),
-            part(summary, PLAIN_SFT_ABLATION, tiers, measure="expert_style", **lower),
-            *([part(summary, PLAIN_SFT_ABLATION, skills)] if skills else []),
+            part(summary, PLAIN_SFT_ABLATION, tiers, measure="degenerate", what="share without \\boxed", **lower),
+            part(summary, PLAIN_SFT_ABLATION, tiers, measure="expert_style", what="expert-style share", **lower),
+            *([part(summary, PLAIN_SFT_ABLATION, skills, what="retained accuracy")] if skills else []),
         ]
         out.append(claim_entry(3, trust))
     else:
         out.append({"claim": 3, "text": CLAIMS[3], "verdict": MISSING, "ci95": None, "parts": []})
     if summary.get("outcomes", {}).get("passk"):
-        out.append(claim_entry(4, [part(summary, b, tiers, split="passk", measure="passk_area") for b in baselines]))
+        area = dict(split="passk", measure="passk_area", what="pass@k area")
+        out.append(claim_entry(4, [part(summary, b, tiers, **area) for b in baselines]))
     return out
 
 

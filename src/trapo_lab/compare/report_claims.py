@@ -29,12 +29,12 @@ def interval(ci: Sequence[float] | None) -> str:
 
 def part_text(p: dict[str, Any]) -> str:
     """``measure vs other: d [low, high] (per-seed d ...) verdict``."""
-    measure = p["measure"].replace("_", " ").replace("correct", "accuracy")
     lower = " (lower is better: d = other − TRAPO)" if p["lower_is_better"] else ""
     seeds = ", ".join(points(v, True) for v in p["per_seed"].values())
-    rule = "|d| < 2" if p["rule"].startswith(NEAR) else f"d > {p['rule'].split('+')[-1]}"
+    bound = p["rule"].split("±" if p["rule"].startswith(NEAR) else "+")[-1]
+    rule = f"−{bound} < d < +{bound}" if p["rule"].startswith(NEAR) else f"d > {bound}"
     return (
-        f"{measure} vs {p['against']}{lower}: d {points(p['d'], True)} {interval(p['ci95'])} "
+        f"{p['what']} vs {p['against']}{lower}: d {points(p['d'], True)} {interval(p['ci95'])} "
         f"(per seed {seeds}; needs {rule}) → {p['verdict']}"
     )
 
