@@ -140,13 +140,21 @@ def _guided(config: TRAPOConfig) -> bool:
     return any(r > 0 for r in config.schedule().ratios) or config.sft_steps > 0
 
 
+def _isolated(reward):
+    """A --reward runs in a worker process, so that its time bound holds for any code (the built-in math
+    reward bounds each check itself)."""
+    import dataclasses
+
+    return reward if reward.checks_math else dataclasses.replace(reward, process=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
-    from trapo.rewards import in_worker_process, load_reward
+    from trapo.rewards import load_reward
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
@@ -166,12 +174,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--method {config.method} trains on expert solutions, but {problem}. --method grpo trains RL only."
         )
-    rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
+    rewards = [_isolated(load_reward(spec)) for spec in args.reward or ("math",)]
     model, tokenizer = load_model_and_tokenizer(args.model)
-    if len(rewards) > 1 or (rewards and config.reward_weights is not None):
-        trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
-    else:
-        trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=rewards[0] if rewards else None)
+    trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
     unverifiable = trainer.data_report.unverifiable
     if unverifiable:
         where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]

@@ -33,6 +33,7 @@ from transformers import get_scheduler
 from trapo.advantages import group_advantages
 from trapo.atomic import atomic_directory
 from trapo.config import TRAPOConfig
+from trapo.config_trl import defaults_notice
 from trapo.data import (
     Example,
     LoadResult,
@@ -52,15 +53,7 @@ from trapo.objective import (
     sft_batch_loss,
     trapo_loss,
 )
-from trapo.rewards import (
-    FAILURE_KINDS,
-    RewardFunction,
-    RewardSet,
-    as_reward_function,
-    bounded_reward,
-    default_reward,
-    reward_set,
-)
+from trapo.rewards import FAILURE_KINDS, RewardSet, reward_set
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
@@ -226,7 +219,8 @@ class TRAPOTrainer:
         if isinstance(model, (str, os.PathLike)):
             from trapo.models import load_model_and_tokenizer
 
-            model, loaded = load_model_and_tokenizer(model)
+            init = {**(config.model_init_kwargs or {}), "trust_remote_code": config.trust_remote_code or None}
+            model, loaded = load_model_and_tokenizer(model, **init)
             tokenizer = tokenizer or loaded
         if tokenizer is None:
             tokenizer = _tokenizer_of(model)
@@ -237,7 +231,8 @@ class TRAPOTrainer:
         _check_report_to(config.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
-            log_with=None if config.report_to == "none" else config.report_to,
+            cpu=config.use_cpu,
+            log_with=config.report_to or None,
             project_dir=str(config.output_dir),
         )
         _check_not_sharded(self.accelerator)
@@ -251,22 +246,13 @@ class TRAPOTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = self.processing_class = tokenizer
         examples, loaded, conversational = _as_examples(train_dataset, strict=config.strict)
-        if reward_funcs is not None or config.reward_weights is not None:
-            rewards = reward_set(
-                reward_funcs if reward_funcs is not None else (reward_fn or "math"),
-                config.reward_weights,
-                conversational=conversational,
-            )
-            rewards.functions = [
-                bounded_reward(f, config.reward_timeout, process=bool(getattr(f, "_trapo_process", False)))
-                for f in rewards.functions
-            ]  # each bounded on its own; the set logs each
-            self.reward_fn: RewardFunction = rewards
-        else:
-            reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
-            self.reward_fn = bounded_reward(
-                reward, config.reward_timeout, process=bool(getattr(reward_fn, "_trapo_process", False))
-            )
+        config = self.config = self.args = config.for_dataset(len(examples))  # max_steps=-1: from epochs
+        self.reward_fn: RewardSet = reward_set(  # every reward as a record, through one path
+            reward_funcs if reward_funcs is not None else (reward_fn or "math"),
+            config.reward_weights,
+            timeout=config.reward_timeout,
+            conversational=conversational,
+        )
         self._reward_error = ""
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
@@ -315,11 +301,13 @@ class TRAPOTrainer:
                 f"one ({self.data_report.summary()})"
             )
 
+        _prepare_model(model, config)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
         )
         self.scheduler = get_scheduler(
@@ -327,6 +315,7 @@ class TRAPOTrainer:
             optimizer,
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.max_steps,
+            scheduler_specific_kwargs=config.lr_scheduler_kwargs,
         )
         ref_model = None
         if config.beta > 0:  # a frozen copy of the initial model, placed by accelerate like the policy
@@ -344,7 +333,7 @@ class TRAPOTrainer:
             self.schedule,
             boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary, config.prefix_boundary_match),
             max_completion_length=config.max_completion_length,
-            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
+            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k),
             prefix_slack=config.prefix_slack,
             speculative=config.rollout_mode == "speculative",
             prefix_strict=config.prefix_boundary_strict,
@@ -361,7 +350,7 @@ class TRAPOTrainer:
         self._rollback_reason = ""
         # The update computes each distinct prompt once (trapo.trainer.shared_prompts) in one process; with
         # several, DDP's gradient reduction expects one backward per forward, and the plain path is used.
-        self.share_prompts = self.accelerator.num_processes == 1
+        self.share_prompts = self.accelerator.num_processes == 1 and not config.gradient_checkpointing
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -413,7 +402,7 @@ class TRAPOTrainer:
             report.without_expert += not experts
             items.append(PreparedExample(example, prompt_ids, experts))
         report.kept = len(items)
-        if getattr(self.reward_fn, "_trapo_builtin", False):  # checked up front, and cached for training
+        if self.reward_fn.checks_math:  # checked up front, and cached for training
             for row, example in enumerate(dataset):
                 problem = ground_truth_problem(example.answer)
                 if problem:
@@ -713,9 +702,10 @@ class TRAPOTrainer:
 
             self.sampler.trainer_state = TrainerState(global_step=step, max_steps=cfg.max_steps)
             batch = self.rollout(step)
-            if isinstance(self.reward_fn, RewardSet):  # each reward on its own, as TRL logs them
-                for name, (total, count) in self.reward_fn.pop_stats().items():
-                    metrics.add(f"rewards/{name}", total, count)
+            for name, stats in self.reward_fn.pop_stats().items():  # each reward on its own, as TRL logs them
+                metrics.add(f"rewards/{name}", stats.total, stats.count)
+            for name, (total, count) in self.reward_fn.pop_metrics().items():  # what rewards logged (log_metric)
+                metrics.add(name, total, count)
             generated = batch.generated_tokens
             metrics.add("perf/generation_s", batch.generation_seconds, 1)
             metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
@@ -847,13 +837,22 @@ class TRAPOTrainer:
         cfg, acc = self.config, self.accelerator
         metrics_path = self.output_dir / "metrics.jsonl"
         self._start(resume_from_checkpoint)
-        if cfg.report_to != "none":
+        if cfg.report_to:
             acc.init_trackers(
-                "trapo", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+                cfg.project,
+                config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)},
+                init_kwargs={"wandb": {"name": cfg.run_name}} if cfg.run_name else {},
             )
         acc.print(f"data: {self.data_report.summary()}")
+        notice = defaults_notice(cfg)
+        if notice:
+            acc.print(notice)
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}", dynamic_ncols=True
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.is_main or bool(cfg.disable_tqdm),
+            desc=f"{cfg.method}",
+            dynamic_ncols=True,
         )
         last: dict[str, float] = {}
         last_save = time.monotonic()
@@ -864,10 +863,12 @@ class TRAPOTrainer:
                     last = self.training_step(self.step)
                     self.step += 1
                     if self.is_main:
-                        if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
+                        logs = _is_logging_step(cfg, self.step)
+                        if logs:
                             with metrics_path.open("a") as f:
                                 f.write(json.dumps({"step": self.step, **last}) + "\n")
-                        if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
+                        samples = cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0
+                        if (samples or (logs and cfg.log_completions)) and not last["sft_step"]:
                             self._log_samples()
                     self._step_counted()
                     signals.leave_critical()  # a Ctrl-C held during the update is raised here
@@ -877,15 +878,14 @@ class TRAPOTrainer:
                             {k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy") if k in last}
                         )
                         bar.update(1)
-                    if cfg.report_to != "none":
+                    if cfg.report_to:
                         acc.log(last, step=self.step)
                     self._check_stop(last)
                     if self._any_process(signals.stop_signal is not None):
                         self.save_checkpoint()
                         raise safety.Preempted(signals.stop_signal or signal.SIGTERM, self.step, self.output_dir)
-                    due = bool(cfg.save_steps and self.step % cfg.save_steps == 0) or bool(
-                        cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes
-                    )
+                    due = cfg.save_strategy == "steps" and bool(cfg.save_steps and self.step % cfg.save_steps == 0)
+                    due = due or bool(cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes)
                     if self.step < cfg.max_steps and self._any_process(due):
                         self.save_checkpoint()
                         last_save = time.monotonic()
@@ -921,7 +921,7 @@ class TRAPOTrainer:
                 "Lower learning_rate or check the data and reward"
             )
         final = self.save_final()
-        if cfg.report_to != "none":
+        if cfg.report_to:
             acc.end_training()
         return TrainResult(self.output_dir, final, self.step, last)
 
@@ -1087,13 +1087,36 @@ def _check_not_sharded(accelerator: Accelerator) -> None:
         )
 
 
-def _check_report_to(report_to: str) -> None:
+def _check_report_to(report_to: list[str]) -> None:
     """A metric sink whose package is missing is an error naming what to install."""
     import importlib.util
 
-    needs = {"tensorboard": "pip install 'trapo[tensorboard]'", "wandb": "pip install wandb"}
-    if report_to in needs and importlib.util.find_spec(report_to) is None:
-        raise ImportError(f"report_to={report_to} needs the {report_to} package: {needs[report_to]}")
+    needs = {"tensorboard": "pip install 'trapo[tensorboard]'"}
+    for sink in report_to:
+        if importlib.util.find_spec(sink) is None:
+            raise ImportError(f"report_to={sink} needs the {sink} package: {needs.get(sink, f'pip install {sink}')}")
+
+
+def _is_logging_step(config: TRAPOConfig, step: int) -> bool:
+    """Whether ``step`` (counted from 1) is logged: every logging_steps, the first (logging_first_step) and the last."""
+    if config.logging_strategy == "no":
+        return False
+    return step % config.logging_steps == 0 or step == config.max_steps or (config.logging_first_step and step == 1)
+
+
+def _prepare_model(model: torch.nn.Module, config: TRAPOConfig) -> None:
+    """TRL's model switches: gradient checkpointing and dropout off."""
+    if config.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=config.gradient_checkpointing_kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs)
+        if hasattr(model, "enable_input_require_grads"):  # LoRA: the checkpointed blocks need a grad input
+            model.enable_input_require_grads()
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
 
 
 def _context_length(model: torch.nn.Module) -> int | None:

@@ -24,7 +24,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, score_rewards
+from trapo.rewards import Completion, RewardSet, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -89,7 +89,7 @@ class GuidedSampler:
         self,
         engine: RolloutEngine,
         tokenizer,
-        reward_fn: RewardFunction,
+        reward_fn: RewardSet,
         schedule: MicroGroupSchedule,
         *,
         boundary_ids: set[int],

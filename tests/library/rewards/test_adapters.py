@@ -12,15 +12,20 @@ import pytest
 from trapo.data import Example
 from trapo.rewards import (
     FailedScore,
+    Reward,
+    RewardSet,
     as_reward_function,
-    bounded_reward,
     default_reward,
     detect_kind,
     load_reward,
     math_reward,
-    safe_rewards,
     score_rewards,
 )
+
+
+def safe_rewards(fn, completions, examples):
+    result = score_rewards(fn, completions, examples)
+    return result.scores, result.n_failed
 
 
 def make_examples() -> list[Example]:
@@ -182,7 +187,7 @@ def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thre
             time.sleep(30)
         return 1.0
 
-    reward = bounded_reward(as_reward_function(hang), 0.5, process=True)
+    reward = RewardSet([Reward(hang, process=True, timeout=0.5)])
     out = {}
 
     def go():
