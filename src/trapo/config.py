@@ -69,6 +69,12 @@ class TRAPOConfig(TRLFields):
         "answer within \\boxed{}.'), or a file holding a format string with {problem}.",
         default="chat",
     )
+    expert_key: str | None = _help(
+        "Column holding the expert solutions (dotted for nesting: extra_info.answer_list). Default: "
+        "extra_info.expert_solutions, else the one of target, expert_solutions, solutions, extra_info.answer_list "
+        "present (several present: an error naming them).",
+        default=None,
+    )
     expert_think: Literal["keep", "extract"] = _help(
         "Expert solutions written <think>...</think> + final text: keep the whole text, or extract the text "
         "inside <think> (the authors' code; a solution without the block is used whole, stripped).",

@@ -87,13 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
-    parser.add_argument(
-        "--expert-key",
-        default="extra_info.expert_solutions",
-        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
-        "the last micro-group) or one string. When the default is absent, its aliases are "
-        "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').",
-    )
     add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -153,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
+    from trapo.data.loaders import DEFAULT_EXPERT_KEY
     from trapo.models import load_model_and_tokenizer
     from trapo.rewards import load_reward
     from trapo.trainer import TRAPOTrainer
@@ -164,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         prompt_key=args.prompt_key,
         answer_key=args.answer_key,
-        expert_key=args.expert_key,
+        expert_key=config.expert_key or DEFAULT_EXPERT_KEY,
         strict=config.strict,
         split="train",
     )

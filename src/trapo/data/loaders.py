@@ -130,6 +130,9 @@ class LoadResult:
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
         text += f"; {self.without_expert} without an expert solution"
+        read = sorted({k for k in self.expert_keys.values() if k})
+        if read:
+            text += f" (expert solutions from {', '.join(map(repr, read))})"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
         if not self.skipped:
@@ -176,9 +179,14 @@ def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, requir
     if present(key):
         return key
     if key == default:
-        for alias in ALIASES.get(default, ()):
-            if present(alias):
-                return alias
+        found = [alias for alias in ALIASES.get(default, ()) if present(alias)]
+        if len(found) > 1 and default == DEFAULT_EXPERT_KEY:  # never pick one silently
+            raise ValueError(
+                f"{file}: no column {key!r}, but several that may hold the expert solutions: "
+                f"{', '.join(found)}; say which with expert_key (--expert_key), e.g. expert_key={found[0]!r}"
+            )
+        if found:
+            return found[0]
     if not required:
         return None
     aliases = f" (nor its aliases {', '.join(ALIASES[key])})" if key == default and key in ALIASES else ""

@@ -44,6 +44,7 @@ from trapo.data import (
     expert_text,
     load_examples,
 )
+from trapo.data.loaders import DEFAULT_EXPERT_KEY
 from trapo.losses import token_logprobs
 from trapo.objective import (
     ObjectiveWeights,
@@ -78,6 +79,7 @@ class DataReport:
     context: int | None = None
     think_kept: int = 0  # expert solutions with a <think> block used whole (expert_think="keep")
     unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
+    expert_keys: list[str] = field(default_factory=list)  # the columns expert solutions were read from
 
     def _where(self, rows: list[int]) -> str:
         shown = ", ".join(self.origins.get(r, f"row {r}") for r in rows[:5])
@@ -85,6 +87,8 @@ class DataReport:
 
     def summary(self) -> str:
         text = f"{self.kept}/{self.rows} rows kept; {self.without_expert} without an expert solution (RL only)"
+        if self.expert_keys:
+            text += f"; expert solutions from {', '.join(map(repr, self.expert_keys))}"
         if self.too_long:
             text += f"; {len(self.too_long)} skipped as longer than max_prompt_length ({self._where(self.too_long)})"
         if self.over_context:
@@ -245,7 +249,7 @@ class TRAPOTrainer:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = self.processing_class = tokenizer
-        examples, loaded, conversational = _as_examples(train_dataset, strict=config.strict)
+        examples, loaded, conversational = _as_examples(train_dataset, config.strict, config.expert_key)
         config = self.config = self.args = config.for_dataset(len(examples))  # max_steps=-1: from epochs
         self.reward_fn: RewardSet = reward_set(  # every reward as a record, through one path
             reward_funcs if reward_funcs is not None else (reward_fn or "math"),
@@ -294,6 +298,8 @@ class TRAPOTrainer:
                 "without expert guidance (grpo) to train RL only."
             )
         self.items, self.data_report = self._prepare(examples, _context_length(model))
+        if loaded is not None:
+            self.data_report.expert_keys = sorted({k for k in loaded.expert_keys.values() if k})
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
         if guided and not self.expert_items:
             raise ValueError(
@@ -1031,10 +1037,13 @@ class TRAPOTrainer:
                 f.write(json.dumps(row) + "\n")
 
 
-def _as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], LoadResult | None, bool]:
+def _as_examples(
+    dataset: Any, strict: bool = False, expert_key: str | None = None
+) -> tuple[list[Example], LoadResult | None, bool]:
     """(examples, the load result where this loaded them, whether rewards get chat messages as TRL would)."""
+    expert_key = expert_key or DEFAULT_EXPERT_KEY
     if isinstance(dataset, (str, os.PathLike)):
-        loaded = load_examples(dataset, strict=strict)
+        loaded = load_examples(dataset, strict=strict, expert_key=expert_key)
         return loaded.examples, loaded, False
     if isinstance(dataset, LoadResult):
         return dataset.examples, dataset, False
@@ -1053,7 +1062,7 @@ def _as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], Loa
         return rows, None, False
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise ValueError("train_dataset must hold dict rows (or trapo.data.Example records)")
-    loaded = examples_from_rows(rows, strict=strict)
+    loaded = examples_from_rows(rows, strict=strict, expert_key=expert_key)
     first = rows[0].get("prompt")
     return loaded.examples, loaded, isinstance(first, list)
 
