@@ -191,10 +191,13 @@ class TRAPOConfig(TRLFields):
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
 
     # --- LoRA ------------------------------------------------------------------------------------------
-    lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
-    lora_alpha: int = _help("LoRA alpha.", default=16)
-    lora_target_modules: list[str] = _help(
-        "LoRA target modules ('all-linear' or names).", default_factory=lambda: ["all-linear"]
+    lora: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA settings {r, alpha, target_modules} (a dict or its JSON); the keywords and flags "
+            "lora_r (rank; 0 trains all weights), lora_alpha (16) and lora_target_modules (all-linear) set it. "
+            "TRL's scripts pass LoRA as peft_config (ModelConfig's --use_peft) instead."
+        },
     )
 
     # --- logging and checkpoints -----------------------------------------------------------------------
@@ -218,7 +221,7 @@ class TRAPOConfig(TRLFields):
     )
     save_total_limit: int | None = _help("Keep at most N checkpoints (0 or None: keep all).", default=2)
     sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).", default=10)
-    report_to: str | list[str] | None = _help(
+    report_to: list[str] | str | None = _help(
         "Extra metric sinks: none, all, or tracker names (tensorboard, wandb, trackio, ...), as TRL.", default="none"
     )
     max_nonfinite_steps: int = _help(
@@ -253,6 +256,7 @@ class TRAPOConfig(TRLFields):
     def __post_init__(self) -> None:
         method = get_method(self.method)
         self.check_trl_fields()
+        self.lora = config_trl.lora_settings(self.lora)
         self.report_to = config_trl.report_sinks(self.report_to)
         self.save_total_limit = self.save_total_limit or 0
         if self.max_steps < 1 and self.num_train_epochs is None:
@@ -339,6 +343,18 @@ class TRAPOConfig(TRLFields):
         return dataclasses.replace(self, max_steps=epochs)
 
     @property
+    def lora_r(self) -> int:
+        return self.lora["r"]
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.lora["alpha"]
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        return self.lora["target_modules"]
+
+    @property
     def preset(self) -> Method:
         return get_method(self.method)
 
@@ -394,7 +410,7 @@ def check_keys(values: dict[str, Any], source: str) -> None:
     """Raise ``ValueError`` naming ``source`` and the valid keys when ``values`` has unknown keys."""
     for name in sorted(set(values) & set(REFUSED)):
         config_trl.refuse(name, values[name])
-    unknown = sorted(set(values) - set(config_fields()) - set(REFUSED))
+    unknown = sorted(set(values) - set(config_fields()) - set(REFUSED) - set(config_trl.LORA_KEYWORDS))
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {', '.join(config_fields())}")
 

@@ -43,6 +43,10 @@ DIFFERENT_DEFAULTS: dict[str, tuple[Any, str]] = {
     "project": ("huggingface", "trapo"),
 }
 STRATEGIES = ("steps", "no")
+# trapo's LoRA keywords (kept out of the dataclass fields, so that TRL's ModelConfig, which has fields of
+# these names, can share a TrlParser with TRAPOConfig) -> their key in TRAPOConfig.lora
+LORA_KEYWORDS = {"lora_r": "r", "lora_alpha": "alpha", "lora_target_modules": "target_modules"}
+LORA_DEFAULTS: dict[str, Any] = {"r": 0, "alpha": 16, "target_modules": ["all-linear"]}
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 
 
@@ -134,6 +138,20 @@ def _as_dict(name: str, value: Any) -> dict | None:
     return parsed
 
 
+def lora_settings(value: Any) -> dict[str, Any]:
+    """``TRAPOConfig.lora`` with every setting filled in (a dict, its JSON or None)."""
+    given = _as_dict("lora", value) or {}
+    unknown = sorted(set(given) - set(LORA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"lora: unknown setting(s) {unknown}; settings: {', '.join(LORA_DEFAULTS)}")
+    settings = {**LORA_DEFAULTS, **given}
+    if isinstance(settings["target_modules"], str):
+        settings["target_modules"] = [settings["target_modules"]]
+    if settings["r"] < 0:
+        raise ValueError(f"lora_r must be >= 0, got {settings['r']}")
+    return settings
+
+
 def refuse(name: str, value: Any) -> None:
     """Nothing when ``value`` is TRL's default for the refused field ``name``; else what to use instead."""
     default, advice = REFUSED[name]
@@ -142,13 +160,17 @@ def refuse(name: str, value: Any) -> None:
 
 
 def accepts_trl_names(cls: type) -> type:
-    """Let ``cls(...)`` take TRL's refused names: dropped at TRL's default, else a clear error (:func:`refuse`)."""
+    """Let ``cls(...)`` take TRL's refused names (dropped at TRL's default, else a clear error: :func:`refuse`)
+    and trapo's LoRA keywords (:data:`LORA_KEYWORDS`, gathered into ``lora``)."""
     init = cls.__init__
 
     @functools.wraps(init)
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         for name in [k for k in kwargs if k in REFUSED]:
             refuse(name, kwargs.pop(name))
+        lora = {LORA_KEYWORDS[k]: kwargs.pop(k) for k in list(kwargs) if k in LORA_KEYWORDS}
+        if lora:
+            kwargs["lora"] = {**(_as_dict("lora", kwargs.get("lora")) or {}), **lora}
         init(self, *args, **kwargs)
 
     cls.__init__ = __init__
@@ -186,6 +208,8 @@ def defaults_notice(config: Any) -> str:
     ours = {f.name: f.default for f in fields(config)}
     left = []
     for name, (trl_default, _) in DIFFERENT_DEFAULTS.items():
+        if name == "num_train_epochs":  # said by max_steps's entry
+            continue
         value = getattr(config, name)
         at_default = value == ours[name] or (
             name == "max_steps" and config.num_train_epochs is None and value == DEFAULT_MAX_STEPS

@@ -8,6 +8,7 @@ import re
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
+from trapo.config_trl import LORA_KEYWORDS
 from trapo.methods import METHODS, get_method
 
 DESCRIPTION = (
@@ -87,6 +88,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
+    parser.add_argument("--lora_r", "--lora-r", type=int, default=None, help="LoRA rank (0: train all weights).")
+    parser.add_argument("--lora_alpha", "--lora-alpha", type=int, default=None, help="LoRA alpha (16).")
+    parser.add_argument(
+        "--lora_target_modules",
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        help="LoRA target modules: all-linear (the default) or module names.",
+    )
     add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
 
@@ -122,9 +132,11 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     if args.config:
         parser.set_defaults(**read_yaml(args.config))
         args = parser.parse_args(args.argv[1:])
-    names = set(TRAPOConfig.__dataclass_fields__)
+    names = set(TRAPOConfig.__dataclass_fields__) | set(LORA_KEYWORDS)
     try:
-        return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+        return TRAPOConfig(
+            **{k: v for k, v in vars(args).items() if k in names and not (k in LORA_KEYWORDS and v is None)}
+        )
     except ValueError as err:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
 

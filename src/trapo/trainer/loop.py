@@ -201,6 +201,7 @@ class TRAPOTrainer:
         processing_class: Any = None,
         *,
         peft_config: Any = None,
+        quantization_config: Any = None,
         tokenizer: Any = None,
         config: TRAPOConfig | None = None,
         reward_fn: Callable | None = None,
@@ -230,6 +231,11 @@ class TRAPOTrainer:
             tokenizer = _tokenizer_of(model)
         if train_dataset is None:
             raise ValueError("train_dataset is required")
+        if quantization_config is not None:
+            raise ValueError(
+                "quantization_config is not supported: load the quantised model yourself and pass it as model= "
+                "(with peft_config for LoRA on top)"
+            )
         if reward_funcs is not None and reward_fn is not None:
             raise ValueError("pass the reward as reward_funcs or reward_fn, not both")
         _check_report_to(config.report_to)
@@ -965,7 +971,10 @@ class TRAPOTrainer:
         self._reward_failures_in_a_row = (
             self._reward_failures_in_a_row + 1 if failed >= cfg.max_reward_failure_share - 1e-9 else 0
         )
-        if cfg.max_reward_failure_steps and self._reward_failures_in_a_row >= cfg.max_reward_failure_steps:
+        every_step = self.step == cfg.max_steps and self._reward_failures_in_a_row >= self.step - cfg.sft_steps
+        if cfg.max_reward_failure_steps and (
+            self._reward_failures_in_a_row >= cfg.max_reward_failure_steps or every_step
+        ):
             raise safety.TrainingStopped(
                 f"the reward failed on {failed:.0%} of the rollouts for {self._reward_failures_in_a_row} steps in "
                 f"a row (last at step {self.step}; {self._reward_error or 'see the step lines above'}); stopping. "
@@ -993,24 +1002,35 @@ class TRAPOTrainer:
             )
         self.accelerator.wait_for_everyone()
 
-    def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
-        """Save the model and tokenizer (TRL's name): to ``output_dir``, default ``args.output_dir``."""
-        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir)
+    def end(self) -> None:
+        """Release what the run holds beyond ``train()``: the reward worker processes (TRL's ``end()``)."""
+        self.reward_fn.close()
 
-    def save_final(self, final: Path | None = None) -> Path:
-        """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``; written
-        through a temporary directory renamed at the end (default: ``output_dir/final``)."""
+    def save_model(self, output_dir: str | os.PathLike | None = None, merged: bool = False) -> Path:
+        """Save the model and tokenizer to ``output_dir`` (default ``args.output_dir``), as TRL does: a LoRA
+        run saves its adapter (``merged=True``: the model with LoRA merged in). A directory that exists (the
+        run's own output_dir) gets the files beside what it holds; a new one is written whole or not at all."""
+        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir, merged=merged)
+
+    def save_final(self, final: Path | None = None, merged: bool = True) -> Path:
+        """The trained model (LoRA merged in unless ``merged=False``: then the adapter) with its tokenizer,
+        loadable with ``from_pretrained`` (default: ``output_dir/final``, written through a temporary directory
+        renamed at the end)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
         if self.is_main:
             model = self.unwrapped
-            if hasattr(model, "merge_and_unload"):
+            if merged and hasattr(model, "merge_and_unload"):
                 import copy
 
                 model = copy.deepcopy(model).merge_and_unload()
-            with atomic_directory(final) as tmp:
-                model.save_pretrained(tmp)
-                self.tokenizer.save_pretrained(tmp)
+            if final.is_dir():
+                model.save_pretrained(final)
+                self.tokenizer.save_pretrained(final)
+            else:
+                with atomic_directory(final) as tmp:
+                    model.save_pretrained(tmp)
+                    self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -1028,6 +1048,7 @@ class TRAPOTrainer:
                 "prefix": decode(t.prefix_ids, skip_special_tokens=True),
                 "continuation": decode(t.completion_ids, skip_special_tokens=True),
                 "reward": t.reward,
+                **t.logged,
             }
             for t in batch.trajectories
             if t.prompt_index == 0

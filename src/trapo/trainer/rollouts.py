@@ -49,6 +49,7 @@ class Trajectory:
     completion_ids: list[int]
     prefix_loss: bool = False
     reward: float = 0.0
+    logged: dict = field(default_factory=dict)  # what the rewards logged for it (TRL's log_extra columns)
 
     @property
     def response_ids(self) -> list[int]:
@@ -219,8 +220,9 @@ class GuidedSampler:
             rewards = scored.scores
             failures.update(scored.failures)
             first_error = first_error or scored.first_error
-            for traj, reward in zip(group_trajs, rewards, strict=True):
+            for i, (traj, reward) in enumerate(zip(group_trajs, rewards, strict=True)):
                 traj.reward = float(reward)
+                traj.logged = {column: values[i] for column, values in scored.extra.items()}
                 returns[traj.prompt_index] += traj.reward
             trajectories.extend(group_trajs)
 

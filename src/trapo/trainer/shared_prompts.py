@@ -30,7 +30,7 @@ def supports_shared_prompts(model: torch.nn.Module) -> bool:
     """Whether ``model`` can take the prompts' KV cache as ``past_key_values`` in training: a transformers
     model whose cache layers are all full attention (a sliding window would drop prompt positions), without
     gradient checkpointing (which turns the cache off in training)."""
-    if DynamicCache is None or getattr(model, "is_gradient_checkpointing", False):
+    if DynamicCache is None or _checkpointing(model):
         return False
     try:
         layers = getattr(DynamicCache(config=model.config), "layers", None)
@@ -122,3 +122,10 @@ class PromptCache:
             use_cache=True,
             **{_cache_argument(model): cache},
         ).logits
+
+
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on (transformers >= 5.20 renamed the flag)."""
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))

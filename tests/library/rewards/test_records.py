@@ -13,7 +13,10 @@ from trapo.data import examples_from_rows
 from trapo.rewards import Completion, Reward, RewardSet, detect_kind, reward_set, score_rewards
 
 ROWS = examples_from_rows(
-    [{"prompt": "1+1", "answer": "2", "solution": "2", "task": "math"}, {"prompt": "2+2", "answer": "4", "solution": "4"}]
+    [
+        {"prompt": "1+1", "answer": "2", "solution": "2", "task": "math"},
+        {"prompt": "2+2", "answer": "4", "solution": "4"},
+    ]
 )
 COMPLETIONS = [Completion("2", [7, 8, 9]), Completion("5", [7])]
 

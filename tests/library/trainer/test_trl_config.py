@@ -54,7 +54,7 @@ def test_a_refused_field_at_trls_default_is_a_no_op_and_otherwise_names_what_to_
         with pytest.raises(ValueError, match=re.escape(f"{name}=")) as err:
             TRAPOConfig(**{name: _other_than(default)})
         assert advice in str(err.value) and "not supported" in str(err.value)
-    with pytest.raises(ValueError, match="use_vllm=True .*RolloutEngine"):
+    with pytest.raises(ValueError, match=r"use_vllm=True .*RolloutEngine"):
         check_keys({"use_vllm": True}, "config.yaml")
 
 
