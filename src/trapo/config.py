@@ -259,6 +259,10 @@ class TRAPOConfig(TRLFields):
         self.lora = config_trl.lora_settings(self.lora)
         self.report_to = config_trl.report_sinks(self.report_to)
         self.save_total_limit = self.save_total_limit or 0
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise ValueError(
+                f"max_steps must be >= 1 (or -1, TRL's default: num_train_epochs epochs), got {self.max_steps}"
+            )
         if self.max_steps < 1 and self.num_train_epochs is None:
             self.max_steps = DEFAULT_MAX_STEPS
         if self.max_steps >= 1:  # else resolved from the data set's size (for_dataset)
@@ -333,26 +337,6 @@ class TRAPOConfig(TRLFields):
                 f"num_generations ({n})"
             )
         return dataclasses.replace(self, prompts_per_step=completions // n, mini_batch_size=per_device)
-
-    def for_dataset(self, rows: int) -> TRAPOConfig:
-        """This config for a training set of ``rows`` prompts: ``max_steps=-1`` with ``num_train_epochs``
-        becomes that many epochs (TRL's rule); otherwise unchanged."""
-        if self.max_steps >= 1:
-            return self
-        epochs = config_trl.epoch_steps(self.num_train_epochs or 0, rows, self.prompts_per_step)
-        return dataclasses.replace(self, max_steps=epochs)
-
-    @property
-    def lora_r(self) -> int:
-        return self.lora["r"]
-
-    @property
-    def lora_alpha(self) -> int:
-        return self.lora["alpha"]
-
-    @property
-    def lora_target_modules(self) -> list[str]:
-        return self.lora["target_modules"]
 
     @property
     def preset(self) -> Method:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -102,6 +103,27 @@ class TRLFields:
     do_train: bool = _help("Not used (as in TRL's trainers).", default=False)
     do_eval: bool = _help("Not used (as in TRL's trainers).", default=False)
     do_predict: bool = _help("Not used (as in TRL's trainers).", default=False)
+
+    def for_dataset(self, rows: int) -> Any:
+        """This config for a training set of ``rows`` prompts: ``max_steps=-1`` with ``num_train_epochs``
+        becomes that many epochs (TRL's rule); otherwise unchanged."""
+        if self.max_steps >= 1:
+            return self
+        steps = epoch_steps(self.num_train_epochs or 0, rows, self.prompts_per_step)
+        return dataclasses.replace(self, max_steps=steps)
+
+    # trapo's LoRA settings, read from ``lora`` (see LORA_KEYWORDS)
+    @property
+    def lora_r(self) -> int:
+        return self.lora["r"]
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.lora["alpha"]
+
+    @property
+    def lora_target_modules(self) -> list[str]:
+        return self.lora["target_modules"]
 
     def check_trl_fields(self) -> None:
         """Validate the TRL fields and put them in the form the trainer uses."""

@@ -971,10 +971,7 @@ class TRAPOTrainer:
         self._reward_failures_in_a_row = (
             self._reward_failures_in_a_row + 1 if failed >= cfg.max_reward_failure_share - 1e-9 else 0
         )
-        every_step = self.step == cfg.max_steps and self._reward_failures_in_a_row >= self.step - cfg.sft_steps
-        if cfg.max_reward_failure_steps and (
-            self._reward_failures_in_a_row >= cfg.max_reward_failure_steps or every_step
-        ):
+        if cfg.max_reward_failure_steps and self._reward_failures_in_a_row >= cfg.max_reward_failure_steps:
             raise safety.TrainingStopped(
                 f"the reward failed on {failed:.0%} of the rollouts for {self._reward_failures_in_a_row} steps in "
                 f"a row (last at step {self.step}; {self._reward_error or 'see the step lines above'}); stopping. "

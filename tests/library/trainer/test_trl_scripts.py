@@ -199,7 +199,7 @@ def test_a_reward_that_always_fails_stops_the_run_and_says_why_from_the_first_st
     args = TRAPOConfig(
         output_dir=str(tmp_path / "run"),
         method="grpo",
-        max_steps=2,
+        max_steps=3,
         max_completion_length=8,
         num_generations=4,
         per_device_train_batch_size=4,
