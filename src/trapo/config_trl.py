@@ -71,6 +71,11 @@ class TRLFields:
         default=None,
         metadata={"help": "Keyword arguments of model.gradient_checkpointing_enable (a dict or its JSON)."},
     )
+    mask_truncated_completions: bool = _help(
+        "Leave continuations cut at max_completion_length (no EOS) out of the policy loss and the entropy, as "
+        "TRL (their expert prefix still trains).",
+        default=False,
+    )
     top_k: int = _help("Sample rollouts from the k most likely tokens (0: all).", default=0)
     optim: str = _help(f"Optimizer: {' / '.join(OPTIMIZERS)} (both torch's AdamW).", default="adamw_torch_fused")
     adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)

@@ -154,10 +154,6 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "vespo_lambda_neg": (2.0, _LOSS),
     "importance_sampling_level": ("token", "the ratio is per token (TRAPO.md); sequence-level (GSPO) is not supported"),
     "multi_objective_aggregation": ("sum_then_normalize", "rewards are summed with reward_weights, then scale_rewards"),
-    "mask_truncated_completions": (
-        False,
-        "truncated completions are trained on; raise max_completion_length so fewer are cut",
-    ),
     "sync_ref_model": (False, _REF),
     "ref_model_mixup_alpha": (0.6, _REF),
     "ref_model_sync_steps": (512, _REF),

@@ -77,6 +77,23 @@ def with_trl_names(metrics: dict[str, float], reward_names: Sequence[str]) -> di
     return out
 
 
+def is_logging_step(config: Any, step: int) -> bool:
+    """Whether ``step`` (counted from 1) is logged: every ``logging_steps``, the first (``logging_first_step``)
+    and the last; never with ``logging_strategy="no"``."""
+    if config.logging_strategy == "no":
+        return False
+    return step % config.logging_steps == 0 or step == config.max_steps or (config.logging_first_step and step == 1)
+
+
+def tracker_kwargs(config: Any) -> dict[str, Any]:
+    """``Accelerator.init_trackers`` arguments: the project, the config's plain values, the run's name."""
+    return {
+        "project_name": config.project,
+        "config": {k: v for k, v in config.to_dict().items() if isinstance(v, int | float | str | bool)},
+        "init_kwargs": {"wandb": {"name": config.run_name}} if config.run_name else {},
+    }
+
+
 CONSOLE_KEYS = ("loss", "reward", "reward_std", "entropy", "grad_norm", "learning_rate", "num_tokens")
 
 

@@ -116,7 +116,6 @@ def test_report_to_takes_trls_forms():
         ({"save_strategy": "epoch"}, "save_steps"),
         ({"optim": "sgd"}, "AdamW"),
         ({"shuffle_dataset": False}, "seeded permutations"),
-        ({"mask_truncated_completions": True}, "max_completion_length"),
         ({"repetition_penalty": 1.2}, "temperature, top_p and top_k"),
     ],
 )
@@ -130,6 +129,7 @@ def test_commonly_set_trl_fields_are_taken():
         num_train_epochs=1.0,
         max_steps=-1,
         gradient_checkpointing=True,
+        mask_truncated_completions=True,
         top_k=5,
         logging_first_step=True,
         logging_strategy="steps",
