@@ -23,11 +23,6 @@ from trapo.rewards import (
 )
 
 
-def safe_rewards(fn, completions, examples):
-    result = score_rewards(fn, completions, examples)
-    return result.scores, result.n_failed
-
-
 def make_examples() -> list[Example]:
     return [
         Example(
@@ -180,7 +175,7 @@ def test_default_reward_flags_an_unverifiable_ground_truth():
     assert result.scores == [0.0] and result.failures == {"unverifiable": 1}
 
 
-def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thread():
+def test_a_reward_in_a_worker_process_is_stopped_when_it_hangs_from_any_thread():
     import threading
     import time
 
