@@ -25,7 +25,7 @@ from trapo import config_trl
 from trapo.config_trl import DEFAULT_MAX_STEPS, TRLFields, accepts_trl_names
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
-from trapo.objective import ObjectiveWeights
+from trapo.objective import ObjectiveWeights, PrefixLoss
 from trapo.trl_refused import REFUSED
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
@@ -125,9 +125,7 @@ class TRAPOConfig(TRLFields):
     )
 
     # --- losses ----------------------------------------------------------------------------------------
-    prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
-        "Loss on expert tokens (default: the method's).", default=None
-    )
+    prefix_loss: PrefixLoss | None = _help("Loss on expert tokens (default: the method's).", default=None)
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
