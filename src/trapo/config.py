@@ -21,9 +21,12 @@ from typing import Any, Literal
 
 import yaml
 
+from trapo import config_trl
+from trapo.config_trl import DEFAULT_MAX_STEPS, TRLFields, accepts_trl_names
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
 from trapo.objective import ObjectiveWeights, PrefixLoss
+from trapo.trl_refused import REFUSED
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
@@ -35,15 +38,19 @@ def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
 
+@accepts_trl_names
 @dataclass
-class TRAPOConfig:
+class TRAPOConfig(TRLFields):
     # --- what to run ---------------------------------------------------------------------------------
     method: str = _help(f"Training method: {', '.join(METHODS)}.", default="trapo")
     output_dir: str = _help(
         "Where checkpoints, metrics.jsonl, samples.jsonl and the final model go.", default="runs/trapo"
     )
     seed: int = _help("Seed of data order, rollouts and initialisation.", default=0)
-    max_steps: int = _help("Optimizer steps.", default=100)
+    max_steps: int = _help(
+        f"Optimizer steps; -1 (TRL's default): num_train_epochs epochs when set, else {DEFAULT_MAX_STEPS} steps.",
+        default=-1,
+    )
     prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper used 8).", default=8)
     per_device_train_batch_size: int | None = _help(
         "TRL's name: completions per process per forward/backward. When it or gradient_accumulation_steps is "
@@ -62,6 +69,12 @@ class TRAPOConfig:
         "text), trapo (the authors' Qwen prompt: system message + 'Please reason step by step, and put your final "
         "answer within \\boxed{}.'), or a file holding a format string with {problem}.",
         default="chat",
+    )
+    expert_key: str | None = _help(
+        "Column holding the expert solutions (dotted for nesting: extra_info.answer_list). Default: "
+        "extra_info.expert_solutions, else the one of target, expert_solutions, solutions, extra_info.answer_list "
+        "present (several present: an error naming them).",
+        default=None,
     )
     expert_think: Literal["keep", "extract"] = _help(
         "Expert solutions written <think>...</think> + final text: keep the whole text, or extract the text "
@@ -168,7 +181,7 @@ class TRAPOConfig:
     # --- optimisation ----------------------------------------------------------------------------------
     learning_rate: float = _help("Peak learning rate (the paper: 1e-6 on a 7B model).", default=1e-6)
     lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.", default="constant")
-    warmup_steps: int = _help("Linear warm-up steps.", default=0)
+    warmup_steps: float = _help("Linear warm-up steps (a float in (0, 1): that share of max_steps).", default=0)
     weight_decay: float = _help("AdamW weight decay (the authors' code: 0.01).", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
@@ -177,15 +190,24 @@ class TRAPOConfig:
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
 
     # --- LoRA ------------------------------------------------------------------------------------------
-    lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
-    lora_alpha: int = _help("LoRA alpha.", default=16)
-    lora_target_modules: list[str] = _help(
-        "LoRA target modules ('all-linear' or names).", default_factory=lambda: ["all-linear"]
+    lora: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA settings {r, alpha, target_modules} (a dict or its JSON); the keywords and flags "
+            "lora_r (rank; 0 trains all weights), lora_alpha (16) and lora_target_modules (all-linear) set it. "
+            "TRL's scripts pass LoRA as peft_config (ModelConfig's --use_peft) instead."
+        },
     )
 
     # --- logging and checkpoints -----------------------------------------------------------------------
-    logging_steps: int = _help("Metrics every N steps (metrics.jsonl).", default=1)
-    save_steps: int = _help("Checkpoint every N steps (0: only at the end and on interrupt).", default=0)
+    logging_steps: float = _help(
+        "Metrics every N steps (metrics.jsonl, the console line; a float in (0, 1): that share of max_steps).",
+        default=1,
+    )
+    save_steps: float = _help(
+        "Checkpoint every N steps (0: only at the end and on interrupt; a float in (0, 1): that share of max_steps).",
+        default=0,
+    )
     save_minutes: float = _help(
         "Also checkpoint when N minutes have passed since the last checkpoint (0: never), so a SIGKILL or an "
         "out-of-memory kill loses minutes, not the run.",
@@ -196,9 +218,11 @@ class TRAPOConfig:
         "deleted); without it such a directory is refused unless --resume.",
         default=False,
     )
-    save_total_limit: int = _help("Keep at most N checkpoints (0: keep all).", default=2)
+    save_total_limit: int | None = _help("Keep at most N checkpoints (0 or None: keep all).", default=2)
     sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).", default=10)
-    report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
+    report_to: list[str] | str | None = _help(
+        "Extra metric sinks: none, all, or tracker names (tensorboard, wandb, trackio, ...), as TRL.", default="none"
+    )
     max_nonfinite_steps: int = _help(
         "Stop after this many consecutive steps skipped (NaN/inf loss or gradient, or an update out of range: "
         "see update_guard_factor).",
@@ -230,6 +254,19 @@ class TRAPOConfig:
 
     def __post_init__(self) -> None:
         method = get_method(self.method)
+        self.check_trl_fields()
+        self.lora = config_trl.lora_settings(self.lora)
+        self.report_to = config_trl.report_sinks(self.report_to)
+        self.save_total_limit = self.save_total_limit or 0
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise ValueError(
+                f"max_steps must be >= 1 (or -1, TRL's default: num_train_epochs epochs), got {self.max_steps}"
+            )
+        if self.max_steps < 1 and self.num_train_epochs is None:
+            self.max_steps = DEFAULT_MAX_STEPS
+        if self.max_steps >= 1:  # else resolved from the data set's size (for_dataset)
+            for name in ("warmup_steps", "logging_steps", "save_steps"):
+                setattr(self, name, config_trl.steps_of(getattr(self, name), self.max_steps))
         self.scale_rewards = _scale_rewards(self.scale_rewards)
         if self.loss_type is not None:
             if self.loss_type not in TRL_LOSS_TYPES and self.loss_type not in TRL_LOSS_TYPES.values():
@@ -247,7 +284,6 @@ class TRAPOConfig:
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
         for name, value in (
-            ("max_steps", self.max_steps),
             ("prompts_per_step", self.prompts_per_step),
             ("max_completion_length", self.max_completion_length),
             ("num_iterations", self.num_iterations),
@@ -373,7 +409,9 @@ def config_fields() -> list[str]:
 
 def check_keys(values: dict[str, Any], source: str) -> None:
     """Raise ``ValueError`` naming ``source`` and the valid keys when ``values`` has unknown keys."""
-    unknown = sorted(set(values) - set(config_fields()))
+    for name in sorted(set(values) & set(REFUSED)):
+        config_trl.refuse(name, values[name])
+    unknown = sorted(set(values) - set(config_fields()) - set(REFUSED) - set(config_trl.LORA_KEYWORDS))
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {', '.join(config_fields())}")
 

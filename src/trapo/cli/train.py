@@ -8,6 +8,7 @@ import re
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
+from trapo.config_trl import LORA_KEYWORDS
 from trapo.methods import METHODS, get_method
 
 DESCRIPTION = (
@@ -87,12 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
+    parser.add_argument("--lora_r", "--lora-r", type=int, default=None, help="LoRA rank (0: train all weights).")
+    parser.add_argument("--lora_alpha", "--lora-alpha", type=int, default=None, help="LoRA alpha (16).")
     parser.add_argument(
-        "--expert-key",
-        default="extra_info.expert_solutions",
-        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
-        "the last micro-group) or one string. When the default is absent, its aliases are "
-        "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').",
+        "--lora_target_modules",
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        help="LoRA target modules: all-linear (the default) or module names.",
     )
     add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
@@ -129,9 +132,11 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     if args.config:
         parser.set_defaults(**read_yaml(args.config))
         args = parser.parse_args(args.argv[1:])
-    names = set(TRAPOConfig.__dataclass_fields__)
+    names = set(TRAPOConfig.__dataclass_fields__) | set(LORA_KEYWORDS)
     try:
-        return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+        return TRAPOConfig(
+            **{k: v for k, v in vars(args).items() if k in names and not (k in LORA_KEYWORDS and v is None)}
+        )
     except ValueError as err:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
 
@@ -150,13 +155,22 @@ def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None
     print(f"warning: {message}")
 
 
+def _isolated(reward):
+    """A --reward runs in a worker process, so that its time bound holds for any code (the built-in math
+    reward bounds each check itself)."""
+    import dataclasses
+
+    return reward if reward.checks_math else dataclasses.replace(reward, process=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
+    from trapo.data.loaders import DEFAULT_EXPERT_KEY
     from trapo.models import load_model_and_tokenizer
-    from trapo.rewards import in_worker_process, load_reward
+    from trapo.rewards import load_reward
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
@@ -166,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         prompt_key=args.prompt_key,
         answer_key=args.answer_key,
-        expert_key=args.expert_key,
+        expert_key=config.expert_key or DEFAULT_EXPERT_KEY,
         strict=config.strict,
         split="train",
     )
@@ -176,18 +190,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--method {config.method} trains on expert solutions, but {problem}. --method grpo trains RL only."
         )
-    rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
+    rewards = [_isolated(load_reward(spec)) for spec in args.reward or ("math",)]
     model, tokenizer = load_model_and_tokenizer(args.model)
-    if len(rewards) > 1 or (rewards and config.reward_weights is not None):
-        trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
-    else:
-        trainer = TRAPOTrainer(
-            model,
-            processing_class=tokenizer,
-            train_dataset=data,
-            args=config,
-            reward_fn=rewards[0] if rewards else None,
-        )
+    trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
     _warn_unverifiable(trainer.data_report.unverifiable, data, config.strict)
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     try:

@@ -43,19 +43,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trapo.data.columns import (
+    ALIASES,
+    DEFAULT_ANSWER_KEY,
+    DEFAULT_EXPERT_KEY,
+    DEFAULT_PROMPT_KEY,
+)
+from trapo.data.columns import (
+    MISSING as _MISSING,
+)
+from trapo.data.columns import (
+    column_names as _column_names,
+)
+from trapo.data.columns import (
+    get_value as _get,
+)
+from trapo.data.columns import (
+    resolve_key as _resolve_key,
+)
 from trapo.data.schema import Example
 
-DEFAULT_PROMPT_KEY = "prompt"
-DEFAULT_ANSWER_KEY = "reward_model.ground_truth"
-DEFAULT_EXPERT_KEY = "extra_info.expert_solutions"
-ALIASES = {
-    DEFAULT_PROMPT_KEY: ("question", "problem"),
-    DEFAULT_ANSWER_KEY: ("answer", "ground_truth"),
-    DEFAULT_EXPERT_KEY: ("target", "expert_solutions", "solutions", "extra_info.answer_list"),
-}
 HF_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 SUFFIXES = (".parquet", ".jsonl")
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,9 @@ class LoadResult:
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
         text += f"; {self.without_expert} without an expert solution"
+        read = sorted({k for k in self.expert_keys.values() if k})
+        if read:
+            text += f" (expert solutions from {', '.join(map(repr, read))})"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
         if not self.skipped:
@@ -142,47 +154,6 @@ class LoadResult:
             more = ", ..." if len(rows) > max_rows else ""
             parts.append(f"{count} with {fld!r} {reason} ({shown}{more})")
         return f"{text}; skipped {len(self.skipped)} rows: " + "; ".join(parts)
-
-
-def _get(row: dict, key: str) -> Any:
-    """The value at a dotted key, or _MISSING when the row does not have it."""
-    if key in row:
-        return row[key]
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def _column_names(rows: Sequence[dict], limit: int = 200) -> list[str]:
-    names: dict[str, None] = {}
-    for row in rows[:limit]:
-        for key, value in row.items():
-            names[key] = None
-            if isinstance(value, dict):
-                for sub in value:
-                    names[f"{key}.{sub}"] = None
-    return list(names)
-
-
-def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, required: bool) -> str | None:
-    """The key to read: ``key`` itself, or (for a default key absent from every row) its first alias present."""
-
-    def present(k: str) -> bool:
-        return any(_get(r, k) is not _MISSING for r in rows)
-
-    if present(key):
-        return key
-    if key == default:
-        for alias in ALIASES.get(default, ()):
-            if present(alias):
-                return alias
-    if not required:
-        return None
-    aliases = f" (nor its aliases {', '.join(ALIASES[key])})" if key == default and key in ALIASES else ""
-    raise ValueError(f"{file}: no column {key!r}{aliases}; columns found: {', '.join(_column_names(rows)) or 'none'}")
 
 
 def _read_parquet(path: Path) -> list[tuple[int, Any]]:

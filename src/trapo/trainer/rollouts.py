@@ -24,7 +24,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, RewardScores, score_rewards
+from trapo.rewards import Completion, RewardScores, RewardSet, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -53,6 +53,7 @@ class Trajectory:
     completion_ids: list[int] = field(default_factory=list)
     trains_prefix: bool = False
     reward: float = 0.0
+    logged: dict = field(default_factory=dict)  # what the rewards logged for it (TRL's log_extra columns)
 
     @classmethod
     def demonstration(cls, prompt_ids: list[int], expert_ids: list[int]) -> Trajectory:
@@ -98,7 +99,7 @@ class GuidedSampler:
         self,
         engine: RolloutEngine,
         tokenizer,
-        reward_fn: RewardFunction,
+        reward_fn: RewardSet,
         schedule: MicroGroupSchedule,
         *,
         boundary_ids: set[int],
@@ -234,12 +235,9 @@ class GuidedSampler:
                 generation_seconds += time.perf_counter() - t0
             group_trajs = self._trajectories(items, chosen, pool, prefix_of)
             scored = self._score(items, group_trajs)
-            rewards = scored.scores
             failures.update(scored.failures)
             first_error = first_error or scored.first_error
-            for traj, reward in zip(group_trajs, rewards, strict=True):
-                traj.reward = float(reward)
-                returns[traj.prompt_index] += traj.reward
+            _take_scores(group_trajs, scored, returns)
             trajectories.extend(group_trajs)
 
         generated = (
@@ -253,3 +251,11 @@ class GuidedSampler:
             reward_failures=failures,
             first_reward_error=first_error,
         )
+
+
+def _take_scores(trajectories: Sequence[Trajectory], scored: RewardScores, returns: list[float]) -> None:
+    """Each trajectory's reward and what the rewards logged for it; the prompts' cumulative returns grow."""
+    for i, traj in enumerate(trajectories):
+        traj.reward = float(scored.scores[i])
+        traj.logged = {column: values[i] for column, values in scored.extra.items()}
+        returns[traj.prompt_index] += traj.reward

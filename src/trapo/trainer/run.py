@@ -18,17 +18,21 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from trapo.atomic import atomic_directory
+from trapo.config_trl import defaults_notice
 from trapo.trainer import checkpoint as ckpt
 from trapo.trainer import safety
 from trapo.trainer.metrics import append_jsonl, truncate_jsonl
+from trapo.trainer.trl_surface import console_line, is_logging_step, tracker_kwargs
 
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
 
     from trapo.config import TRAPOConfig
+    from trapo.rewards import RewardSet
     from trapo.trainer.data_prep import DataReport
     from trapo.trainer.rollouts import RolloutBatch
+    from trapo.trainer.trl_surface import Callbacks
 
 
 @dataclass
@@ -61,6 +65,9 @@ class TrainingRun:
     _reward_error: str
     _last_batch: RolloutBatch | None
     _uncounted_update: bool
+    callbacks: Callbacks
+    state: Any
+    reward_fn: RewardSet
 
     unwrapped: torch.nn.Module
 
@@ -192,23 +199,27 @@ class TrainingRun:
     def _train(self, resume_from_checkpoint: str | bool | None) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         self._start(resume_from_checkpoint)
-        if cfg.report_to != "none":
-            acc.init_trackers(
-                "trapo", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
-            )
+        if cfg.report_to:
+            acc.init_trackers(**tracker_kwargs(cfg))
         acc.print(f"data: {self.data_report.summary()}")
-        bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}", dynamic_ncols=True
-        )
+        if defaults_notice(cfg):
+            acc.print(defaults_notice(cfg))
+        self.state.global_step = self.step
+        self.callbacks.fire("on_train_begin")
+        disable = not self.is_main or bool(cfg.disable_tqdm)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=disable, desc=f"{cfg.method}", dynamic_ncols=True)
         last: dict[str, float] = {}
         last_save = time.monotonic()
         with self._signals:
             try:
-                while self.step < cfg.max_steps:
+                while self.step < cfg.max_steps and not self.callbacks.should_stop:
+                    self.callbacks.fire("on_step_begin")
                     last = self.training_step(self.step)
-                    self.step += 1
+                    self.step = self.state.global_step = self.step + 1
+                    self.state.epoch, self.state.num_input_tokens_seen = last["epoch"], int(last["num_tokens"])
                     self._log_step(last, bar)
                     self._check_stop(last)
+                    self.callbacks.fire("on_step_end")
                     last_save = self._save_when_due(last_save)
             except safety.Preempted:
                 raise
@@ -221,11 +232,12 @@ class TrainingRun:
 
     def _log_step(self, last: dict[str, float], bar: Any) -> None:
         """Write the step's metrics and samples, count it, then show it."""
-        cfg = self.config
+        cfg, logs = self.config, is_logging_step(self.config, self.step)
         if self.is_main:
-            if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
+            if logs:
                 append_jsonl(self.output_dir / "metrics.jsonl", [{"step": self.step, **last}])
-            if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
+            samples = cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0
+            if (samples or (logs and cfg.log_completions)) and not last["sft_step"]:
                 self._log_samples()
         self.step_counted()
         self._signals.leave_critical()  # a Ctrl-C held during the update is raised here
@@ -233,7 +245,11 @@ class TrainingRun:
             self._report_problems(last, bar)
             bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy") if k in last})
             bar.update(1)
-        if cfg.report_to != "none":
+            if logs:
+                bar.write(console_line(self.step, cfg.max_steps, last))
+        if logs:
+            self.callbacks.log(self.step, last)
+        if cfg.report_to:
             self.accelerator.log(last, step=self.step)
 
     def _save_when_due(self, last_save: float) -> float:
@@ -243,10 +259,10 @@ class TrainingRun:
         if self._any_process(stop is not None):
             self.save_checkpoint()
             raise safety.Preempted(stop or signal.SIGTERM, self.step, self.output_dir)
-        due = bool(cfg.save_steps and self.step % cfg.save_steps == 0) or bool(
-            cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes
-        )
-        if self.step < cfg.max_steps and self._any_process(due):
+        due = cfg.save_strategy == "steps" and bool(cfg.save_steps and self.step % cfg.save_steps == 0)
+        due = due or bool(cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes)
+        if self.step < cfg.max_steps and (self._any_process(due) or self.callbacks.control.should_save):
+            self.callbacks.control.should_save = False
             self.save_checkpoint()
             return time.monotonic()
         return last_save
@@ -281,7 +297,8 @@ class TrainingRun:
                 "Lower learning_rate or check the data and reward"
             )
         final = self.save_final()
-        if self.config.report_to != "none":
+        self.callbacks.fire("on_train_end")
+        if self.config.report_to:
             self.accelerator.end_training()
         return TrainResult(self.output_dir, final, self.step, last)
 
@@ -356,25 +373,37 @@ class TrainingRun:
                 keep=self.config.save_total_limit,
             )
         self.accelerator.wait_for_everyone()
+        self.callbacks.fire("on_save")
 
-    def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
-        """Save the model and tokenizer (TRL's name): to ``output_dir``, default ``args.output_dir``."""
-        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir)
+    def save_model(self, output_dir: str | os.PathLike | None = None, merged: bool = False) -> Path:
+        """Save the model and tokenizer to ``output_dir`` (default ``args.output_dir``), as TRL does: a LoRA
+        run saves its adapter (``merged=True``: the model with LoRA merged in). A directory that exists (the
+        run's own output_dir) gets the files beside what it holds; a new one is written whole or not at all."""
+        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir, merged=merged)
 
-    def save_final(self, final: Path | None = None) -> Path:
-        """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``; written
-        through a temporary directory renamed at the end (default: ``output_dir/final``)."""
+    def end(self) -> None:
+        """Release what the run holds beyond ``train()``: the reward worker processes (TRL's ``end()``)."""
+        self.reward_fn.close()
+
+    def save_final(self, final: Path | None = None, merged: bool = True) -> Path:
+        """The trained model (LoRA merged in unless ``merged=False``: then the adapter) with its tokenizer,
+        loadable with ``from_pretrained`` (default: ``output_dir/final``, written through a temporary directory
+        renamed at the end)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
         if self.is_main:
             model = self.unwrapped
-            if hasattr(model, "merge_and_unload"):
+            if merged and hasattr(model, "merge_and_unload"):
                 import copy
 
                 model = copy.deepcopy(model).merge_and_unload()
-            with atomic_directory(final) as tmp:
-                model.save_pretrained(tmp)
-                self.tokenizer.save_pretrained(tmp)
+            if final.is_dir():
+                model.save_pretrained(final)
+                self.tokenizer.save_pretrained(final)
+            else:
+                with atomic_directory(final) as tmp:
+                    model.save_pretrained(tmp)
+                    self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
         return final
 
@@ -392,6 +421,7 @@ class TrainingRun:
                 "prefix": decode(t.prefix_ids, skip_special_tokens=True),
                 "continuation": decode(t.completion_ids, skip_special_tokens=True),
                 "reward": t.reward,
+                **t.logged,
             }
             for t in batch.trajectories
             if t.prompt_index == 0

@@ -30,6 +30,7 @@ from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, r
 from trapo.trainer.metrics import Metrics
 from trapo.trainer.rollouts import RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
+from trapo.trainer.trl_surface import clip_fractions, group_reward_stats, with_trl_names
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -67,6 +68,14 @@ class LossNormalisers(NamedTuple):
     entropy: Normaliser | None  # over every response token (entropy_tokens="all"); None: ``model``
 
 
+def mask_truncated(tokens: TokenBatch, trajs: Sequence[Trajectory], eos: int) -> None:
+    """TRL's ``mask_truncated_completions``: a continuation cut at the token budget (no EOS) is left out of the
+    policy loss and the entropy (its generated tokens leave the model mask); its expert prefix still trains."""
+    for row, t in enumerate(trajs):
+        if t.completion_ids and t.completion_ids[-1] != eos:
+            tokens.model_mask[row] = False
+
+
 def step_seed(*parts: int) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (seed, step, process ...)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -84,7 +93,7 @@ class TrainingStep:
     tokenizer: object
     engine: RolloutEngine
     sampler: GuidedSampler
-    reward_fn: object
+    reward_fn: RewardSet
     schedule: MicroGroupSchedule
     weights: ObjectiveWeights
     items: list[PreparedExample]
@@ -157,14 +166,14 @@ class TrainingStep:
     def _split(self, trajs: Sequence[Trajectory], advantages: Tensor, shared: bool) -> list[MiniBatch]:
         device, pad = self.accelerator.device, self.tokenizer.pad_token_id
         _, prompt_of = distinct_prompts(trajs)
-        return [
-            MiniBatch(
-                build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared),
-                advantages[rows].to(device),
-                torch.tensor([prompt_of[j] for j in rows], device=device),
-            )
-            for rows in self._mini_batches(trajs, shared)
-        ]
+        minis = []
+        for rows in self._mini_batches(trajs, shared):
+            tokens = build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared)
+            if self.config.mask_truncated_completions:
+                mask_truncated(tokens, [trajs[j] for j in rows], self.tokenizer.eos_token_id)
+            prompt_rows = torch.tensor([prompt_of[j] for j in rows], device=device)
+            minis.append(MiniBatch(tokens, advantages[rows].to(device), prompt_rows))
+        return minis
 
     def _normaliser(self, kind: str, masks: Sequence[Tensor]) -> Normaliser:
         return batch_normaliser(
@@ -252,6 +261,7 @@ class TrainingStep:
                     )
                     if iteration == cfg.num_iterations - 1:
                         self._record_loss(terms, mb.tokens, metrics)
+                        self._record_clipping(terms, mb, old[i], metrics)
                     self.accelerator.backward(terms.total)
             if cache is not None:
                 cache.backward(leaves)  # the mini-batches' gradient on the prompts' keys and values, once
@@ -276,6 +286,7 @@ class TrainingStep:
                 metrics.add_total("loss/total", float(loss.detach()))
                 self.accelerator.backward(loss)
         metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
+        metrics.add("perf/input_tokens", sum(len(t.prompt_ids) + len(t.response_ids) for t in trajs), 1)
 
     # ------------------------------------------------------------------ metrics of the batch
     def _record_loss(self, terms: LossTerms, b: TokenBatch, metrics: Metrics) -> None:
@@ -299,11 +310,25 @@ class TrainingStep:
                     "entropy/response", float(terms.token_entropy[b.response_mask].sum()), float(b.response_mask.sum())
                 )
 
+    def _record_clipping(self, terms: LossTerms, mb: MiniBatch, old: Tensor | None, metrics: Metrics) -> None:
+        """TRL's clip_ratio/* over the model's tokens."""
+        w = self.weights
+        for name, (clipped, n) in clip_fractions(
+            terms.logprobs, old, mb.advantages, mb.tokens.model_mask, w.epsilon, w.epsilon_high
+        ).items():
+            metrics.add(name, clipped, n)
+
     def _record_batch(self, batch: RolloutBatch, metrics: Metrics) -> None:
         trajs = batch.trajectories
         rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
         guided = torch.tensor([t.guided for t in trajs])
         metrics.add("reward/mean", float(rewards.sum()), len(trajs))
+        std_sum, groups, zero_std = group_reward_stats(rewards, torch.tensor([t.prompt_index for t in trajs]))
+        metrics.add("reward_std", std_sum, groups)  # TRL's names
+        metrics.add("frac_reward_zero_std", zero_std, groups)
+        eos = self.tokenizer.eos_token_id
+        metrics.add("completions/clipped_ratio", sum(t.response_ids[-1:] != [eos] for t in trajs), len(trajs))
+        metrics.add("perf/input_tokens", sum(len(t.prompt_ids) + len(t.response_ids) for t in trajs), 1)
         metrics.add("reward/unguided", float(rewards[~guided].sum()), float((~guided).sum()))
         metrics.add("reward/guided", float(rewards[guided].sum()), float(guided.sum()))
         for level in range(len(self.schedule.sizes)):
@@ -363,9 +388,11 @@ class TrainingStep:
 
         self.sampler.trainer_state = TrainerState(global_step=step, max_steps=self.config.max_steps)
         batch = self.rollout(step)
-        if isinstance(self.reward_fn, RewardSet):  # each reward on its own, as TRL logs them
-            for name, (total, count) in self.reward_fn.pop_stats().items():
-                metrics.add(f"rewards/{name}", total, count)
+        for name, stats in self.reward_fn.pop_stats().items():  # each reward on its own, as TRL logs them
+            metrics.add(f"rewards/{name}", stats.total, stats.count)
+            metrics.add(f"rewards/{name}/sq", stats.squares, stats.count)
+        for name, (total, count) in self.reward_fn.pop_metrics().items():  # what rewards logged (log_metric)
+            metrics.add(name, total, count)
         metrics.add("perf/generation_s", batch.generation_seconds, 1)
         metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
         self._last_batch = batch
@@ -398,9 +425,12 @@ class TrainingStep:
         metrics.add("grad_norm", grad_norm, 1)
         metrics.add("perf/generated_tokens", generated, 1)
         out = metrics.reduce(self.accelerator)
+        self.totals["num_tokens"] += round(out.pop("perf/input_tokens", 0.0) * self.accelerator.num_processes)
+        out["num_tokens"] = float(self.totals["num_tokens"])  # TRL's: tokens seen so far, prompts included
+        out["epoch"] = (step + 1) * self.config.prompts_per_step / len(self.items)
         out["perf/step_s"] = time.perf_counter() - t0  # this process's wall time for the step
         out["lr"] = self.scheduler.get_last_lr()[0]
         out["skipped_nonfinite"] = float(outcome is StepOutcome.SKIPPED_NONFINITE)
         out["rolled_back"] = float(outcome is StepOutcome.ROLLED_BACK)
         out["sft_step"] = float(sft)
-        return out
+        return with_trl_names(out, self.reward_fn.names)

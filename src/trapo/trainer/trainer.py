@@ -19,13 +19,14 @@ from transformers import get_scheduler
 
 from trapo.config import TRAPOConfig
 from trapo.data import LoadResult, boundary_token_ids
-from trapo.rewards import RewardFunction, as_reward_function, bounded_reward, default_reward, reward_set
+from trapo.rewards import RewardSet, reward_set
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import safety
 from trapo.trainer.data_prep import as_examples, context_length, prepare_examples, tokenizer_of
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample
 from trapo.trainer.run import TrainingRun
 from trapo.trainer.step import TrainingStep
+from trapo.trainer.trl_surface import Callbacks
 
 _TRL_ORDER = "TRAPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class), TRL's order"
 
@@ -49,7 +50,9 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         processing_class: the tokenizer (needs an EOS token; PAD falls back to EOS). Default: loaded from
             the model's directory.
         peft_config: a ``peft`` config to wrap the model with (as TRL); ``args.lora_r > 0`` is the other way.
-        reward_fn: one reward, unweighted and logged as ``reward/*`` only (``reward_funcs`` is the TRL way).
+        callbacks: ``transformers.TrainerCallback`` objects (or classes), called as the ``Trainer`` calls them.
+        quantization_config: refused unless None (load the quantised model and pass it as ``model``).
+        reward_fn: one reward (``reward_funcs`` is the TRL way).
         engine: a :class:`~trapo.rollout.RolloutEngine`; default :class:`~trapo.rollout.HFEngine` on the model.
         accelerator: an ``accelerate.Accelerator``; default one built from the config (``accelerate launch``
             sets the processes).
@@ -65,17 +68,20 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         processing_class: Any = None,
         *,
         peft_config: Any = None,
-        reward_fn: RewardFunction | None = None,
+        callbacks: list | None = None,
+        quantization_config: Any = None,
+        reward_fn: Any = None,
         engine: RolloutEngine | None = None,
         accelerator: Accelerator | None = None,
     ):
-        _check_arguments(args, train_dataset, eval_dataset, reward_funcs, reward_fn)
+        _check_arguments(args, train_dataset, eval_dataset, reward_funcs, reward_fn, quantization_config)
         config = args or TRAPOConfig()
-        model, tokenizer = _model_and_tokenizer(model, processing_class)
+        model, tokenizer = _model_and_tokenizer(model, processing_class, config)
         check_report_to(config.report_to)
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
-            log_with=None if config.report_to == "none" else config.report_to,
+            cpu=config.use_cpu,
+            log_with=config.report_to or None,
             project_dir=str(config.output_dir),
         )
         check_not_sharded(self.accelerator)
@@ -84,8 +90,9 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         self.output_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
         self.tokenizer = self.processing_class = tokenizer
-        examples, loaded, conversational = as_examples(train_dataset, strict=config.strict)
-        self.reward_fn = _bounded_rewards(config, reward_funcs, reward_fn, conversational)
+        examples, loaded, conversational = as_examples(train_dataset, config.strict, config.expert_key)
+        config = self.config = self.args = config.for_dataset(len(examples))  # max_steps=-1: from epochs
+        self.reward_fn = _rewards(config, reward_funcs, reward_fn, conversational)
         self.schedule = config.schedule()
         self.weights = config.objective_weights()
         model = _with_lora(model, config, peft_config)
@@ -100,12 +107,23 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
             self.schedule,
             boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary, config.prefix_boundary_match),
             max_completion_length=config.max_completion_length,
-            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
+            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k),
             prefix_slack=config.prefix_slack,
             speculative=config.rollout_mode == "speculative",
             prefix_strict=config.prefix_boundary_strict,
         )
         self._init_state()
+        objects = {"processing_class": tokenizer, "optimizer": self.optimizer, "lr_scheduler": self.scheduler}
+        self.callbacks = Callbacks(callbacks, config, model=self.model, **objects)
+
+    @property
+    def state(self) -> Any:
+        """A ``transformers.TrainerState``: ``global_step``, ``max_steps``, ``epoch``, ``log_history``."""
+        return self.callbacks.state
+
+    def add_callback(self, callback: Any) -> None:
+        """Add a ``TrainerCallback`` (an instance or a class), as ``Trainer.add_callback``."""
+        self.callbacks.add(callback)
 
     def _prepare_data(
         self, examples: list, loaded: LoadResult | None, model: torch.nn.Module
@@ -118,8 +136,10 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
                 f"method {config.method!r} trains on expert solutions, but {why}. Use a method "
                 "without expert guidance (grpo) to train RL only."
             )
-        builtin = bool(getattr(self.reward_fn, "_trapo_builtin", False))
+        builtin = self.reward_fn.checks_math
         items, report = prepare_examples(examples, self.tokenizer, config, context_length(model), builtin)
+        if loaded is not None:
+            report.expert_keys = sorted({k for k in loaded.expert_keys.values() if k})
         if config.uses_expert and not any(item.expert_ids for item in items):
             raise ValueError(
                 f"method {config.method!r} trains on expert solutions, but no kept training row has "
@@ -130,10 +150,12 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
     def _build_optimization(self, model: torch.nn.Module) -> None:
         """AdamW, the LR schedule, the frozen reference (``beta > 0``), all placed by accelerate."""
         config = self.config
+        _prepare_model(model, config)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
             weight_decay=config.weight_decay,
         )
         self.scheduler = get_scheduler(
@@ -141,6 +163,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
             optimizer,
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.max_steps,
+            scheduler_specific_kwargs=config.lr_scheduler_kwargs,
         )
         ref_model = None
         if config.beta > 0:  # a frozen copy of the initial model
@@ -165,10 +188,12 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         self._rollback_reason = ""
         # Each distinct prompt computed once in the update (trapo.trainer.shared_prompts) needs one process:
         # with several, DDP's gradient reduction expects one backward per forward.
-        self.share_prompts = self.accelerator.num_processes == 1
+        self.share_prompts = self.accelerator.num_processes == 1 and not config.gradient_checkpointing
 
 
-def _check_arguments(args: Any, train_dataset: Any, eval_dataset: Any, reward_funcs: Any, reward_fn: Any) -> None:
+def _check_arguments(
+    args: Any, train_dataset: Any, eval_dataset: Any, reward_funcs: Any, reward_fn: Any, quantization_config: Any
+) -> None:
     if args is not None and not isinstance(args, TRAPOConfig):
         raise TypeError(f"args must be a TRAPOConfig, got {type(args).__name__}; call {_TRL_ORDER}, or by keyword")
     if train_dataset is None:
@@ -180,14 +205,21 @@ def _check_arguments(args: Any, train_dataset: Any, eval_dataset: Any, reward_fu
         )
     if reward_funcs is not None and reward_fn is not None:
         raise ValueError("pass the reward as reward_funcs or reward_fn, not both")
+    if quantization_config is not None:
+        raise ValueError(
+            "quantization_config is not supported: load the quantised model yourself and pass it as model= "
+            "(with peft_config for LoRA on top)"
+        )
 
 
-def _model_and_tokenizer(model: Any, tokenizer: Any) -> tuple[torch.nn.Module, Any]:
-    """The model (loaded when a path) and its tokenizer with an EOS token and a PAD token (EOS when unset)."""
+def _model_and_tokenizer(model: Any, tokenizer: Any, config: TRAPOConfig) -> tuple[torch.nn.Module, Any]:
+    """The model (loaded when a path, with TRL's ``model_init_kwargs``) and its tokenizer with an EOS token and
+    a PAD token (EOS when unset)."""
     if isinstance(model, (str, os.PathLike)):
         from trapo.models import load_model_and_tokenizer
 
-        model, loaded = load_model_and_tokenizer(model)
+        init = {**(config.model_init_kwargs or {}), "trust_remote_code": config.trust_remote_code or None}
+        model, loaded = load_model_and_tokenizer(model, **init)
         tokenizer = tokenizer or loaded
     if tokenizer is None:
         tokenizer = tokenizer_of(model)
@@ -198,21 +230,15 @@ def _model_and_tokenizer(model: Any, tokenizer: Any) -> tuple[torch.nn.Module, A
     return model, tokenizer
 
 
-def _bounded_rewards(config: TRAPOConfig, reward_funcs: Any, reward_fn: Any, conversational: bool) -> RewardFunction:
-    """The reward(s), each bounded by ``reward_timeout`` on its own."""
-    if reward_funcs is not None or config.reward_weights is not None:
-        rewards = reward_set(
-            reward_funcs if reward_funcs is not None else (reward_fn or "math"),
-            config.reward_weights,
-            conversational=conversational,
-        )
-        rewards.functions = [
-            bounded_reward(f, config.reward_timeout, process=bool(getattr(f, "_trapo_process", False)))
-            for f in rewards.functions
-        ]  # the set logs each
-        return rewards
-    reward: RewardFunction = as_reward_function(reward_fn) if reward_fn is not None else default_reward()
-    return bounded_reward(reward, config.reward_timeout, process=bool(getattr(reward_fn, "_trapo_process", False)))
+def _rewards(config: TRAPOConfig, reward_funcs: Any, reward_fn: Any, conversational: bool) -> RewardSet:
+    """Every reward as a record (:class:`~trapo.rewards.Reward`), through one path: weighted by
+    ``reward_weights``, each call bounded by ``reward_timeout``; default the math reward."""
+    return reward_set(
+        reward_funcs if reward_funcs is not None else (reward_fn or "math"),
+        config.reward_weights,
+        timeout=config.reward_timeout,
+        conversational=conversational,
+    )
 
 
 def _with_lora(model: torch.nn.Module, config: TRAPOConfig, peft_config: Any) -> torch.nn.Module:
@@ -254,10 +280,27 @@ def check_not_sharded(accelerator: Accelerator) -> None:
         )
 
 
-def check_report_to(report_to: str) -> None:
+def check_report_to(report_to: list[str]) -> None:
     """A metric sink whose package is missing is an error naming what to install."""
     import importlib.util
 
-    needs = {"tensorboard": "pip install 'trapo[tensorboard]'", "wandb": "pip install wandb"}
-    if report_to in needs and importlib.util.find_spec(report_to) is None:
-        raise ImportError(f"report_to={report_to} needs the {report_to} package: {needs[report_to]}")
+    needs = {"tensorboard": "pip install 'trapo[tensorboard]'"}
+    for sink in report_to:
+        if importlib.util.find_spec(sink) is None:
+            raise ImportError(f"report_to={sink} needs the {sink} package: {needs.get(sink, f'pip install {sink}')}")
+
+
+def _prepare_model(model: torch.nn.Module, config: TRAPOConfig) -> None:
+    """TRL's model switches: gradient checkpointing and dropout off."""
+    if config.gradient_checkpointing:
+        kwargs = config.gradient_checkpointing_kwargs
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(model, "enable_input_require_grads"):  # LoRA: the checkpointed blocks need a grad input
+            model.enable_input_require_grads()
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0

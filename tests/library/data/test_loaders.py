@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trapo.data import Example, LoadResult, SkippedRow, load_examples, write_examples
+from trapo.data import Example, LoadResult, SkippedRow, examples_from_rows, load_examples, write_examples
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / ".." / "shared" / "benchmarks"
 
@@ -219,3 +219,15 @@ def test_real_benchmarks_load_and_dedupe():
     assert not result.skipped and result.n_rows == 6023
     aime = next(e for e in result if e.data_source == "aime")
     assert aime.meta["repeats"] == 32 and aime.prompt[0]["role"] == "system"
+
+
+def test_several_candidate_expert_columns_stop_and_name_them(tmp_path):
+    """LUFFY's `target` beside the authors' `extra_info.answer_list`: which one is the user's call."""
+    rows = [{"prompt": "1+1", "answer": "2", "target": "t", "extra_info": {"answer_list": ["a"]}}]
+    with pytest.raises(
+        ValueError, match=r"several that may hold the expert solutions: target, extra_info\.answer_list"
+    ):
+        examples_from_rows(rows)
+    chosen = examples_from_rows(rows, expert_key="extra_info.answer_list")
+    assert chosen.examples[0].expert_solutions == ("a",) and "from 'extra_info.answer_list'" in chosen.summary()
+    assert examples_from_rows(rows, expert_key="target").examples[0].expert_solutions == ("t",)

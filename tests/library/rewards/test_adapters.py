@@ -12,8 +12,9 @@ import pytest
 from trapo.data import Example
 from trapo.rewards import (
     FailedScore,
+    Reward,
+    RewardSet,
     as_reward_function,
-    bounded_reward,
     default_reward,
     detect_kind,
     load_reward,
@@ -174,7 +175,7 @@ def test_default_reward_flags_an_unverifiable_ground_truth():
     assert result.scores == [0.0] and result.failures == {"unverifiable": 1}
 
 
-def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thread():
+def test_a_reward_in_a_worker_process_is_stopped_when_it_hangs_from_any_thread():
     import threading
     import time
 
@@ -183,7 +184,7 @@ def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thre
             time.sleep(30)
         return 1.0
 
-    reward = bounded_reward(as_reward_function(hang), 0.5, process=True)
+    reward = RewardSet([Reward(hang, process=True, timeout=0.5)])
     out = {}
 
     def go():

@@ -278,7 +278,7 @@ case("data_directory_of_non_data_files", 2, "directory has no *.parquet or *.jso
 
 # ---------------------------------------------------------------------------------------------- the config
 case("config_unknown_method", 2, "unknown method 'ppo'; valid methods")(_flags("--method", "ppo"))
-case("config_zero_steps", 2, "max_steps must be >= 1, got 0")(_flags("--max_steps", "0"))
+case("config_zero_steps", 2, "max_steps must be >= 1 (or -1, TRL's default")(_flags("--max_steps", "0"))
 case("config_zero_prompts", 2, "prompts_per_step must be >= 1, got 0")(_flags("--prompts_per_step", "0"))
 case("config_zero_completion_length", 2, "max_completion_length must be >= 1")(_flags("--max_completion_length", "0"))
 case("config_negative_learning_rate", 2, "learning_rate must be > 0")(_flags("--learning_rate=-1e-5"))
