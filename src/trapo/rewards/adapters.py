@@ -480,7 +480,7 @@ def default_reward() -> RewardFunction:
 BUILTIN_REWARDS = {"math": default_reward}
 
 
-def _load_file(path: Path) -> Any:
+def _exec_file(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"reward file {str(path)!r} does not exist")
     module_name = f"trapo_user_reward_{abs(hash(str(path.resolve())))}"
@@ -491,10 +491,28 @@ def _load_file(path: Path) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as err:
+    except BaseException:
         del sys.modules[module_name]
-        raise ValueError(f"importing reward file {str(path)!r} failed: {type(err).__name__}: {err}") from err
+        raise
     return module
+
+
+def _import_reward_module(where: str) -> Any:
+    """The module of a reward spec (a file path or a module name). Whatever its import does wrong (an
+    import or syntax error, an exception, ``sys.exit``) becomes one ``ValueError`` naming the module; only
+    Ctrl-C passes through."""
+    is_file = where.endswith(".py") or "/" in where or "\\" in where
+    failed = f"importing reward file {where!r} failed" if is_file else f"cannot import module {where!r}"
+    try:
+        return _exec_file(Path(where)) if is_file else importlib.import_module(where)
+    except (KeyboardInterrupt, FileNotFoundError):
+        raise
+    except SystemExit as err:
+        raise ValueError(f"{failed}: it called sys.exit({err.code!r}) while being imported") from None
+    except SyntaxError as err:
+        raise ValueError(f"{failed}: SyntaxError: {err.msg} ({err.filename or where}, line {err.lineno})") from None
+    except BaseException as err:
+        raise ValueError(f"{failed}: {type(err).__name__}: {err}") from None
 
 
 def load_reward(spec: str, kind: RewardKind | None = None) -> RewardFunction:
@@ -512,13 +530,7 @@ def load_reward(spec: str, kind: RewardKind | None = None) -> RewardFunction:
     where, attr = spec.rsplit(":", 1)
     if not where or not attr:
         raise ValueError(f"reward {spec!r}: both the module (or file) and the function name are needed")
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        module = _load_file(Path(where))
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as err:
-            raise ValueError(f"reward {spec!r}: cannot import module {where!r} ({err})") from err
+    module = _import_reward_module(where)
     if not hasattr(module, attr):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise ValueError(f"reward {spec!r}: {where!r} has no attribute {attr!r}; callables there: {available}")
