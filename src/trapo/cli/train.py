@@ -15,7 +15,7 @@ DESCRIPTION = (
 Post-train a causal LM (a local Hugging Face directory) with TRAPO or one of its baselines.
 
 Every TRAPOConfig field is a flag; every flag takes both spellings (--learning_rate or --learning-rate),
-bool flags work bare (--bf16), negative numbers need no '=' (--warmup_steps -1). Values come from, in order
+bool flags work bare (--bf16), negative numbers need no '=' (--entropy_coef -0.001). Values come from, in order
 of precedence: flags > --config YAML > the method's preset > defaults ("None" below: the method's preset,
 or unset). TRL's GRPOConfig names work with TRL's meaning (loss_type, scale_rewards, num_generations,
 per_device_train_batch_size, gradient_accumulation_steps, beta, epsilon, reward_weights).
@@ -111,12 +111,16 @@ def _typed_flag(argv: list[str], field: str) -> str | None:
     return None
 
 
-def _name_flags(message: str, argv: list[str]) -> str:
-    """``message`` with the config fields it names written as the flags the user typed."""
+def _name_flags(message: str, argv: list[str], yaml: tuple[str, dict] | None = None) -> str:
+    """``message`` with the config fields it names written as the flags the user typed; a field that came
+    from the ``--config`` file (``yaml``: its path and values) is named with the file."""
     names = sorted(config_fields(), key=len, reverse=True)
     for name in names:
         flag = _typed_flag(argv, name)
-        if flag and re.search(rf"(?<![\w-]){name}(?!\w)", message):
+        mentioned = re.search(rf"(?<![\w-]){name}(?!\w)", message)
+        if mentioned and not flag and yaml and name in yaml[1]:
+            return f"{yaml[0]}: field {name!r}: {message}"
+        if flag and mentioned:
             if "_" not in name:  # a plain word ("method") may be prose, not the field: name the flag in front only
                 return f"argument {flag}: {message}"
             return f"argument {flag}: " + re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
@@ -126,14 +130,16 @@ def _name_flags(message: str, argv: list[str]) -> str:
 def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     """The config from flags layered over ``--config`` (flags win); errors name the flag the user typed."""
     parser = args.parser
+    yaml = None
     if args.config:
-        parser.set_defaults(**read_yaml(args.config))
+        yaml = (args.config, read_yaml(args.config))
+        parser.set_defaults(**yaml[1])
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__)
     try:
         return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
     except ValueError as err:
-        raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
+        raise ValueError(_name_flags(str(err), getattr(args, "argv", []), yaml)) from None
 
 
 def _guided(config: TRAPOConfig) -> bool:
