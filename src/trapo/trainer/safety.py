@@ -2,8 +2,8 @@
 
 - :func:`claim_output_dir`: an output directory belongs to one run. A fresh run refuses a directory that
   holds another run's files unless ``overwrite_output_dir``; a resumed run must have the stored config
-  (apart from :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``, holding the PID and host) stops a
-  second process; a lock left by a dead process on this host is taken over.
+  (apart from :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``: an ``flock``, holding the PID and host; see
+  :mod:`trapo.locking`) stops a second process; the lock of a process that ended is free again.
 - :class:`SignalGuard`: SIGTERM and SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) ask
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
   usual, except inside the few lines between the optimizer step and the step counter, where it waits for
@@ -15,18 +15,17 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from trapo.locking import FileLock
 
 LOCK_FILE = ".trapo.lock"
 RUN_FILES = ("run_config.json", "metrics.jsonl", "samples.jsonl", "final")
@@ -79,50 +78,21 @@ class Preempted(Exception):
 
 
 # ---------------------------------------------------------------------------------------- the directory
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_LOCKS: dict[Path, FileLock] = {}
 
 
 def acquire_lock(output_dir: Path) -> Path:
-    """Create ``output_dir/.trapo.lock`` for this process; ``FileExistsError`` when a live process holds it."""
-    lock = output_dir / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and (host != me["host"] or _pid_alive(pid)) and pid != me["pid"]:
-                raise FileExistsError(
-                    f"{output_dir} is in use by another trapo process (pid {pid} on {host}; lock file {lock}). "
-                    "Use another --output_dir, or wait for that run to end"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone (or the file is unreadable)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return lock
-    raise FileExistsError(f"could not take the lock {lock}")
+    """Lock ``output_dir`` for this process (:class:`trapo.locking.FileLock` on ``output_dir/.trapo.lock``);
+    ``FileExistsError`` naming the holder's host and PID when another process holds it."""
+    lock = FileLock(output_dir / LOCK_FILE, f"{output_dir}").acquire()
+    _LOCKS[lock.path] = lock
+    return lock.path
 
 
 def release_lock(output_dir: Path) -> None:
-    lock = output_dir / LOCK_FILE
-    try:
-        holder = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return
-    if holder.get("pid") == os.getpid():
-        lock.unlink(missing_ok=True)
+    lock = _LOCKS.pop(output_dir / LOCK_FILE, None)
+    if lock is not None:
+        lock.release()
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

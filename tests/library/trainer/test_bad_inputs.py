@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -466,14 +465,20 @@ case("resume_state_file_garbled", 2, "no readable checkpoint to resume from")(
         [*_args(b.model, b.data, t / "run_copy"), "--resume", "--max_steps", "3"],
     ][1]
 )
+HELD: list = []  # locks the cases below hold (kept referenced for the length of the module)
+
+
+def _locked(out: Path) -> Path:
+    """``out`` locked by this process as another run would lock it (an flock, not just a file)."""
+    from trapo.locking import FileLock
+
+    out.mkdir()
+    HELD.append(FileLock(out / ".trapo.lock", str(out)).acquire())
+    return out
+
+
 case("output_locked_by_a_live_process", 2, "is in use by another trapo process")(
-    lambda b, t: (
-        (t / "out").mkdir()
-        or (
-            (t / "out" / ".trapo.lock").write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
-            and _args(b.model, b.data, t / "out")
-        )
-    )
+    lambda b, t: _args(b.model, b.data, _locked(t / "out"))
 )
 case("updates_explode", 3, "steps in a row had a NaN/inf loss or gradient or an update out of range")(
     _flags("--learning_rate", "1e6", "--max_steps", "3")
