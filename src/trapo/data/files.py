@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trapo.atomic import atomic_file
 from trapo.data.schema import Example
 
 HF_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -154,21 +154,14 @@ def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> Path
     if path.suffix not in SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
     rows = [ex.to_verl_row() for ex in examples]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with atomic_file(path) as tmp:
         if path.suffix == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            os.close(fd)
             pq.write_table(pa.Table.from_pylist(rows), tmp)
         else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with tmp.open("w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
