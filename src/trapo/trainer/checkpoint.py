@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,30 @@ def save_checkpoint(
         )
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
     if keep > 0:
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(checkpoints(out)[:-keep], keep)
     return final
+
+
+def prune(old: list[Path], keep: int) -> list[str]:
+    """Remove the checkpoints ``old`` (beyond ``save_total_limit``); what could not be removed is reported
+    on stderr (the run goes on: a disk that keeps an extra checkpoint loses nothing) and returned."""
+    failures: list[str] = []
+    for path in old:
+        errors: list[str] = []
+
+        def note(fn, where, info, errors=errors) -> None:  # shutil's onerror (onexc needs Python 3.12)
+            errors.append(f"{Path(where).name}: {info[1]}")
+
+        shutil.rmtree(path, onerror=note)
+        if errors:
+            failures.append(f"{path.name} ({errors[0]}{'; ...' if len(errors) > 1 else ''})")
+    if failures:
+        print(
+            f"warning: could not remove {len(failures)} old checkpoint(s) beyond save_total_limit {keep}: "
+            f"{'; '.join(failures)}. Remove them by hand when disk space matters",
+            file=sys.stderr,
+        )
+    return failures
 
 
 def load_weights(model, checkpoint: Path) -> None:
