@@ -177,6 +177,12 @@ class TRAPOConfig:
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
     mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+    save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "dtype of final/ (auto: the dtype the model came in). Whatever the input's dtype, the trained weights "
+        "and the optimizer state are float32 and checkpoints keep float32, so a bfloat16 or float16 model "
+        "gets the update a float32 copy gets; a float16 final/ that would overflow is saved as float32.",
+        default="auto",
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)

@@ -64,7 +64,7 @@ from trapo.rewards import (
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import safety
+from trapo.trainer import precision, safety
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
@@ -300,6 +300,7 @@ class TRAPOTrainer:
                 ),
             )
 
+        self.input_dtype = precision.to_master_weights(model)  # float32 master weights (trainer/precision.py)
         guided = any(r > 0 for r in self.schedule.ratios) or config.sft_steps > 0
         if guided and not any(ex.expert_solutions for ex in examples):  # before any work
             why = (loaded.expert_problem() if loaded is not None else None) or "no training row has an expert solution"
@@ -1003,7 +1004,9 @@ class TRAPOTrainer:
 
                 model = copy.deepcopy(model).merge_and_unload()
             with atomic_directory(final) as tmp:
-                model.save_pretrained(tmp)
+                precision.save_pretrained_as(
+                    model, tmp, precision.resolve_save_dtype(self.config.save_dtype, self.input_dtype)
+                )
                 self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
         return final

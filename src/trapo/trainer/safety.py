@@ -49,6 +49,7 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "update_guard_factor",
         "max_update_ratio",
         "strict",
+        "save_dtype",
     }
 )
 # Exit codes of ``trapo train`` besides 0 (done) and 2 (a user error, nothing trained).
