@@ -30,9 +30,9 @@ from trapo.data import write_examples
 from trapo.trainer import precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "library" / "trainer"))
-from conftest import make_model, make_rows  # noqa: E402
+from conftest import make_model, make_rows
 
-from trapo_lab.models.tokenizer import build_tokenizer  # noqa: E402
+from trapo_lab.models.tokenizer import build_tokenizer
 
 FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "12", "--max_steps", "1", "--save_steps", "1"]
 
