@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import typing
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
@@ -39,9 +40,11 @@ An output directory belongs to one run: a new run refuses a directory holding an
 (same config apart from max_steps, logging, saving and reward limits) or --overwrite_output_dir; a lock file
 stops a second process. Checkpoints: every --save_steps steps and every --save_minutes minutes (default 10).
 
-Exit codes: 0 done; 2 a user error (nothing trained); 3 the run stopped itself (failing rewards, NaN/inf or
-rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step is saved); 143 / 138
-SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with --resume or --resume auto.
+Exit codes: 0 done; 2 a user error or a disk error (nothing trained or lost); 3 the run stopped itself
+(failing rewards, NaN/inf or rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step
+is saved); 143 / 138 / 129 SIGTERM / SIGUSR1 / SIGHUP (a checkpoint is saved at the next step boundary):
+rerun with --resume, or --resume auto (which starts fresh, setting the earlier files aside in
+previous-TIME/, when the directory has no usable checkpoint).
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
 """
@@ -127,12 +130,31 @@ def _name_flags(message: str, argv: list[str], yaml: tuple[str, dict] | None = N
     return message
 
 
+def _check_yaml_strings(path: str, values: dict) -> None:
+    """A YAML string where a number or a bool belongs is converted as a flag would be (PyYAML reads ``1e-3``
+    as a string); one that does not convert is an error naming the file and the field, not argparse's."""
+    from transformers.hf_argparser import string_to_bool
+
+    hints = typing.get_type_hints(TRAPOConfig)
+    for name, value in values.items():
+        kinds = {int, float, bool} & ({hints[name]} | set(typing.get_args(hints[name])))
+        if not isinstance(value, str) or not kinds or name == "scale_rewards":
+            continue
+        kind = bool if bool in kinds else float if float in kinds else int
+        try:
+            string_to_bool(value) if kind is bool else kind(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            what = {bool: "true or false", float: "a number", int: "an integer"}[kind]
+            raise ValueError(f"{path}: field {name!r}: {name} must be {what}, got {value!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     """The config from flags layered over ``--config`` (flags win); errors name the flag the user typed."""
     parser = args.parser
     yaml = None
     if args.config:
         yaml = (args.config, read_yaml(args.config))
+        _check_yaml_strings(*yaml)
         parser.set_defaults(**yaml[1])
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__)

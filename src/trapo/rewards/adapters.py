@@ -24,6 +24,7 @@ The layer below data: examples are used by duck typing (``.answer``, ``.prompt``
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -249,6 +250,7 @@ def as_reward_function(fn: Callable, kind: RewardKind | None = None, *, conversa
             return [_score(v) for v in scores]
 
     wrapped.__name__ = name
+    wrapped._trapo_spec = reward_identity(fn)
     wrapped.__doc__ = f"{name} ({kind} reward) as a trapo RewardFunction."
     wrapped._trapo_reward_kind = "batch"  # wrapping twice is a no-op
     return wrapped
@@ -447,8 +449,21 @@ def bounded_reward(fn: RewardFunction, timeout_s: float, *, process: bool = Fals
             return call_with_timeout(lambda: fn(completions, examples), timeout_s)
 
     wrapped.__name__ = getattr(fn, "__name__", "reward")
+    wrapped._trapo_spec = reward_identity(fn)
     wrapped._trapo_reward_kind = "batch"
     return wrapped
+
+
+def reward_identity(fn: Any) -> str:
+    """What a reward is, stably across processes (stored with a run, compared on resume): ``math``, the
+    ``module:function`` or absolute ``file.py:function`` it was loaded from, else its module and name; a
+    :class:`RewardSet` is its functions' identities with their weights."""
+    if isinstance(fn, RewardSet):
+        return " + ".join(f"{w:g}*{reward_identity(f)}" for f, w in zip(fn.functions, fn.weights, strict=True))
+    spec = getattr(fn, "_trapo_spec", None)
+    if spec:
+        return spec
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def in_worker_process(fn: RewardFunction) -> RewardFunction:
@@ -474,6 +489,7 @@ def default_reward() -> RewardFunction:
     fn = as_reward_function(_math_scores, kind="batch")
     fn.__name__ = "math_reward"
     fn._trapo_builtin = True
+    fn._trapo_spec = "math"
     return fn
 
 
@@ -483,7 +499,7 @@ BUILTIN_REWARDS = {"math": default_reward}
 def _exec_file(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"reward file {str(path)!r} does not exist")
-    module_name = f"trapo_user_reward_{abs(hash(str(path.resolve())))}"
+    module_name = "trapo_user_reward_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import reward file {str(path)!r} (is it a .py file?)")
@@ -537,4 +553,6 @@ def load_reward(spec: str, kind: RewardKind | None = None) -> RewardFunction:
     fn = getattr(module, attr)
     if not callable(fn):
         raise ValueError(f"reward {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
-    return as_reward_function(fn, kind=kind)
+    reward = as_reward_function(fn, kind=kind)
+    reward._trapo_spec = f"{Path(where).resolve()}:{attr}" if where.endswith(".py") or "/" in where else spec
+    return reward

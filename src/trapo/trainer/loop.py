@@ -59,12 +59,13 @@ from trapo.rewards import (
     as_reward_function,
     bounded_reward,
     default_reward,
+    reward_identity,
     reward_set,
 )
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import precision, safety
+from trapo.trainer import precision, resume, safety
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
@@ -268,6 +269,8 @@ class TRAPOTrainer:
                 reward, config.reward_timeout, process=bool(getattr(reward_fn, "_trapo_process", False))
             )
         self._reward_error = ""
+        expert_keys = loaded.expert_keys if loaded is not None else None
+        self.fingerprint = resume.fingerprint(examples, reward_identity(self.reward_fn), expert_keys)
         self.schedule = config.schedule()
         self.prefix_loss = config.resolved_prefix_loss
         self.weights = ObjectiveWeights(
@@ -751,7 +754,7 @@ class TRAPOTrainer:
         checkpoint, else start fresh). A fresh run refuses an output_dir holding another run unless
         ``config.overwrite_output_dir``; a resumed one refuses a different config (see :mod:`.safety`).
 
-        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1,
+        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1 / SIGHUP,
         :class:`~trapo.trainer.safety.TrainingStopped` when the run stops itself (failing rewards, NaN/inf,
         rolled-back updates), ``KeyboardInterrupt`` on Ctrl-C (after saving the last finished step).
         """
@@ -776,12 +779,25 @@ class TRAPOTrainer:
                     f"removed {len(removed)} unfinished temporary directories left by a killed run: "
                     f"{', '.join(removed[:3])}"
                 )
+        loaded = None
         if resume_from_checkpoint == "auto":
-            resume_from_checkpoint = True if ckpt.checkpoints(out) else None
-            if resume_from_checkpoint is None:
-                acc.print(f"--resume auto: no checkpoint in {out}; starting fresh")
-        if resume_from_checkpoint:
-            path, state = self._load_checkpoint(resume_from_checkpoint)
+            try:
+                loaded = self._load_checkpoint(True) if ckpt.checkpoints(out) else None
+            except resume.NoUsableCheckpoint as err:
+                self._start_afresh(str(err))
+            else:
+                if loaded is None:
+                    self._start_afresh(f"no checkpoint in {out}")
+        elif resume_from_checkpoint:
+            loaded = self._load_checkpoint(resume_from_checkpoint)
+        if loaded:
+            path, state = loaded
+            if int(state["step"]) > cfg.max_steps:
+                raise ValueError(
+                    f"max_steps {cfg.max_steps} is below the step of the checkpoint resumed ({path.name}, step "
+                    f"{state['step']}): the run is already past it. Pass max_steps >= {state['step']}, or use "
+                    f"{path} as it is"
+                )
             self.step = int(state["step"])
             self.totals.update(state.get("totals", {}))
             self.update_guard.history = [float(x) for x in state.get("update_history", [])]
@@ -806,6 +822,19 @@ class TRAPOTrainer:
             (out / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         acc.wait_for_everyone()
 
+    def _start_afresh(self, why: str) -> None:
+        """``--resume auto`` with no usable checkpoint (a run killed before its first one, or only corrupt
+        ones): the directory's earlier files are set aside and the run starts fresh, so that a requeued job
+        always has a way forward."""
+        out = self.output_dir
+        self.accelerator.wait_for_everyone()
+        existing = safety.run_files(out)
+        self.accelerator.wait_for_everyone()
+        aside = resume.set_aside(out, existing) if self.is_main else None
+        self.accelerator.wait_for_everyone()
+        kept = f"; the earlier files ({', '.join(existing[:6])}) are kept in {aside}" if aside else ""
+        self.accelerator.print(f"--resume auto: {why}; starting fresh{kept}")
+
     def _load_checkpoint(self, which: str | bool) -> tuple[Path, dict[str, Any]]:
         """Load the newest readable checkpoint (or the one named); returns it and its trainer state."""
         if which is True:
@@ -826,6 +855,7 @@ class TRAPOTrainer:
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             differences = safety.config_differences(stored.get("config", {}), self.config.to_dict())
+            differences += resume.fingerprint_differences(stored.get("fingerprint"), self.fingerprint)
             if differences:
                 raise ValueError(
                     f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
@@ -833,16 +863,19 @@ class TRAPOTrainer:
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
             try:
-                ckpt.load_weights(self.unwrapped, path)
-                state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
-            except Exception as err:  # a truncated or garbled file: fall back to the previous checkpoint
+                blob = ckpt.read_training_state(path)  # read everything before changing anything
+                ckpt.load_weights(self.unwrapped, path)  # refuses NaN/inf weights
+                state = ckpt.load_training_state(path, self.optimizer, self.scheduler, blob)
+            except Exception as err:  # a truncated, garbled or NaN checkpoint: fall back to the previous one
                 failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             if failures:
                 self.accelerator.print(f"resuming from {path.name} instead of the corrupt newer checkpoint(s)")
             return path, state
-        raise ValueError(f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}")
+        raise resume.NoUsableCheckpoint(
+            f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}"
+        )
 
     def _train(self, resume_from_checkpoint: str | bool | None) -> TrainResult:
         cfg, acc = self.config, self.accelerator
@@ -970,6 +1003,12 @@ class TRAPOTrainer:
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
+        bad = resume.nonfinite_weights(self.unwrapped)
+        if bad:  # never written over (nor pruning) a sound checkpoint
+            raise safety.TrainingStopped(
+                f"the weights hold NaN/inf at step {self.step} ({', '.join(bad)}); not saved, no checkpoint "
+                f"pruned: --resume continues from the last sound one in {self.output_dir}"
+            )
         self.accelerator.wait_for_everyone()
         if self.is_main:
             ckpt.save_checkpoint(
@@ -983,6 +1022,7 @@ class TRAPOTrainer:
                     "totals": dict(self.totals),
                     "config": self.config.to_dict(),
                     "update_history": self.update_guard.history,
+                    "fingerprint": self.fingerprint,
                 },
                 keep=self.config.save_total_limit,
             )

@@ -4,7 +4,8 @@
   holds another run's files unless ``overwrite_output_dir``; a resumed run must have the stored config
   (apart from :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``: an ``flock``, holding the PID and host; see
   :mod:`trapo.locking`) stops a second process; the lock of a process that ended is free again.
-- :class:`SignalGuard`: SIGTERM and SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) ask
+- :class:`SignalGuard`: SIGTERM, SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) and
+  SIGHUP (a closed terminal or ssh session) ask
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
   usual, except inside the few lines between the optimizer step and the step counter, where it waits for
   their end (so a checkpoint never holds an update its step count does not).
@@ -55,7 +56,7 @@ MAY_CHANGE_ON_RESUME = frozenset(
 # Exit codes of ``trapo train`` besides 0 (done) and 2 (a user error, nothing trained).
 EXIT_STOPPED = 3  # the run stopped itself (rewards failing, NaN/inf, every step rolled back); see the message
 EXIT_INTERRUPTED = 130  # Ctrl-C: the last finished step was saved
-# SIGTERM / SIGUSR1: 128 + the signal number (143 / 138), after saving a checkpoint.
+# SIGTERM / SIGUSR1 / SIGHUP: 128 + the signal number (143 / 138 / 129), after saving a checkpoint.
 
 
 class TrainingStopped(RuntimeError):
@@ -63,7 +64,7 @@ class TrainingStopped(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM / SIGUSR1 arrived; a checkpoint was saved at the step boundary that followed."""
+    """SIGTERM / SIGUSR1 / SIGHUP arrived; a checkpoint was saved at the step boundary that followed."""
 
     def __init__(self, signum: int, step: int, output_dir: Path):
         self.signum, self.step, self.output_dir = signum, step, output_dir
@@ -140,7 +141,9 @@ def check_output_dir(output_dir: Path) -> None:
 class SignalGuard:
     """Installs the handlers (main thread only) for the length of a ``with`` block; see the module docstring."""
 
-    STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+    STOP_SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGHUP") if hasattr(signal, name)
+    )  # SIGHUP: the terminal or ssh session went away
 
     def __init__(self) -> None:
         self.stop_signal: int | None = None
