@@ -104,7 +104,9 @@ def _describe(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is list:
-        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(args[0], _describe(args[0]))
+        return "a list of " + {int: "integers", float: "finite numbers", str: "strings"}.get(
+            args[0], _describe(args[0])
+        )
     return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
@@ -139,6 +141,11 @@ def _got(value: Any) -> str:
 def check_field(name: str, value: Any, tp: Any) -> None:
     """Raise ``ValueError`` naming ``name`` when ``value`` is not of type ``tp`` or outside ``RANGES[name]``."""
     if not _fits(value, tp):
+        items = typing.get_args(tp)
+        item_type = next((typing.get_args(a)[0] for a in items if typing.get_origin(a) is list), None)
+        if isinstance(value, (list, tuple)) and item_type is not None:  # name the item that does not fit
+            i = next(i for i, v in enumerate(value) if not _fits(v, item_type))
+            raise ValueError(f"{name} must be {_describe(tp)}; item {i} is {_got(value[i])}")
         raise ValueError(f"{name} must be {_describe(tp)}, got {_got(value)}")
     allowed = RANGES.get(name)
     if allowed is None or value is None or isinstance(value, (str, bool)):

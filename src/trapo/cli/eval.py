@@ -69,6 +69,12 @@ def register(subparsers) -> None:
         "2 GiB on CPU or half the free GPU memory, 8 to 256",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _add_data_and_output_arguments(p)
+    add_threads_argument(p)
+    p.set_defaults(func=run)
+
+
+def _add_data_and_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit",
         type=int,
@@ -106,8 +112,6 @@ def register(subparsers) -> None:
         "authors' prompt) or a file with {problem}",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_threads_argument(p)
-    p.set_defaults(func=run)
 
 
 GROUP_ATTRIBUTES = ("data_source", "answer")
@@ -162,6 +166,10 @@ def _claim_output(args: argparse.Namespace) -> FileLock | None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(out.parent / f".{out.name}.lock", f"--output {out}").acquire()
+    except (FileExistsError, NotADirectoryError) as err:
+        if "in use by another trapo process" in str(err):
+            raise
+        raise NotADirectoryError(f"--output {out}: cannot create its folder ({err.filename} is a file)") from None
     except PermissionError as err:
         raise PermissionError(f"--output {out}: cannot write there ({err.strerror}: {err.filename})") from None
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):

@@ -12,16 +12,16 @@ from trapo.rewards.adapters import (
     default_reward,
     detect_kind,
     in_worker_process,
-    load_reward,
     reward_identity,
-    reward_set,
     safe_rewards,
     score_rewards,
 )
+from trapo.rewards.loading import BUILTIN_REWARDS, load_reward, reward_set
 from trapo.rewards.math_answers import Verdict, check_answer, extract_answer, extract_boxed, math_reward
 from trapo.rewards.timeout import CallTimeout, call_with_timeout
 
 __all__ = [
+    "BUILTIN_REWARDS",
     "FAILURE_KINDS",
     "CallTimeout",
     "Completion",
