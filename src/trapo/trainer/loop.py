@@ -855,10 +855,12 @@ class TRAPOTrainer:
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             differences = safety.config_differences(stored.get("config", {}), self.config.to_dict())
-            differences += resume.fingerprint_differences(stored.get("fingerprint"), self.fingerprint)
-            if differences:
+            inputs = resume.fingerprint_differences(stored.get("fingerprint"), self.fingerprint)
+            if differences or inputs:
+                what = [f"a different config ({'; '.join(differences)})"] if differences else []
+                what += [f"other inputs ({'; '.join(inputs)})"] if inputs else []
                 raise ValueError(
-                    f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
+                    f"cannot resume {path}: it was trained with {' and '.join(what)}. "
                     "Use the same settings (only max_steps, logging, saving and reward limits may change), "
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
@@ -932,7 +934,7 @@ class TRAPOTrainer:
                         f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
                         f"{self.output_dir} is the place to --resume from"
                     )
-                elif self.step > 0:  # nothing lost on a crash or Ctrl-C: the last finished step is saved
+                elif self.step > 0 and not resume.nonfinite_weights(self.unwrapped):  # nothing lost on a crash
                     self.save_checkpoint()
                     what = "stopped" if isinstance(err, safety.TrainingStopped) else "interrupted"
                     acc.print(

@@ -234,7 +234,12 @@ case("data_unknown_chat_role", 2, "d.jsonl:1: the tokenizer's chat template cann
     lambda b, t: _args(
         b.model,
         _jsonl(
-            t / "d.jsonl", _rows(b, lambda r: r.update(prompt=[{"role": "wizard", "content": "1+1"}]), first_only=True)
+            t / "d.jsonl",
+            _rows(
+                b,
+                lambda r: r.update(prompt=[{"role": "user", "content": "1+1"}, {"role": "wizard", "content": "x"}]),
+                first_only=True,
+            ),
         ),
         t / "out",
     )
