@@ -13,7 +13,6 @@ from trapo.rewards.adapters import (
     detect_kind,
     in_worker_process,
     reward_identity,
-    safe_rewards,
     score_rewards,
 )
 from trapo.rewards.loading import BUILTIN_REWARDS, load_reward, reward_set
@@ -43,6 +42,5 @@ __all__ = [
     "math_reward",
     "reward_identity",
     "reward_set",
-    "safe_rewards",
     "score_rewards",
 ]

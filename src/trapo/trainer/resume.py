@@ -75,3 +75,18 @@ def set_aside(output_dir: Path, names: Sequence[str]) -> Path | None:
     for name in names:
         (output_dir / name).rename(aside / name)
     return aside
+
+
+def start_afresh(accelerator: Any, output_dir: Path, why: str, is_main: bool) -> None:
+    """``--resume auto`` with no usable checkpoint (a run killed before its first one, or only corrupt
+    ones): the directory's earlier run files are set aside (:func:`set_aside`) and the run starts fresh,
+    so that a requeued job always has a way forward."""
+    from trapo.trainer.safety import run_files
+
+    accelerator.wait_for_everyone()
+    existing = run_files(output_dir)
+    accelerator.wait_for_everyone()
+    aside = set_aside(output_dir, existing) if is_main else None
+    accelerator.wait_for_everyone()
+    kept = f"; the earlier files ({', '.join(existing[:6])}) are kept in {aside}" if aside else ""
+    accelerator.print(f"--resume auto: {why}; starting fresh{kept}")

@@ -1,9 +1,10 @@
 """What keeps a run from losing work or doing damage: the output directory's owner, signals, the update guard.
 
-- :func:`claim_output_dir`: an output directory belongs to one run. A fresh run refuses a directory that
-  holds another run's files unless ``overwrite_output_dir``; a resumed run must have the stored config
-  (apart from :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``: an ``flock``, holding the PID and host; see
-  :mod:`trapo.locking`) stops a second process; the lock of a process that ended is free again.
+- The output directory belongs to one run (:mod:`trapo.trainer.run` applies these). A fresh run refuses a
+  directory that holds another run's files (:func:`run_files`) unless ``overwrite_output_dir``
+  (:func:`clear_run`); a resumed run must have the stored config (:func:`config_differences`, apart from
+  :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``: an ``flock`` naming the PID and host, see
+  :mod:`trapo.locking`; :func:`acquire_lock`) stops a second process; the lock of a process that ended is free.
 - :class:`SignalGuard`: SIGTERM, SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) and
   SIGHUP (a closed terminal or ssh session) ask
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
