@@ -85,8 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const="latest",
         default=None,
         help="Resume from the latest checkpoint in output_dir (falling back to the one before "
-        "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
-        "has a checkpoint, else start fresh.",
+        "when it is corrupt or holds NaN/inf weights), or from the given checkpoint; the config, the "
+        "data rows, the rewards and the expert key must be the run's. 'auto': resume when output_dir "
+        "has a usable checkpoint, else move its earlier files to previous-TIME/ and start fresh.",
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
