@@ -23,6 +23,7 @@ import yaml
 
 from trapo import config_trl
 from trapo.config_trl import DEFAULT_MAX_STEPS, TRLFields, accepts_trl_names
+from trapo.domains import check_fields
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
 from trapo.objective import ObjectiveWeights, PrefixLoss
@@ -188,6 +189,12 @@ class TRAPOConfig(TRLFields):
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
     mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+    save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "dtype of final/ (auto: the dtype the model came in). Whatever the input's dtype, the trained weights "
+        "and the optimizer state are float32 and checkpoints keep float32, so a bfloat16 or float16 model "
+        "gets the update a float32 copy gets; a float16 final/ that would overflow is saved as float32.",
+        default="auto",
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora: dict | str | None = field(
@@ -268,6 +275,7 @@ class TRAPOConfig(TRLFields):
             for name in ("warmup_steps", "logging_steps", "save_steps"):
                 setattr(self, name, config_trl.steps_of(getattr(self, name), self.max_steps))
         self.scale_rewards = _scale_rewards(self.scale_rewards)
+        check_fields(self)  # every field's type and range (trapo.domains), before anything reads them
         if self.loss_type is not None:
             if self.loss_type not in TRL_LOSS_TYPES and self.loss_type not in TRL_LOSS_TYPES.values():
                 raise ValueError(
@@ -275,33 +283,8 @@ class TRAPOConfig(TRLFields):
                     f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}"
                 )
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
-        if self.loss_constant is not None and self.loss_constant <= 0:
-            raise ValueError(f"loss_constant must be > 0, got {self.loss_constant}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
-        for name, value in (
-            ("prompts_per_step", self.prompts_per_step),
-            ("max_completion_length", self.max_completion_length),
-            ("num_iterations", self.num_iterations),
-            ("mini_batch_size", self.mini_batch_size),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0 < self.trsft_alpha <= 1:
-            raise ValueError(f"trsft_alpha must be in (0, 1], got {self.trsft_alpha}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("save_minutes", "reward_timeout", "update_guard_factor", "max_update_ratio"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.max_reward_failure_share <= 1:
-            raise ValueError(f"max_reward_failure_share must be in (0, 1], got {self.max_reward_failure_share}")
-        if self.sft_fraction is not None and not 0 <= self.sft_fraction <= 1:
-            raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
             resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from trapo.domains import check_field
 from trapo.trl_refused import REFUSED
 
 DEFAULT_MAX_STEPS = 100
@@ -48,6 +49,7 @@ STRATEGIES = ("steps", "no")
 # these names, can share a TrlParser with TRAPOConfig) -> their key in TRAPOConfig.lora
 LORA_KEYWORDS = {"lora_r": "r", "lora_alpha": "alpha", "lora_target_modules": "target_modules"}
 LORA_DEFAULTS: dict[str, Any] = {"r": 0, "alpha": 16, "target_modules": ["all-linear"]}
+LORA_TYPES: dict[str, Any] = {"lora_r": int, "lora_alpha": float, "lora_target_modules": list[str]}
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 
 
@@ -172,10 +174,12 @@ def lora_settings(value: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"lora: unknown setting(s) {unknown}; settings: {', '.join(LORA_DEFAULTS)}")
     settings = {**LORA_DEFAULTS, **given}
-    if isinstance(settings["target_modules"], str):
+    if isinstance(settings["target_modules"], str):  # one name, or 'all-linear'
         settings["target_modules"] = [settings["target_modules"]]
-    if settings["r"] < 0:
-        raise ValueError(f"lora_r must be >= 0, got {settings['r']}")
+    for keyword, key in LORA_KEYWORDS.items():  # type and range, named as the flags (trapo.domains)
+        check_field(keyword, settings[key], LORA_TYPES[keyword])
+    if not settings["target_modules"]:
+        raise ValueError("lora_target_modules must name at least one module (or 'all-linear'), got []")
     return settings
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import typing
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
-from trapo.config_trl import LORA_KEYWORDS
+from trapo.config_trl import LORA_KEYWORDS, LORA_TYPES
 from trapo.methods import METHODS, get_method
 
 DESCRIPTION = (
@@ -16,7 +17,7 @@ DESCRIPTION = (
 Post-train a causal LM (a local Hugging Face directory) with TRAPO or one of its baselines.
 
 Every TRAPOConfig field is a flag; every flag takes both spellings (--learning_rate or --learning-rate),
-bool flags work bare (--bf16), negative numbers need no '=' (--warmup_steps -1). Values come from, in order
+bool flags work bare (--bf16), negative numbers need no '=' (--entropy_coef -0.001). Values come from, in order
 of precedence: flags > --config YAML > the method's preset > defaults ("None" below: the method's preset,
 or unset). TRL's GRPOConfig names work with TRL's meaning (loss_type, scale_rewards, num_generations,
 per_device_train_batch_size, gradient_accumulation_steps, beta, epsilon, reward_weights).
@@ -40,9 +41,11 @@ An output directory belongs to one run: a new run refuses a directory holding an
 (same config apart from max_steps, logging, saving and reward limits) or --overwrite_output_dir; a lock file
 stops a second process. Checkpoints: every --save_steps steps and every --save_minutes minutes (default 10).
 
-Exit codes: 0 done; 2 a user error (nothing trained); 3 the run stopped itself (failing rewards, NaN/inf or
-rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step is saved); 143 / 138
-SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with --resume or --resume auto.
+Exit codes: 0 done; 2 a user error or a disk error (nothing trained or lost); 3 the run stopped itself
+(failing rewards, NaN/inf or rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step
+is saved); 143 / 138 / 129 SIGTERM / SIGUSR1 / SIGHUP (a checkpoint is saved at the next step boundary):
+rerun with --resume, or --resume auto (which starts fresh, setting the earlier files aside in
+previous-TIME/, when the directory has no usable checkpoint).
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
 """
@@ -83,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const="latest",
         default=None,
         help="Resume from the latest checkpoint in output_dir (falling back to the one before "
-        "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
-        "has a checkpoint, else start fresh.",
+        "when it is corrupt or holds NaN/inf weights), or from the given checkpoint; the config, the "
+        "data rows, the rewards and the expert key must be the run's. 'auto': resume when output_dir "
+        "has a usable checkpoint, else move its earlier files to previous-TIME/ and start fresh.",
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
@@ -114,23 +118,50 @@ def _typed_flag(argv: list[str], field: str) -> str | None:
     return None
 
 
-def _name_flags(message: str, argv: list[str]) -> str:
-    """``message`` with the config fields it names written as the flags the user typed."""
-    names = sorted(config_fields(), key=len, reverse=True)
+def _name_flags(message: str, argv: list[str], yaml: tuple[str, dict] | None = None) -> str:
+    """``message`` with the config fields it names written as the flags the user typed; a field that came
+    from the ``--config`` file (``yaml``: its path and values) is named with the file."""
+    names = sorted([*config_fields(), *LORA_KEYWORDS], key=len, reverse=True)  # lora_r ... are flags too
     for name in names:
         flag = _typed_flag(argv, name)
-        if flag and re.search(rf"(?<![\w-]){name}(?!\w)", message):
+        mentioned = re.search(rf"(?<![\w-]){name}(?!\w)", message)
+        if mentioned and not flag and yaml and name in yaml[1]:
+            return f"{yaml[0]}: field {name!r}: {message}"
+        if flag and mentioned:
             if "_" not in name:  # a plain word ("method") may be prose, not the field: name the flag in front only
                 return f"argument {flag}: {message}"
             return f"argument {flag}: " + re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
     return message
 
 
+def _check_yaml_strings(path: str, values: dict) -> None:
+    """A YAML string where a number or a bool belongs is converted as a flag would be (PyYAML reads ``1e-3``
+    as a string); one that does not convert is an error naming the file and the field, not argparse's."""
+    from transformers.hf_argparser import string_to_bool
+
+    hints = {**typing.get_type_hints(TRAPOConfig), **LORA_TYPES}
+    for name, value in values.items():
+        if name not in hints:
+            continue  # an unknown key: the config names it
+        kinds = {int, float, bool} & ({hints[name]} | set(typing.get_args(hints[name])))
+        if not isinstance(value, str) or not kinds or name == "scale_rewards":
+            continue
+        kind = bool if bool in kinds else float if float in kinds else int
+        try:
+            string_to_bool(value) if kind is bool else kind(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            what = {bool: "true or false", float: "a number", int: "an integer"}[kind]
+            raise ValueError(f"{path}: field {name!r}: {name} must be {what}, got {value!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     """The config from flags layered over ``--config`` (flags win); errors name the flag the user typed."""
     parser = args.parser
+    yaml = None
     if args.config:
-        parser.set_defaults(**read_yaml(args.config))
+        yaml = (args.config, read_yaml(args.config))
+        _check_yaml_strings(*yaml)
+        parser.set_defaults(**yaml[1])
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__) | set(LORA_KEYWORDS)
     try:
@@ -138,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
             **{k: v for k, v in vars(args).items() if k in names and not (k in LORA_KEYWORDS and v is None)}
         )
     except ValueError as err:
-        raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
+        raise ValueError(_name_flags(str(err), getattr(args, "argv", []), yaml)) from None
 
 
 def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:

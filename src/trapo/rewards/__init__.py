@@ -13,7 +13,7 @@ from trapo.rewards.adapters import (
 )
 from trapo.rewards.math_answers import Verdict, check_answer, extract_answer, extract_boxed, math_reward
 from trapo.rewards.records import Reward, as_reward, as_reward_function, default_reward, load_reward
-from trapo.rewards.scoring import FAILURE_KINDS, RewardScores, RewardSet, reward_set, score_rewards
+from trapo.rewards.scoring import FAILURE_KINDS, RewardScores, RewardSet, reward_identity, reward_set, score_rewards
 from trapo.rewards.timeout import CallTimeout, call_with_timeout
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "extract_boxed",
     "load_reward",
     "math_reward",
+    "reward_identity",
     "reward_set",
     "score_rewards",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -36,6 +37,8 @@ class Reward:
         timeout: seconds one call may take; ``None``: the trainer's ``reward_timeout``; 0: unbounded.
         process: run it in a worker process, where the bound holds for any code (``trapo train --reward``).
         conversational: TRL rewards get chat messages (set from the data by the trainer).
+        source: where it was loaded from (``math``, ``module:function``, an absolute ``file.py:function``);
+            empty for a callable passed in. :func:`reward_identity` reads it.
 
     Calling a record scores a batch: ``reward(completions, examples) -> list[float]`` (unbounded, in
     this process; the trainer bounds it through :class:`trapo.rewards.RewardSet`).
@@ -48,6 +51,7 @@ class Reward:
     timeout: float | None = None
     process: bool = False
     conversational: bool = False
+    source: str = ""
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -93,7 +97,7 @@ def math_scores(completions: list[str], examples: list[Example]) -> list[float]:
 
 def default_reward() -> Reward:
     """The built-in math reward; it bounds each check itself (``timeout=0``: no outer bound)."""
-    return Reward(math_scores, "batch", name="math_reward", timeout=0)
+    return Reward(math_scores, "batch", name="math_reward", timeout=0, source="math")
 
 
 BUILTIN_REWARDS = {"math": default_reward}
@@ -123,10 +127,10 @@ def as_reward(item: Any, *, conversational: bool = False) -> Reward:
     raise ValueError(f"reward {type(item).__name__}: reward models are not supported; pass a function")
 
 
-def _load_file(path: Path) -> Any:
+def _exec_file(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"reward file {str(path)!r} does not exist")
-    module_name = f"trapo_user_reward_{abs(hash(str(path.resolve())))}"
+    module_name = "trapo_user_reward_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import reward file {str(path)!r} (is it a .py file?)")
@@ -134,19 +138,31 @@ def _load_file(path: Path) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as err:
+    except BaseException:
         del sys.modules[module_name]
-        raise ValueError(f"importing reward file {str(path)!r} failed: {type(err).__name__}: {err}") from err
+        raise
     return module
 
 
-def _import(spec: str, where: str) -> Any:
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        return _load_file(Path(where))
+def _is_file(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _import(where: str) -> Any:
+    """The module of a reward spec (a file path or a module name). Whatever its import does wrong (an
+    import or syntax error, an exception, ``sys.exit``) becomes one ``ValueError`` naming the module; only
+    Ctrl-C passes through."""
+    failed = f"importing reward file {where!r} failed" if _is_file(where) else f"cannot import module {where!r}"
     try:
-        return importlib.import_module(where)
-    except ModuleNotFoundError as err:
-        raise ValueError(f"reward {spec!r}: cannot import module {where!r} ({err})") from err
+        return _exec_file(Path(where)) if _is_file(where) else importlib.import_module(where)
+    except (KeyboardInterrupt, FileNotFoundError):
+        raise
+    except SystemExit as err:
+        raise ValueError(f"{failed}: it called sys.exit({err.code!r}) while being imported") from None
+    except SyntaxError as err:
+        raise ValueError(f"{failed}: SyntaxError: {err.msg} ({err.filename or where}, line {err.lineno})") from None
+    except BaseException as err:
+        raise ValueError(f"{failed}: {type(err).__name__}: {err}") from None
 
 
 def load_reward(spec: str, kind: RewardKind | None = None, **fields: Any) -> Reward:
@@ -162,11 +178,12 @@ def load_reward(spec: str, kind: RewardKind | None = None, **fields: Any) -> Rew
     where, attr = spec.rsplit(":", 1)
     if not where or not attr:
         raise ValueError(f"reward {spec!r}: both the module (or file) and the function name are needed")
-    module = _import(spec, where)
+    module = _import(where)
     if not hasattr(module, attr):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise ValueError(f"reward {spec!r}: {where!r} has no attribute {attr!r}; callables there: {available}")
     fn = getattr(module, attr)
     if not callable(fn):
         raise ValueError(f"reward {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
-    return Reward(fn, kind, **fields)
+    source = f"{Path(where).resolve()}:{attr}" if _is_file(where) else spec
+    return Reward(fn, kind, **{"source": source, **fields})

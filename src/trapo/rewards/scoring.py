@@ -206,6 +206,19 @@ def reward_set(
     return RewardSet(rewards, timeout)
 
 
+def reward_identity(rewards: RewardSet | Reward) -> str:
+    """What the rewards are, stably across processes (stored with a run, compared on resume): each
+    record's ``source`` (``math``, ``module:function``, an absolute ``file.py:function``), else its function's
+    module and qualified name; a :class:`RewardSet` joins its records' identities with their weights (a
+    weight of 1 unwritten)."""
+    if isinstance(rewards, RewardSet):
+        return " + ".join(
+            reward_identity(r) if r.weight == 1 else f"{r.weight:g}*{reward_identity(r)}" for r in rewards.rewards
+        )
+    fn = rewards.function
+    return rewards.source or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
 @dataclass
 class RewardScores:
     """What :func:`score_rewards` made of one reward call: a score per item (failures score 0.0), the

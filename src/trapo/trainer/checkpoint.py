@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,31 +53,53 @@ def save_checkpoint(
         )
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
     if keep > 0:
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune(checkpoints(out)[:-keep], keep)
     return final
 
 
+def prune(old: list[Path], keep: int) -> list[str]:
+    """Remove the checkpoints ``old`` (beyond ``save_total_limit``); what could not be removed is reported
+    on stderr (the run goes on: a disk that keeps an extra checkpoint loses nothing) and returned."""
+    failures: list[str] = []
+    for path in old:
+        errors: list[str] = []
+
+        def note(fn, where, info, errors=errors) -> None:  # shutil's onerror (onexc needs Python 3.12)
+            errors.append(f"{Path(where).name}: {info[1]}")
+
+        shutil.rmtree(path, onerror=note)
+        if errors:
+            failures.append(f"{path.name} ({errors[0]}{'; ...' if len(errors) > 1 else ''})")
+    if failures:
+        print(
+            f"warning: could not remove {len(failures)} old checkpoint(s) beyond save_total_limit {keep}: "
+            f"{'; '.join(failures)}. Remove them by hand when disk space matters",
+            file=sys.stderr,
+        )
+    return failures
+
+
 def load_weights(model, checkpoint: Path) -> None:
-    """Load a checkpoint's weights into ``model`` in place (full model or LoRA adapter)."""
-    from safetensors.torch import load_file, load_model
+    """Load a checkpoint's weights into ``model`` in place (full model or LoRA adapter). The files are read
+    and checked first: unreadable files or NaN/inf weights raise before ``model`` is touched."""
+    from safetensors.torch import load_file
 
     adapter = checkpoint / "adapter_model.safetensors"
+    files = [adapter] if adapter.is_file() else sorted(checkpoint.glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{checkpoint}: no model*.safetensors to resume from")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"its weights hold NaN/inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     if adapter.is_file():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(adapter))
+        set_peft_model_state_dict(model, state)
         return
-    files = sorted(checkpoint.glob("model*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{checkpoint}: no model*.safetensors to resume from")
-    if len(files) == 1:
-        missing, unexpected = load_model(model, files[0], strict=False)
-    else:
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(f))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         raise ValueError(
@@ -85,8 +108,13 @@ def load_weights(model, checkpoint: Path) -> None:
         )
 
 
-def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:
-    blob = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
+def read_training_state(checkpoint: Path) -> dict[str, Any]:
+    """The optimizer and scheduler state of a checkpoint, read (not yet applied)."""
+    return torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
+
+
+def load_training_state(checkpoint: Path, optimizer, scheduler, blob: dict[str, Any] | None = None) -> dict[str, Any]:
+    blob = read_training_state(checkpoint) if blob is None else blob
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     return json.loads((checkpoint / STATE_FILE).read_text())

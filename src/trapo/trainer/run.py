@@ -7,6 +7,7 @@ update the run has not counted (then a crash must not be saved over the last che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from trapo.atomic import atomic_directory
 from trapo.config_trl import defaults_notice
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import safety
+from trapo.trainer import precision, resume, safety
 from trapo.trainer.metrics import append_jsonl, truncate_jsonl
 from trapo.trainer.trl_surface import console_line, is_logging_step, tracker_kwargs
 
@@ -68,6 +69,8 @@ class TrainingRun:
     callbacks: Callbacks
     state: Any
     reward_fn: RewardSet
+    fingerprint: dict[str, Any]  # data, rewards, expert key (trapo.trainer.resume)
+    input_dtype: torch.dtype  # the dtype the model came in: final/'s by default (trapo.trainer.precision)
 
     unwrapped: torch.nn.Module
 
@@ -87,11 +90,12 @@ class TrainingRun:
         """Run to ``config.max_steps``.
 
         ``resume_from_checkpoint``: True (the latest complete checkpoint in output_dir, falling back to the
-        one before when it is unreadable), a checkpoint path, or ``"auto"`` (resume when output_dir has a
-        checkpoint, else start fresh). A fresh run refuses an output_dir holding another run unless
-        ``config.overwrite_output_dir``; a resumed one refuses a different config (see :mod:`.safety`).
+        one before when it is unreadable or holds NaN/inf weights), a checkpoint path, or ``"auto"`` (resume
+        when output_dir has a usable checkpoint, else set its earlier files aside and start fresh). A fresh
+        run refuses an output_dir holding another run unless ``config.overwrite_output_dir``; a resumed one
+        refuses a different config or other inputs (see :mod:`.safety`, :mod:`.resume`).
 
-        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1,
+        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1 / SIGHUP,
         :class:`~trapo.trainer.safety.TrainingStopped` when the run stops itself (failing rewards, NaN/inf,
         rolled-back updates), ``KeyboardInterrupt`` on Ctrl-C (after saving the last finished step).
         """
@@ -116,18 +120,25 @@ class TrainingRun:
                     f"removed {len(removed)} unfinished temporary directories left by a killed run: "
                     f"{', '.join(removed[:3])}"
                 )
-        if resume_from_checkpoint == "auto":
-            resume_from_checkpoint = True if ckpt.checkpoints(out) else None
-            if resume_from_checkpoint is None:
-                acc.print(f"--resume auto: no checkpoint in {out}; starting fresh")
-        if resume_from_checkpoint:
-            self._resume(resume_from_checkpoint)
-        else:
-            self._claim_output_dir()
+        auto = resume_from_checkpoint == "auto"
+        if auto and not ckpt.checkpoints(out):
+            resume.start_afresh(acc, out, f"no checkpoint in {out}", self.is_main)
+        elif resume_from_checkpoint:
+            try:
+                return self._resume(self._load_checkpoint(True if auto else resume_from_checkpoint))
+            except resume.NoUsableCheckpoint as err:
+                if not auto:
+                    raise
+                resume.start_afresh(acc, out, str(err), self.is_main)
+        self._claim_output_dir()
 
-    def _resume(self, which: str | bool) -> None:
-        out = self.output_dir
-        path, state = self._load_checkpoint(which)
+    def _resume(self, loaded: tuple[Path, dict[str, Any]]) -> None:
+        out, (path, state) = self.output_dir, loaded
+        if int(state["step"]) > self.config.max_steps:
+            raise ValueError(
+                f"max_steps {self.config.max_steps} is below the step of the checkpoint resumed ({path.name}, "
+                f"step {state['step']}): the run is already past it. Pass max_steps >= {state['step']}"
+            )
         self.step = int(state["step"])
         self.totals.update(state.get("totals", {}))
         self.update_guard.history = [float(x) for x in state.get("update_history", [])]
@@ -177,23 +188,29 @@ class TrainingRun:
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             differences = safety.config_differences(stored.get("config", {}), self.config.to_dict())
-            if differences:
+            inputs = resume.fingerprint_differences(stored.get("fingerprint"), self.fingerprint)
+            if differences or inputs:
+                what = [f"a different config ({'; '.join(differences)})"] if differences else []
+                what += [f"other inputs ({'; '.join(inputs)})"] if inputs else []
                 raise ValueError(
-                    f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
+                    f"cannot resume {path}: it was trained with {' and '.join(what)}. "
                     "Use the same settings (only max_steps, logging, saving and reward limits may change), "
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
             try:
-                ckpt.load_weights(self.unwrapped, path)
-                state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
-            except Exception as err:  # a truncated or garbled file: fall back to the previous checkpoint
+                blob = ckpt.read_training_state(path)  # read everything before changing anything
+                ckpt.load_weights(self.unwrapped, path)  # refuses NaN/inf weights
+                state = ckpt.load_training_state(path, self.optimizer, self.scheduler, blob)
+            except Exception as err:  # a truncated, garbled or NaN checkpoint: fall back to the previous one
                 failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             if failures:
                 self.accelerator.print(f"resuming from {path.name} instead of the corrupt newer checkpoint(s)")
             return path, state
-        raise ValueError(f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}")
+        raise resume.NoUsableCheckpoint(
+            f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}"
+        )
 
     # ------------------------------------------------------------------ the loop
     def _train(self, resume_from_checkpoint: str | bool | None) -> TrainResult:
@@ -253,7 +270,7 @@ class TrainingRun:
             self.accelerator.log(last, step=self.step)
 
     def _save_when_due(self, last_save: float) -> float:
-        """Checkpoint and stop on SIGTERM / SIGUSR1; checkpoint every save_steps / save_minutes. Returns the
+        """Checkpoint and stop on SIGTERM / SIGUSR1 / SIGHUP; checkpoint every save_steps / save_minutes. Returns the
         time of the last save."""
         cfg, stop = self.config, self._signals.stop_signal
         if self._any_process(stop is not None):
@@ -275,7 +292,7 @@ class TrainingRun:
                 f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
                 f"{self.output_dir} is the place to --resume from"
             )
-        elif self.step > 0:
+        elif self.step > 0 and not resume.nonfinite_weights(self.unwrapped):  # NaN weights: the error stands
             self.save_checkpoint()
             what = "stopped" if isinstance(err, safety.TrainingStopped) else "interrupted"
             self.accelerator.print(
@@ -356,6 +373,12 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
+        bad = resume.nonfinite_weights(self.unwrapped)
+        if bad:  # never written over (nor pruning) a sound checkpoint
+            raise safety.TrainingStopped(
+                f"the weights hold NaN/inf at step {self.step} ({', '.join(bad)}); not saved, no checkpoint "
+                f"pruned: --resume continues from the last sound one in {self.output_dir}"
+            )
         self.accelerator.wait_for_everyone()
         if self.is_main:
             ckpt.save_checkpoint(
@@ -369,6 +392,7 @@ class TrainingRun:
                     "totals": dict(self.totals),
                     "config": self.config.to_dict(),
                     "update_history": self.update_guard.history,
+                    "fingerprint": self.fingerprint,
                 },
                 keep=self.config.save_total_limit,
             )
@@ -397,13 +421,10 @@ class TrainingRun:
                 import copy
 
                 model = copy.deepcopy(model).merge_and_unload()
-            if final.is_dir():
-                model.save_pretrained(final)
-                self.tokenizer.save_pretrained(final)
-            else:
-                with atomic_directory(final) as tmp:
-                    model.save_pretrained(tmp)
-                    self.tokenizer.save_pretrained(tmp)
+            dtype = precision.resolve_save_dtype(self.config.save_dtype, self.input_dtype)
+            with contextlib.nullcontext(final) if final.is_dir() else atomic_directory(final) as target:
+                precision.save_pretrained_as(model, target, dtype)
+                self.tokenizer.save_pretrained(target)
         self.accelerator.wait_for_everyone()
         return final
 

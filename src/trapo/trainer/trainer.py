@@ -19,9 +19,9 @@ from transformers import get_scheduler
 
 from trapo.config import TRAPOConfig
 from trapo.data import LoadResult, boundary_token_ids
-from trapo.rewards import RewardSet, reward_set
+from trapo.rewards import RewardSet, reward_identity, reward_set
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
-from trapo.trainer import safety
+from trapo.trainer import precision, resume, safety
 from trapo.trainer.data_prep import as_examples, context_length, prepare_examples, tokenizer_of
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample
 from trapo.trainer.run import TrainingRun
@@ -93,9 +93,12 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         examples, loaded, conversational = as_examples(train_dataset, config.strict, config.expert_key)
         config = self.config = self.args = config.for_dataset(len(examples))  # max_steps=-1: from epochs
         self.reward_fn = _rewards(config, reward_funcs, reward_fn, conversational)
+        expert_keys = loaded.expert_keys if loaded is not None else None
+        self.fingerprint = resume.fingerprint(examples, reward_identity(self.reward_fn), expert_keys)
         self.schedule = config.schedule()
         self.weights = config.objective_weights()
         model = _with_lora(model, config, peft_config)
+        self.input_dtype = precision.to_master_weights(model)  # float32 master weights (trainer/precision.py)
         self.items, self.data_report = self._prepare_data(examples, loaded, model)
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
         self._build_optimization(model)

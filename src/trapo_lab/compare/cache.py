@@ -69,6 +69,7 @@ ADDED_FIELDS = {
     "loss_constant": None,
     "reward_weights": None,
     "expert_key": None,
+    "save_dtype": "auto",
     # TRL's GRPOConfig fields taken since (trapo.config_trl.TRLFields), at their defaults
     **{f.name: f.default for f in dataclasses.fields(TRLFields)},
 }

@@ -236,3 +236,24 @@ def test_load_reward_from_file_and_module(tmp_path, monkeypatch):
     broken.write_text("raise RuntimeError('bad import')\n")
     with pytest.raises(ValueError, match=r"importing reward file .*broken\.py.*bad import"):
         load_reward(f"{broken}:f")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("import sys\nsys.exit(0)\n", r"it called sys.exit\(0\) while being imported"),
+        ("raise SystemExit('no GPU')\n", r"it called sys.exit\('no GPU'\)"),
+        ("def f(:\n", r"SyntaxError: .*line 1"),
+        ("import no_such_dependency_xyz\n", r"ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+        ("raise KeyError('config')\n", r"KeyError: 'config'"),
+    ],
+    ids=["sys_exit_0", "system_exit_text", "syntax_error", "missing_dependency", "raises"],
+)
+def test_a_reward_module_that_fails_on_import_is_one_clear_error(tmp_path, monkeypatch, body, message):
+    """As a file and as a module name: one ValueError naming the module (issue 24 #5), never SystemExit."""
+    (tmp_path / "bad_reward_mod.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=rf"importing reward file .*bad_reward_mod\.py' failed: {message}"):
+        load_reward(f"{tmp_path / 'bad_reward_mod.py'}:f")
+    with pytest.raises(ValueError, match=rf"cannot import module 'bad_reward_mod': {message}"):
+        load_reward("bad_reward_mod:f")
