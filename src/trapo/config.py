@@ -28,6 +28,7 @@ from trapo.methods import METHODS, Method, get_method
 # global batch's, the same on one process).
 TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dapo": "token_mean", "dr_grpo": "constant"}
 SCALE_REWARDS = ("group", "batch", "none")
+FSDP_WORDS = ("full_shard", "offload")  # the words of HF TrainingArguments' --fsdp this trainer implements
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -176,6 +177,13 @@ class TRAPOConfig:
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
     mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
     bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+    fsdp: str = _help(
+        "Shard parameters, gradients and AdamW state over the processes with torch's FSDP2 (HF TrainingArguments' "
+        "name): 'full_shard', or 'full_shard offload' to keep the shards in CPU memory. Needs several processes "
+        "(torchrun / accelerate launch); with --bf16, parameters are gathered in bfloat16. '' (default): every "
+        "process holds the whole model (DDP).",
+        default="",
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
@@ -245,6 +253,9 @@ class TRAPOConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        words = self.fsdp.split()
+        if words and ("full_shard" not in words or set(words) - set(FSDP_WORDS)):
+            raise ValueError(f"fsdp must be '', 'full_shard' or 'full_shard offload', got {self.fsdp!r}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
         for name, value in (

@@ -41,20 +41,61 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoint-STEP`` through a temporary directory renamed at the end (a crash mid-write
     leaves no directory that looks complete), then prune to the newest ``keep`` (0 keeps all)."""
-    out = Path(output_dir)
-    final = out / f"checkpoint-{step}"
+    final = Path(output_dir) / f"checkpoint-{step}"
     with atomic_directory(final) as tmp:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "training_state.pt"
-        )
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
-    if keep > 0:
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        write_checkpoint(tmp, step, model, tokenizer, training, state)
+    prune(output_dir, keep)
     return final
+
+
+def write_checkpoint(
+    directory: Path,
+    step: int,
+    model,
+    tokenizer,
+    training: dict[str, Any],
+    state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Fill a checkpoint directory: the model (``save_pretrained``; from ``weights`` when given, the whole
+    state dict of a sharded model), the tokenizer, ``training`` (optimizer / scheduler state) in
+    ``training_state.pt`` and the trainer state."""
+    model.save_pretrained(directory, **({} if weights is None else {"state_dict": weights}))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    torch.save(training, directory / "training_state.pt")
+    (directory / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2, default=str))
+
+
+def prune(output_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (0 keeps all)."""
+    if keep > 0:
+        for old in checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The whole state dict of a checkpoint's ``model*.safetensors``."""
+    from safetensors.torch import load_file
+
+    files = sorted(checkpoint.glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{checkpoint}: no model*.safetensors to resume from")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    return state
+
+
+def check_weights(model, checkpoint: Path, missing: list[str], unexpected: list[str]) -> None:
+    """Refuse weights that do not fit ``model`` (a tied ``lm_head`` is not saved and may be missing)."""
+    tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(
+            f"{checkpoint}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
 
 
 def load_weights(model, checkpoint: Path) -> None:
@@ -68,25 +109,17 @@ def load_weights(model, checkpoint: Path) -> None:
         set_peft_model_state_dict(model, load_file(adapter))
         return
     files = sorted(checkpoint.glob("model*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{checkpoint}: no model*.safetensors to resume from")
     if len(files) == 1:
         missing, unexpected = load_model(model, files[0], strict=False)
     else:
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(f))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if "lm_head" in k} if getattr(model.config, "tie_word_embeddings", False) else set()
-    if set(missing) - tied or unexpected:
-        raise ValueError(
-            f"{checkpoint}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]})"
-        )
+        missing, unexpected = model.load_state_dict(read_weights(checkpoint), strict=False)
+    check_weights(model, checkpoint, missing, unexpected)
 
 
 def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:
+    """Load optimizer (unless None: a sharded run loads its own) and scheduler state; returns the trainer state."""
     blob = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     return json.loads((checkpoint / STATE_FILE).read_text())

@@ -13,6 +13,7 @@ Each optimizer step:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -64,7 +65,7 @@ from trapo.rewards import (
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import safety
+from trapo.trainer import safety, sharding
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
@@ -242,6 +243,9 @@ class TRAPOTrainer:
         )
         _check_not_sharded(self.accelerator)
         config = config.for_processes(self.accelerator.num_processes)  # TRL's batch fields, if set
+        self.fsdp = bool(config.fsdp) and self.accelerator.num_processes > 1  # trapo.trainer.sharding
+        if config.fsdp and not self.fsdp:
+            self.accelerator.print(f"--fsdp {config.fsdp}: one process, nothing to shard; training unsharded")
         self.config = self.args = config
         self.output_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
@@ -283,6 +287,11 @@ class TRAPOTrainer:
         )
 
         if config.lora_r > 0 or peft_config is not None:
+            if self.fsdp:
+                raise NotImplementedError(
+                    "--fsdp full_shard with LoRA (--lora_r / peft_config) is not supported (untested); train LoRA "
+                    "without --fsdp (each process holds the model) or all weights with --fsdp full_shard"
+                )
             try:
                 from peft import LoraConfig, get_peft_model
             except ImportError as err:
@@ -315,6 +324,13 @@ class TRAPOTrainer:
                 f"one ({self.data_report.summary()})"
             )
 
+        ref_model = None
+        if config.beta > 0:  # a frozen copy of the initial model, placed like the policy
+            import copy
+
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if self.fsdp:  # before the optimizer is built: it then holds this process's shards
+            model, ref_model = self._shard(model, ref_model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
@@ -328,13 +344,13 @@ class TRAPOTrainer:
             num_warmup_steps=config.warmup_steps,
             num_training_steps=config.max_steps,
         )
-        ref_model = None
-        if config.beta > 0:  # a frozen copy of the initial model, placed by accelerate like the policy
-            import copy
-
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        if self.fsdp:  # sharded by torch itself: accelerate does not wrap it
+            self.model, self.optimizer, self.ref_model = model, optimizer, ref_model
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+            self.ref_model = (
+                None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+            )
 
         self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
         self.sampler = GuidedSampler(
@@ -364,6 +380,31 @@ class TRAPOTrainer:
         self.share_prompts = self.accelerator.num_processes == 1
 
     # ------------------------------------------------------------------ set-up
+    def _shard(self, model: torch.nn.Module, ref_model: torch.nn.Module | None) -> tuple[torch.nn.Module, Any]:
+        """``--fsdp``: shard the policy (and the reference model) over the processes (:mod:`.sharding`)."""
+        cfg, device = self.config, self.accelerator.device
+        options = {"bf16": cfg.bf16, "offload": "offload" in cfg.fsdp.split()}
+        model = sharding.shard_model(model, device, **options)
+        if ref_model is not None:
+            ref_model = sharding.shard_model(ref_model, device, **options)
+        local, total = sharding.element_counts(model)
+        self._local_fraction = local / total
+        self.accelerator.print(
+            f"--fsdp {cfg.fsdp}: {self.accelerator.num_processes} processes; process 0 holds {local:,} of the "
+            f"model's {total:,} parameter elements ({self._local_fraction:.1%})"
+        )
+        return model, ref_model
+
+    def _passes(self, n: int) -> int:
+        """Forward/backward passes to run for ``n`` mini-batches: under sharding, every process runs as many
+        as the busiest one (the rest are :func:`sharding.idle_loss` passes)."""
+        return sharding.pass_count(n, self.accelerator.device) if self.fsdp else n
+
+    def _pass_loss(self, i: int, n: int, loss_of: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        if i < n:
+            return loss_of(i)
+        return sharding.idle_loss(self.model, self.tokenizer.pad_token_id, self.accelerator.device)
+
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
@@ -440,7 +481,8 @@ class TRAPOTrainer:
     def rollout(self, step: int) -> RolloutBatch:
         """Sample and score this process's trajectories for ``step``."""
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
-        return self.sampler.sample(items, self._generator(step))
+        with sharding.gathered(self.model) if self.fsdp else contextlib.nullcontext():
+            return self.sampler.sample(items, self._generator(step))
 
     def _mini_batches(self, trajectories: Sequence[Trajectory], shared_prompt: bool = False) -> list[list[int]]:
         """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by the
@@ -480,12 +522,13 @@ class TRAPOTrainer:
         )
 
     def _backward_all(self, n_batches: int, loss_of: Callable[[int], torch.Tensor]) -> None:
-        for i in range(n_batches):
-            if i < n_batches - 1:
+        passes = self._passes(n_batches)
+        for i in range(passes):
+            if i < passes - 1:
                 with self.accelerator.no_sync(self.model):
-                    self.accelerator.backward(loss_of(i))
+                    self.accelerator.backward(self._pass_loss(i, n_batches, loss_of))
             else:
-                self.accelerator.backward(loss_of(i))
+                self.accelerator.backward(self._pass_loss(i, n_batches, loss_of))
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:
         """Group-relative advantages of ``batch``'s trajectories, one per trajectory (§3)."""
@@ -549,7 +592,10 @@ class TRAPOTrainer:
 
         def logprobs_of(model: torch.nn.Module) -> list[torch.Tensor]:
             cache = encode(model)
-            return [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels) for i, b in enumerate(tokens)]
+            out = [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels) for i, b in enumerate(tokens)]
+            for _ in range(len(tokens), self._passes(len(tokens))):
+                sharding.idle_loss(model, pad, device)
+            return out
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         ref: list[torch.Tensor | None] = [None] * len(chunks)
@@ -660,7 +706,8 @@ class TRAPOTrainer:
         gradients are cleared either way. Returns (grad norm, applied)."""
         grad_norm = torch.tensor(0.0)
         if self.config.max_grad_norm > 0:
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            clip = sharding.clip_grad_norm if self.fsdp else self.accelerator.clip_grad_norm_
+            grad_norm = clip(self.model.parameters(), self.config.max_grad_norm)
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
         applied = finite
         if finite and self.update_guard.enabled:
@@ -733,6 +780,8 @@ class TRAPOTrainer:
         metrics.add("grad_norm", grad_norm, 1)
         metrics.add("perf/step_s", time.perf_counter() - t0, 1)
         metrics.add("perf/generated_tokens", generated, 1)
+        if self.fsdp:  # this process's share of the parameter elements, averaged over processes
+            metrics.add("fsdp/local_param_fraction", self._local_fraction, 1)
         out = metrics.reduce(self.accelerator)
         out["perf/step_s"] = time.perf_counter() - t0
         out["lr"] = self.scheduler.get_last_lr()[0]
@@ -832,8 +881,11 @@ class TRAPOTrainer:
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
             try:
-                ckpt.load_weights(self.unwrapped, path)
-                state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
+                if self.fsdp:
+                    state = sharding.load_checkpoint(self.model, self.optimizer, self.scheduler, path)
+                else:
+                    ckpt.load_weights(self.unwrapped, path)
+                    state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
             except Exception as err:  # a truncated or garbled file: fall back to the previous checkpoint
                 failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
@@ -970,21 +1022,16 @@ class TRAPOTrainer:
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            ckpt.save_checkpoint(
-                self.output_dir,
-                self.step,
-                self.unwrapped,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                {
-                    "totals": dict(self.totals),
-                    "config": self.config.to_dict(),
-                    "update_history": self.update_guard.history,
-                },
-                keep=self.config.save_total_limit,
-            )
+        state = {
+            "totals": dict(self.totals),
+            "config": self.config.to_dict(),
+            "update_history": self.update_guard.history,
+        }
+        parts = (self.output_dir, self.step, self.unwrapped, self.tokenizer, self.optimizer, self.scheduler, state)
+        if self.fsdp:  # every process takes part: the weights are gathered, the optimizer state written sharded
+            sharding.save_checkpoint(*parts, keep=self.config.save_total_limit, is_main=self.is_main)
+        elif self.is_main:
+            ckpt.save_checkpoint(*parts, keep=self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
@@ -996,6 +1043,7 @@ class TRAPOTrainer:
         through a temporary directory renamed at the end (default: ``output_dir/final``)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
+        weights = sharding.full_state_dict(self.model) if self.fsdp else None  # gathered to the main process
         if self.is_main:
             model = self.unwrapped
             if hasattr(model, "merge_and_unload"):
@@ -1003,7 +1051,7 @@ class TRAPOTrainer:
 
                 model = copy.deepcopy(model).merge_and_unload()
             with atomic_directory(final) as tmp:
-                model.save_pretrained(tmp)
+                model.save_pretrained(tmp, **({} if weights is None else {"state_dict": weights}))
                 self.tokenizer.save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
         return final
@@ -1069,9 +1117,9 @@ def _tokenizer_of(model: torch.nn.Module):
 
 
 def _check_not_sharded(accelerator: Accelerator) -> None:
-    """Refuse parameter sharding (FSDP, DeepSpeed ZeRO-3) rather than train wrongly: rollouts generate on the
-    unwrapped module, which under sharding holds only this process's shard, and checkpoints and the final
-    model are saved from it too. Several processes with DDP (each holding the whole model) are supported."""
+    """Refuse the sharding set-ups this trainer does not drive (accelerate's own FSDP plugin, DeepSpeed ZeRO-3)
+    rather than train wrongly: rollouts, checkpoints and the final model would read this process's shard as if
+    it were the model. ``--fsdp full_shard`` shards with torch's FSDP2 directly (:mod:`.sharding`)."""
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
@@ -1080,10 +1128,11 @@ def _check_not_sharded(accelerator: Accelerator) -> None:
         and getattr(getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
     )
     if kind == DistributedType.FSDP or zero3:
+        what = "accelerate's FSDP plugin (an accelerate config with FSDP)" if not zero3 else "DeepSpeed ZeRO-3"
         raise NotImplementedError(
-            f"{'FSDP' if kind == DistributedType.FSDP else 'DeepSpeed ZeRO-3'} is not supported: rollouts generate on "
-            "the unwrapped model without gathering sharded parameters, and checkpoints are saved from it. Use several "
-            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process."
+            f"{what} is not supported: rollouts, checkpoints and the final model would see only this process's "
+            "shard. Shard with --fsdp full_shard (torch's FSDP2, launched with torchrun or a plain accelerate "
+            "launch --multi_gpu), or use several processes with DDP, LoRA (--lora_r) or one process."
         )
 
 
