@@ -44,6 +44,8 @@ rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step 
 SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with --resume or --resume auto.
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
+Sharded parameters (FSDP2): torchrun --nproc_per_node 8 -m trapo.cli train --fsdp full_shard ...
+  (CPU: ACCELERATE_USE_CPU=true torchrun ...; each process holds 1/N of the weights, gradients, AdamW state)
 """
 )
 

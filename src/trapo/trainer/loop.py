@@ -591,9 +591,10 @@ class TRAPOTrainer:
             return cache.logits(model, b.input_ids, b.attention_mask, prompt_rows[i])
 
         def logprobs_of(model: torch.nn.Module) -> list[torch.Tensor]:
+            passes = self._passes(len(tokens))  # before any pass: every process calls it at the same point
             cache = encode(model)
             out = [token_logprobs(logits_of(model, i, cache)[:, :-1].float(), b.labels) for i, b in enumerate(tokens)]
-            for _ in range(len(tokens), self._passes(len(tokens))):
+            for _ in range(len(tokens), passes):
                 sharding.idle_loss(model, pad, device)
             return out
 

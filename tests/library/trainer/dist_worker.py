@@ -83,8 +83,11 @@ if __name__ == "__main__":
     parser.add_argument("--max_steps", type=int, default=2)
     parser.add_argument("--save_steps", type=int, default=0)
     parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--prompts_per_step", type=int, default=4)
+    parser.add_argument("--mini_batch_size", type=int, default=64)
     parser.add_argument("--kill_at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     for name in args.methods:
         run(
@@ -96,4 +99,7 @@ if __name__ == "__main__":
             max_steps=args.max_steps,
             save_steps=args.save_steps,
             beta=args.beta,
+            prompts_per_step=args.prompts_per_step,
+            mini_batch_size=args.mini_batch_size,
+            bf16=args.bf16,
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 HERE = Path(__file__).resolve().parent
-FSDP_RUN = ["trapo", "--fsdp", "full_shard", "--max_steps", "3", "--save_steps", "1", "--beta", "0.01"]
+# TRAPO with rollouts and a KL term (a sharded reference model); 3 prompts a step over 2 processes and at most 4
+# trajectories a mini-batch: the processes have different numbers of mini-batches (idle passes keep them in step)
+FSDP_STEPS = {"max_steps": 3, "beta": 0.01, "prompts_per_step": 3, "mini_batch_size": 4}
+FSDP_RUN = ["trapo", "--fsdp", "full_shard", "--save_steps", "1", *(f"--{k}={v}" for k, v in FSDP_STEPS.items())]
 
 sys.path.insert(0, str(HERE))
 try:
@@ -75,8 +77,7 @@ def test_two_processes_update_like_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory) -> Path:
-    """An uninterrupted 2-process ``--fsdp full_shard`` run: TRAPO with rollouts, a KL term (a sharded
-    reference model), 3 steps, a checkpoint after each."""
+    """An uninterrupted 2-process ``--fsdp full_shard`` run (FSDP_RUN), a checkpoint after each step."""
     out = tmp_path_factory.mktemp("fsdp")
     proc = _torchrun(out, *FSDP_RUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,7 +102,7 @@ def test_fsdp_shards_and_trains_like_one_process(fsdp_run, tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(fsdp_run / "final")
     torch.testing.assert_close(loaded.model.norm.weight, two["model.norm.weight"], rtol=0, atol=0)
     # the same 3 steps in one process: the weights agree to float32 summation order (measured: < 7e-6)
-    one = load_file(dist_worker.run("trapo", tmp_path, max_steps=3, beta=0.01) / "model.safetensors")
+    one = load_file(dist_worker.run("trapo", tmp_path, **FSDP_STEPS) / "model.safetensors")
     _close(two, one, 1e-5, "FSDP vs one process")
 
 
