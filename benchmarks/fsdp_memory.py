@@ -1,14 +1,17 @@
 """Peak memory per process and rollout cost: ``--fsdp full_shard`` (torch's FSDP2) against DDP and one process.
 
-The same ~57M-parameter Qwen2 (built from a config: hidden 768, 8 layers, MLP 2048, the embedded byte-level
+The same 50.6M-parameter Qwen2 (built from a config: hidden 768, 8 layers, MLP 2048, the embedded byte-level
 tokenizer) is trained for ``--steps`` GRPO steps (rollouts + update, AdamW) three ways, one after the other:
 one process; 2 CPU processes with DDP (each holds the whole model, its gradients and AdamW state); 2 CPU
 processes with ``--fsdp full_shard`` (each holds half). Every process runs 1 thread (gloo between them).
 
-Per process: the peak resident memory of the training itself (``VmHWM`` of /proc/self/status, reset through
-/proc/self/clear_refs once the trainer is built, so that building the model is not counted), the bytes of the
-parameters and AdamW state it holds at the end, the step and generation times (medians over steps after the
-first), and under FSDP the time spent gathering the parameters for rollouts.
+Per process: the resident memory once the trainer is built, the peak resident memory of the training itself
+(``VmHWM`` of /proc/self/status, reset through /proc/self/clear_refs once the trainer is built, so that building
+the model is not counted), the bytes of the parameters and AdamW state it holds at the end, the step and
+generation times (medians over steps after the first), and under FSDP the time spent gathering the parameters
+for rollouts. glibc's malloc is run with a fixed mmap threshold (``MALLOC_MMAP_THRESHOLD_``): by default it
+raises the threshold after large frees and then keeps freed tensors' memory in its heap, so that resident memory
+no longer falls when tensors are freed.
 
     nice -n 10 python benchmarks/fsdp_memory.py --steps 3
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+MMAP_THRESHOLD = 1 << 20  # bytes: tensors this large or larger are returned to the system when freed
 MODES = {"one process": ("single", 1), "DDP, 2 processes": ("ddp", 2), "FSDP full_shard, 2 processes": ("fsdp", 2)}
 
 
@@ -129,7 +133,13 @@ def worker(mode: str, out: Path, steps: int) -> None:
 
 
 def launch(mode: str, processes: int, out: Path, steps: int) -> list[dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": str(ROOT / "src"),
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+    }
     args = [str(Path(__file__).resolve()), "--worker", mode, "--out", str(out), "--steps", str(steps)]
     if processes == 1:
         cmd = [sys.executable, *args]
@@ -147,22 +157,25 @@ def launch(mode: str, processes: int, out: Path, steps: int) -> list[dict]:
 
 def report(results: dict[str, list[dict]], command: str, seconds: float) -> str:
     ddp = max(r["peak_rss_training_mib"] for r in results["DDP, 2 processes"])
+    total = results["one process"][0]["param_elements_total"]
     lines = [
         "# Peak memory per process: FSDP full_shard vs DDP vs one process",
         "",
         f"`{command}` on {platform.machine()}, 1 thread per process, torch {torch.__version__}; {seconds:.0f} s "
-        "in all. A ~57M-parameter Qwen2 (float32, AdamW), GRPO steps with rollouts. Peak RSS is the training's "
-        "(reset after the model and trainer are built); state is the parameters + AdamW moments the process holds.",
+        f"in all. A {total / 1e6:.1f}M-parameter Qwen2 (float32, AdamW), GRPO steps with rollouts, "
+        f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}. Peak RSS is the training's (reset after the model and trainer "
+        "are built); state is the parameters + AdamW moments the process holds.",
         "",
-        "| set-up | parameter elements held | peak RSS, training (MiB) | peak / DDP's | params + AdamW state (MiB) "
-        "| step (s) | generation (s) | parameter gather for rollouts (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| set-up | parameter elements held | RSS when built (MiB) | peak RSS, training (MiB) | peak / DDP's "
+        "| params + AdamW state (MiB) | step (s) | generation (s) | parameter gather for rollouts (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ranks in results.items():
         for r in ranks:
             lines.append(
                 f"| {name}, process {r['rank']} | {r['param_elements_local']:,} of {r['param_elements_total']:,} "
-                f"({r['param_elements_local'] / r['param_elements_total']:.0%}) | {r['peak_rss_training_mib']:.0f} "
+                f"({r['param_elements_local'] / r['param_elements_total']:.0%}) | {r['rss_after_build_mib']:.0f} "
+                f"| {r['peak_rss_training_mib']:.0f} "
                 f"| {r['peak_rss_training_mib'] / ddp:.2f}x | {r['state_mib']:.0f} | {r['step_s']:.2f} "
                 f"| {r['generation_s']:.2f} | {r['gather_s']:.3f} |"
             )
