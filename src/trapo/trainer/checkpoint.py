@@ -2,7 +2,8 @@
 
 ``output_dir/checkpoint-STEP/`` holds the model (``save_pretrained``, safetensors; a LoRA run saves its
 adapter), the tokenizer, ``training_state.pt`` (optimizer, scheduler) and ``trainer_state.json`` (step,
-counters, config). Data order and rollout randomness are functions of ``(seed, step, process)``, so
+counters, config). A ``--fsdp`` run keeps its optimizer state sharded in ``optimizer/`` instead
+(:mod:`trapo.trainer.sharding`). Data order and rollout randomness are functions of ``(seed, step, process)``, so
 resuming from a checkpoint continues exactly.
 """
 
@@ -120,6 +121,11 @@ def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any
     """Load optimizer (unless None: a sharded run loads its own) and scheduler state; returns the trainer state."""
     blob = torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
     if optimizer is not None:
+        if "optimizer" not in blob:
+            raise ValueError(
+                f"{checkpoint}: the optimizer state is sharded (optimizer/, written by a --fsdp run); resume with "
+                "--fsdp full_shard and the same number of processes"
+            )
         optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     return json.loads((checkpoint / STATE_FILE).read_text())
