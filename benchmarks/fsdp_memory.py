@@ -155,14 +155,16 @@ def launch(mode: str, processes: int, out: Path, steps: int) -> list[dict]:
     return [json.loads((out / f"{mode}-{rank}.json").read_text()) for rank in range(processes)]
 
 
-def report(results: dict[str, list[dict]], command: str, seconds: float) -> str:
+def report(results: dict[str, list[dict]], command: str, seconds: float, load: list[float]) -> str:
     ddp = max(r["peak_rss_training_mib"] for r in results["DDP, 2 processes"])
     total = results["one process"][0]["param_elements_total"]
     lines = [
         "# Peak memory per process: FSDP full_shard vs DDP vs one process",
         "",
         f"`{command}` on {platform.machine()}, 1 thread per process, torch {torch.__version__}; {seconds:.0f} s "
-        f"in all. A {total / 1e6:.1f}M-parameter Qwen2 (float32, AdamW), GRPO steps with rollouts, "
+        f"in all; 1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (2 cores: other jobs "
+        "shared the machine, so times are indicative; memory is not affected). "
+        f"A {total / 1e6:.1f}M-parameter Qwen2 (float32, AdamW), GRPO steps with rollouts, "
         f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}. Peak RSS is the training's (reset after the model and trainer "
         "are built); state is the parameters + AdamW moments the process holds.",
         "",
@@ -199,16 +201,26 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.out, args.steps)
         return
-    start = time.perf_counter()
+    start, load = time.perf_counter(), [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         results = {name: launch(mode, n, Path(tmp), args.steps) for name, (mode, n) in MODES.items()}
     seconds = time.perf_counter() - start
+    load.append(os.getloadavg()[0])
     command = f"python benchmarks/fsdp_memory.py --steps {args.steps}"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "fsdp_memory.json").write_text(
-        json.dumps({"command": command, "seconds": seconds, "threads_per_process": 1, "results": results}, indent=2)
+        json.dumps(
+            {
+                "command": command,
+                "seconds": seconds,
+                "load_average": load,
+                "threads_per_process": 1,
+                "results": results,
+            },
+            indent=2,
+        )
     )
-    (args.results / "fsdp_memory.md").write_text(report(results, command, seconds))
+    (args.results / "fsdp_memory.md").write_text(report(results, command, seconds, load))
     print((args.results / "fsdp_memory.md").read_text())
 
 
