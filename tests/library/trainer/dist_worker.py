@@ -64,7 +64,7 @@ def run(method: str, out: Path, kill_at: int | None = None, resume: bool = False
         "seed": 0,
     }
     cfg = TRAPOConfig(method=method, output_dir=str(out / method), **{**settings, **overrides})
-    trainer = _Trainer(model, tok, ROWS, cfg)
+    trainer = _Trainer(model, processing_class=tok, train_dataset=ROWS, args=cfg)
     trainer.kill_at = kill_at
     final = trainer.train(resume_from_checkpoint=resume or None).final_model_dir
     local, total = element_counts(trainer.model)

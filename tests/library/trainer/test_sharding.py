@@ -28,7 +28,7 @@ def test_one_process_has_nothing_to_shard_and_says_so(tmp_path, tokenizer, model
     cfg = TRAPOConfig(
         method="sft", output_dir=str(tmp_path / "run"), max_steps=1, prompts_per_step=2, fsdp="full_shard"
     )
-    trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     assert not trainer.fsdp and not sharding.is_sharded(trainer.model)
     assert "--fsdp full_shard: one process, nothing to shard; training unsharded" in capsys.readouterr().out
     assert trainer.train().steps == 1
@@ -38,7 +38,7 @@ def test_lora_under_fsdp_is_refused_by_name(tmp_path, tokenizer, model, rows):
     two = SimpleNamespace(num_processes=2, distributed_type=DistributedType.MULTI_CPU, state=None, print=print)
     cfg = TRAPOConfig(method="sft", output_dir=str(tmp_path / "run"), fsdp="full_shard", lora_r=4)
     with pytest.raises(NotImplementedError, match=r"--fsdp full_shard with LoRA .* is not supported"):
-        TRAPOTrainer(model, tokenizer, rows, cfg, accelerator=two)
+        TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg, accelerator=two)
 
 
 @pytest.fixture
