@@ -26,6 +26,7 @@ from trapo.advantages import step_advantages
 from trapo.losses import token_logprobs
 from trapo.objective import LossTerms, Normaliser, TokenBatch, batch_normaliser, sft_batch_loss, trapo_loss
 from trapo.rewards import FAILURE_KINDS, RewardSet
+from trapo.trainer import sharding
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.metrics import Metrics
 from trapo.trainer.rollouts import RolloutBatch, Trajectory
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from trapo.guidance import MicroGroupSchedule
     from trapo.objective import ObjectiveWeights
     from trapo.rollout import RolloutEngine
-    from trapo.trainer import safety, sharding
+    from trapo.trainer import safety
     from trapo.trainer.rollouts import GuidedSampler, PreparedExample
 
 
