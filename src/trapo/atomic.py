@@ -79,20 +79,33 @@ def as_umask_allows(path: str | os.PathLike, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def temp_sibling(out_dir: str | os.PathLike) -> Path:
+    """A new empty directory beside ``out_dir`` (hidden, named after it, with the user's umask) to fill
+    before :func:`commit`."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    as_umask_allows(tmp, directory=True)
+    return tmp
+
+
+def commit(tmp: Path, out_dir: str | os.PathLike) -> None:
+    """Put the filled ``tmp`` in place of ``out_dir`` (replacing it) by a rename."""
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 @contextmanager
 def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``out_dir`` to fill; on success it replaces ``out_dir`` by a rename,
     on any error (Ctrl-C included) it is removed and ``out_dir`` is left as it was."""
-    out = Path(out_dir)
-    with reported_as_disk_errors(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with reported_as_disk_errors(Path(out_dir)):
+        tmp = temp_sibling(out_dir)
         try:
-            as_umask_allows(tmp, directory=True)
             yield tmp
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
+            commit(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

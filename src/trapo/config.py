@@ -33,6 +33,7 @@ from trapo.trl_refused import REFUSED
 # global batch's, the same on one process).
 TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dapo": "token_mean", "dr_grpo": "constant"}
 SCALE_REWARDS = ("group", "batch", "none")
+FSDP_WORDS = ("full_shard", "offload")  # the words of HF TrainingArguments' --fsdp this trainer implements
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -195,6 +196,13 @@ class TRAPOConfig(TRLFields):
         "gets the update a float32 copy gets; a float16 final/ that would overflow is saved as float32.",
         default="auto",
     )
+    fsdp: str | None = _help(
+        "Shard parameters, gradients and AdamW state over the processes with torch's FSDP2 (HF TrainingArguments' "
+        "name): 'full_shard', or 'full_shard offload' to keep the shards in CPU memory. Needs several processes "
+        "(torchrun / accelerate launch); with --bf16, parameters are gathered in bfloat16. '' or None (default): "
+        "every process holds the whole model (DDP).",
+        default=None,
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora: dict | str | None = field(
@@ -283,6 +291,10 @@ class TRAPOConfig(TRLFields):
                     f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}"
                 )
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
+        self.fsdp = self.fsdp or ""  # TRL's default is None
+        words = self.fsdp.split()
+        if words and ("full_shard" not in words or set(words) - set(FSDP_WORDS)):
+            raise ValueError(f"fsdp must be '', 'full_shard' or 'full_shard offload', got {self.fsdp!r}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
         sizes = self.schedule().sizes  # validates the guidance fields

@@ -17,8 +17,8 @@ _VLLM = (
     "passed as TRAPOTrainer(engine=...)"
 )
 _DIST = (
-    "several processes run under `accelerate launch` (DDP, configured there); FSDP and DeepSpeed ZeRO-3 are "
-    "refused (docs/ARCHITECTURE.md)"
+    "several processes run under `accelerate launch` or torchrun (DDP; parameter sharding with --fsdp "
+    "full_shard, torch's FSDP2); accelerate's FSDP plugin and DeepSpeed ZeRO-3 are refused (README)"
 )
 _LOADER = "trapo uses no DataLoader: each step's prompts are a seeded function of (seed, step)"
 _LOSS = "trapo trains TRAPO and its baselines: choose method and loss_type (grpo, dr_grpo, dapo, bnpo)"
@@ -108,7 +108,6 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "ddp_static_graph": (None, _DIST),
     "ddp_backend": (None, _DIST),
     "ddp_timeout": (1800, _DIST),
-    "fsdp": (None, _DIST),
     "fsdp_config": (None, _DIST),
     "deepspeed": (None, _DIST),
     "local_rank": (-1, _DIST),

@@ -48,6 +48,8 @@ rerun with --resume, or --resume auto (which starts fresh, setting the earlier f
 previous-TIME/, when the directory has no usable checkpoint).
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
+Sharded parameters (FSDP2): torchrun --nproc_per_node 8 -m trapo.cli train --fsdp full_shard ...
+  (CPU: ACCELERATE_USE_CPU=true torchrun ...; each process holds 1/N of the weights, gradients, AdamW state)
 """
 )
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from trapo.atomic import atomic_directory
 from trapo.config_trl import defaults_notice
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import precision, resume, safety
-from trapo.trainer.metrics import append_jsonl, truncate_jsonl
+from trapo.trainer import precision, resume, safety, sharding
+from trapo.trainer.metrics import append_jsonl, log_samples, truncate_jsonl
 from trapo.trainer.trl_surface import console_line, is_logging_step, tracker_kwargs
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ class TrainingRun:
     input_dtype: torch.dtype  # the dtype the model came in: final/'s by default (trapo.trainer.precision)
 
     unwrapped: torch.nn.Module
+    model: torch.nn.Module
+    fsdp: bool
 
     def training_step(self, step: int) -> dict[str, float]:
         """One step (the step half's); returns its metrics."""
@@ -198,9 +200,12 @@ class TrainingRun:
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
             try:
-                blob = ckpt.read_training_state(path)  # read everything before changing anything
-                ckpt.load_weights(self.unwrapped, path)  # refuses NaN/inf weights
-                state = ckpt.load_training_state(path, self.optimizer, self.scheduler, blob)
+                if self.fsdp:
+                    state = sharding.load_checkpoint(self.model, self.optimizer, self.scheduler, path)
+                else:
+                    blob = ckpt.read_training_state(path)  # read everything before changing anything
+                    ckpt.load_weights(self.unwrapped, path)  # refuses NaN/inf weights
+                    state = ckpt.load_training_state(path, self.optimizer, self.scheduler, blob)
             except Exception as err:  # a truncated, garbled or NaN checkpoint: fall back to the previous one
                 failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
@@ -255,7 +260,7 @@ class TrainingRun:
                 append_jsonl(self.output_dir / "metrics.jsonl", [{"step": self.step, **last}])
             samples = cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0
             if (samples or (logs and cfg.log_completions)) and not last["sft_step"]:
-                self._log_samples()
+                log_samples(self._last_batch, self.tokenizer, self.step, self.output_dir / "samples.jsonl")
         self.step_counted()
         self._signals.leave_critical()  # a Ctrl-C held during the update is raised here
         if self.is_main:
@@ -380,22 +385,17 @@ class TrainingRun:
                 f"pruned: --resume continues from the last sound one in {self.output_dir}"
             )
         self.accelerator.wait_for_everyone()
-        if self.is_main:
-            ckpt.save_checkpoint(
-                self.output_dir,
-                self.step,
-                self.unwrapped,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                {
-                    "totals": dict(self.totals),
-                    "config": self.config.to_dict(),
-                    "update_history": self.update_guard.history,
-                    "fingerprint": self.fingerprint,
-                },
-                keep=self.config.save_total_limit,
-            )
+        state = {
+            "totals": dict(self.totals),
+            "config": self.config.to_dict(),
+            "update_history": self.update_guard.history,
+            "fingerprint": self.fingerprint,
+        }
+        parts = (self.output_dir, self.step, self.unwrapped, self.tokenizer, self.optimizer, self.scheduler, state)
+        if self.fsdp:  # every process takes part: the weights are gathered, the optimizer state written sharded
+            sharding.save_checkpoint(*parts, keep=self.config.save_total_limit, is_main=self.is_main)
+        elif self.is_main:
+            ckpt.save_checkpoint(*parts, keep=self.config.save_total_limit)
         self.accelerator.wait_for_everyone()
         self.callbacks.fire("on_save")
 
@@ -415,6 +415,7 @@ class TrainingRun:
         renamed at the end)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
+        weights = sharding.full_state_dict(self.model) if self.fsdp else None  # gathered to the main process
         if self.is_main:
             model = self.unwrapped
             if merged and hasattr(model, "merge_and_unload"):
@@ -423,28 +424,10 @@ class TrainingRun:
                 model = copy.deepcopy(model).merge_and_unload()
             dtype = precision.resolve_save_dtype(self.config.save_dtype, self.input_dtype)
             with contextlib.nullcontext(final) if final.is_dir() else atomic_directory(final) as target:
-                precision.save_pretrained_as(model, target, dtype)
+                if weights is None:
+                    precision.save_pretrained_as(model, target, dtype)
+                else:  # --fsdp: the gathered whole state dict, in float32
+                    model.save_pretrained(target, state_dict=weights)
                 self.tokenizer.save_pretrained(target)
         self.accelerator.wait_for_everyone()
         return final
-
-    def _log_samples(self) -> None:
-        batch = self._last_batch
-        if batch is None:
-            return
-        decode = self.tokenizer.decode
-        rows = [
-            {
-                "step": self.step,
-                "prompt": decode(t.prompt_ids, skip_special_tokens=True),
-                "group": t.group,
-                "level": t.level,
-                "prefix": decode(t.prefix_ids, skip_special_tokens=True),
-                "continuation": decode(t.completion_ids, skip_special_tokens=True),
-                "reward": t.reward,
-                **t.logged,
-            }
-            for t in batch.trajectories
-            if t.prompt_index == 0
-        ]
-        append_jsonl(self.output_dir / "samples.jsonl", rows)

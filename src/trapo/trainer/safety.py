@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from trapo.locking import FileLock
+from trapo.trainer.sharding import local
 
 LOCK_FILE = ".trapo.lock"
 RUN_FILES = ("run_config.json", "metrics.jsonl", "samples.jsonl", "final")
@@ -222,10 +223,11 @@ class UpdateGuard:
                 state = optimizer.state.get(p, {})
                 step = float(state["step"]) + 1 if "step" in state else 1.0
                 bc1, bc2 = 1 - b1**step, math.sqrt(1 - b2**step)
-                w, g = p.detach().reshape(-1), p.grad.detach().reshape(-1)
+                # this process's slice where parameters are sharded (--fsdp); ``reduce`` adds the slices up
+                w, g = local(p.detach()).reshape(-1), local(p.grad.detach()).reshape(-1)
                 m_old, v_old = state.get("exp_avg"), state.get("exp_avg_sq")
-                m_old = m_old.reshape(-1) if m_old is not None else None
-                v_old = v_old.reshape(-1) if v_old is not None else None
+                m_old = local(m_old).reshape(-1) if m_old is not None else None
+                v_old = local(v_old).reshape(-1) if v_old is not None else None
                 for i in range(0, w.numel(), self.chunk):
                     sl = slice(i, i + self.chunk)
                     gc, wc = g[sl].float(), w[sl].float()

@@ -21,7 +21,7 @@ from trapo.config import TRAPOConfig
 from trapo.data import LoadResult, boundary_token_ids
 from trapo.rewards import RewardSet, reward_identity, reward_set
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
-from trapo.trainer import precision, resume, safety
+from trapo.trainer import precision, resume, safety, sharding
 from trapo.trainer.data_prep import as_examples, context_length, prepare_examples, tokenizer_of
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample
 from trapo.trainer.run import TrainingRun
@@ -78,14 +78,12 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         config = args or TRAPOConfig()
         model, tokenizer = _model_and_tokenizer(model, processing_class, config)
         check_report_to(config.report_to)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if config.bf16 else "no",
-            cpu=config.use_cpu,
-            log_with=config.report_to or None,
-            project_dir=str(config.output_dir),
-        )
+        self.accelerator = accelerator or _accelerator(config)
         check_not_sharded(self.accelerator)
         config = config.for_processes(self.accelerator.num_processes)  # TRL's batch fields, if set
+        self.fsdp = bool(config.fsdp) and self.accelerator.num_processes > 1  # trapo.trainer.sharding
+        if config.fsdp and not self.fsdp:
+            self.accelerator.print(f"--fsdp {config.fsdp}: one process, nothing to shard; training unsharded")
         self.config = self.args = config
         self.output_dir = Path(config.output_dir)
         torch.manual_seed(config.seed)
@@ -97,7 +95,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         self.fingerprint = resume.fingerprint(examples, reward_identity(self.reward_fn), expert_keys)
         self.schedule = config.schedule()
         self.weights = config.objective_weights()
-        model = _with_lora(model, config, peft_config)
+        model = _with_lora(model, config, peft_config, self.fsdp)
         self.input_dtype = precision.to_master_weights(model)  # float32 master weights (trainer/precision.py)
         self.items, self.data_report = self._prepare_data(examples, loaded, model)
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
@@ -151,9 +149,17 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         return items, report
 
     def _build_optimization(self, model: torch.nn.Module) -> None:
-        """AdamW, the LR schedule, the frozen reference (``beta > 0``), all placed by accelerate."""
+        """AdamW, the LR schedule, the frozen reference (``beta > 0``), placed by accelerate, or sharded with
+        the policy under ``--fsdp`` (before the optimizer is built: it then holds this process's shards)."""
         config = self.config
         _prepare_model(model, config)
+        ref_model = None
+        if config.beta > 0:  # a frozen copy of the initial model
+            import copy
+
+            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if self.fsdp:
+            model, ref_model = self._shard(model, ref_model)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.learning_rate,
@@ -168,13 +174,26 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
             num_training_steps=config.max_steps,
             scheduler_specific_kwargs=config.lr_scheduler_kwargs,
         )
-        ref_model = None
-        if config.beta > 0:  # a frozen copy of the initial model
-            import copy
-
-            ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        if self.fsdp:  # sharded by torch itself: accelerate does not wrap it
+            self.model, self.optimizer, self.ref_model = model, optimizer, ref_model
+            return
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    def _shard(self, model: torch.nn.Module, ref_model: torch.nn.Module | None) -> tuple[torch.nn.Module, Any]:
+        """``--fsdp``: shard the policy (and the reference model) over the processes (:mod:`.sharding`)."""
+        cfg, device = self.config, self.accelerator.device
+        options = {"bf16": cfg.bf16, "offload": "offload" in cfg.fsdp.split()}
+        model = sharding.shard_model(model, device, **options)
+        if ref_model is not None:
+            ref_model = sharding.shard_model(ref_model, device, **options)
+        local, total = sharding.element_counts(model)
+        self._local_fraction = local / total
+        self.accelerator.print(
+            f"--fsdp {cfg.fsdp}: {self.accelerator.num_processes} processes; process 0 holds {local:,} of the "
+            f"model's {total:,} parameter elements ({self._local_fraction:.1%})"
+        )
+        return model, ref_model
 
     def _init_state(self) -> None:
         config = self.config
@@ -192,6 +211,15 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         # Each distinct prompt computed once in the update (trapo.trainer.shared_prompts) needs one process:
         # with several, DDP's gradient reduction expects one backward per forward.
         self.share_prompts = self.accelerator.num_processes == 1 and not config.gradient_checkpointing
+
+
+def _accelerator(config: TRAPOConfig) -> Accelerator:
+    return Accelerator(
+        mixed_precision="bf16" if config.bf16 else "no",
+        cpu=config.use_cpu,
+        log_with=config.report_to or None,
+        project_dir=str(config.output_dir),
+    )
 
 
 def _check_arguments(
@@ -244,9 +272,14 @@ def _rewards(config: TRAPOConfig, reward_funcs: Any, reward_fn: Any, conversatio
     )
 
 
-def _with_lora(model: torch.nn.Module, config: TRAPOConfig, peft_config: Any) -> torch.nn.Module:
+def _with_lora(model: torch.nn.Module, config: TRAPOConfig, peft_config: Any, sharded: bool) -> torch.nn.Module:
     if config.lora_r <= 0 and peft_config is None:
         return model
+    if sharded:
+        raise NotImplementedError(
+            "--fsdp full_shard with LoRA (--lora_r / peft_config) is not supported (untested); train LoRA "
+            "without --fsdp (each process holds the model) or all weights with --fsdp full_shard"
+        )
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
@@ -265,9 +298,9 @@ def _with_lora(model: torch.nn.Module, config: TRAPOConfig, peft_config: Any) ->
 
 
 def check_not_sharded(accelerator: Accelerator) -> None:
-    """Refuse parameter sharding (FSDP, DeepSpeed ZeRO-3) rather than train wrongly: rollouts generate on the
-    unwrapped module, which under sharding holds only this process's shard, and checkpoints and the final
-    model are saved from it too. Several processes with DDP (each holding the whole model) are supported."""
+    """Refuse the sharding set-ups this trainer does not drive (accelerate's own FSDP plugin, DeepSpeed ZeRO-3)
+    rather than train wrongly: rollouts, checkpoints and the final model would read this process's shard as if
+    it were the model. ``--fsdp full_shard`` shards with torch's FSDP2 directly (:mod:`.sharding`)."""
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
@@ -276,10 +309,11 @@ def check_not_sharded(accelerator: Accelerator) -> None:
         and getattr(getattr(accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
     )
     if kind == DistributedType.FSDP or zero3:
+        what = "accelerate's FSDP plugin (an accelerate config with FSDP)" if not zero3 else "DeepSpeed ZeRO-3"
         raise NotImplementedError(
-            f"{'FSDP' if kind == DistributedType.FSDP else 'DeepSpeed ZeRO-3'} is not supported: rollouts generate on "
-            "the unwrapped model without gathering sharded parameters, and checkpoints are saved from it. Use several "
-            "processes with DDP (accelerate launch --multi_gpu), LoRA (--lora_r) or one process."
+            f"{what} is not supported: rollouts, checkpoints and the final model would see only this process's "
+            "shard. Shard with --fsdp full_shard (torch's FSDP2, launched with torchrun or a plain accelerate "
+            "launch --multi_gpu), or use several processes with DDP, LoRA (--lora_r) or one process."
         )
 
 

@@ -70,6 +70,7 @@ ADDED_FIELDS = {
     "reward_weights": None,
     "expert_key": None,
     "save_dtype": "auto",
+    "fsdp": "",
     # TRL's GRPOConfig fields taken since (trapo.config_trl.TRLFields), at their defaults
     **{f.name: f.default for f in dataclasses.fields(TRLFields)},
 }

@@ -60,9 +60,10 @@ def test_outputs_get_the_users_umask(setup, tmp_path):
 
 
 def test_a_checkpoint_that_cannot_be_pruned_is_reported(tmp_path, capsys, monkeypatch):
-    old = [tmp_path / "checkpoint-1", tmp_path / "checkpoint-2"]
+    old = [tmp_path / "checkpoint-1", tmp_path / "checkpoint-2", tmp_path / "checkpoint-3"]
     for path in old:
         path.mkdir()
+        (path / checkpoint.STATE_FILE).write_text("{}")
         (path / ("stuck" if path is old[0] else "f")).write_text("x")
     unlink = os.unlink
 
@@ -72,9 +73,9 @@ def test_a_checkpoint_that_cannot_be_pruned_is_reported(tmp_path, capsys, monkey
         return unlink(name, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", refuse_stuck)
-    failures = checkpoint.prune(old, keep=2)
+    failures = checkpoint.prune(tmp_path, keep=1)
     assert [f.split(" ")[0] for f in failures] == ["checkpoint-1"]
     err = capsys.readouterr().err
-    assert "could not remove 1 old checkpoint(s) beyond save_total_limit 2: checkpoint-1 (stuck:" in err
+    assert "could not remove 1 old checkpoint(s) beyond save_total_limit 1: checkpoint-1 (stuck:" in err
     assert "Permission denied" in err
-    assert old[0].exists() and not old[1].exists()
+    assert old[0].exists() and not old[1].exists() and old[2].exists()

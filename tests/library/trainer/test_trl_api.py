@@ -195,10 +195,10 @@ def test_sharded_parameters_are_refused_not_trained_wrongly():
 
     from trapo.trainer.trainer import check_not_sharded
 
-    with pytest.raises(NotImplementedError, match="FSDP is not supported: rollouts generate on the unwrapped model"):
+    with pytest.raises(NotImplementedError, match=r"accelerate's FSDP plugin .* is not supported.*--fsdp full_shard"):
         check_not_sharded(SimpleNamespace(distributed_type=DistributedType.FSDP, state=None))
     zero3 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
-    with pytest.raises(NotImplementedError, match="DeepSpeed ZeRO-3 is not supported"):
+    with pytest.raises(NotImplementedError, match=r"DeepSpeed ZeRO-3 is not supported.*--fsdp full_shard"):
         check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero3))
     zero2 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2))
     check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero2))
