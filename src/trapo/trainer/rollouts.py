@@ -49,6 +49,7 @@ class Trajectory:
     completion_ids: list[int]
     prefix_loss: bool = False
     reward: float = 0.0
+    sampling_logprobs: list[float] | None = None  # the engine's log-prob of each completion token, if it gives them
 
     @property
     def response_ids(self) -> list[int]:
@@ -142,15 +143,19 @@ class GuidedSampler:
         requests: list[_Request],
         generator: torch.Generator,
         prefix_of: Callable[[_Request], list[int]],
-    ) -> dict[_Request, list[int]]:
+    ) -> dict[_Request, tuple[list[int], list[float] | None]]:
+        """Each request's continuation ids and the engine's log-probs of them (None where it gives none)."""
         todo = [r for r in requests if self._generates(r.level)]
         if not todo:
             return {}
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
         budgets = [max(self.max_completion_length - len(p), 0) for p in prefixes]
-        outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
-        return dict(zip(todo, outputs, strict=True))
+        if hasattr(self.engine, "generate_with_logprobs"):
+            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator)
+        else:  # an engine written against the bare interface
+            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator), None
+        return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
@@ -165,7 +170,7 @@ class GuidedSampler:
             return cuts[key]
 
         start = time.perf_counter()
-        pool: dict[_Request, list[int]] = {}
+        pool: dict[_Request, tuple[list[int], list[float] | None]] = {}
         if self.speculative:
             pool = self._generate(
                 items,
@@ -197,7 +202,7 @@ class GuidedSampler:
             for r in chosen:
                 item = items[r.prompt]
                 prefix = prefix_of(r)
-                completion = pool.get(r, []) if self._generates(r.level) else []
+                completion, logprobs = pool.get(r, ([], None)) if self._generates(r.level) else ([], None)
                 group_trajs.append(
                     Trajectory(
                         prompt_index=r.prompt,
@@ -207,6 +212,7 @@ class GuidedSampler:
                         prefix_ids=prefix,
                         completion_ids=completion,
                         prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
+                        sampling_logprobs=logprobs,
                     )
                 )
             texts = [
@@ -224,9 +230,10 @@ class GuidedSampler:
                 returns[traj.prompt_index] += traj.reward
             trajectories.extend(group_trajs)
 
-        generated = (
-            sum(len(v) for v in pool.values()) if self.speculative else sum(len(t.completion_ids) for t in trajectories)
-        )
+        if self.speculative:
+            generated = sum(len(ids) for ids, _ in pool.values())
+        else:
+            generated = sum(len(t.completion_ids) for t in trajectories)
         return RolloutBatch(
             trajectories=trajectories,
             examples=[item.example for item in items],
