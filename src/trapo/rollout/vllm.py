@@ -91,7 +91,8 @@ class VLLMEngine(RolloutEngine):
         dtype: vLLM's weights and activations: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (``model``'s).
         max_model_len: the longest prompt + continuation vLLM reserves room for.
         gpu_memory_utilization: on a GPU, the share of its memory vLLM may take.
-        kv_cache_gib: KV-cache memory in GiB (CPU build: ``VLLM_CPU_KVCACHE_SPACE``; GPU: ``kv_cache_memory_bytes``).
+        kv_cache_gib: KV-cache memory in GiB (vLLM's ``kv_cache_memory_bytes``; on a GPU it replaces
+            ``gpu_memory_utilization``; default 1 GiB on CPU, where ``gpu_memory_utilization`` is a share of RAM).
         seed: vLLM's own seed (every request also gets a seed of its own).
         logprobs: report the log-prob of each sampled token (:meth:`generate_with_logprobs`).
         llm_kwargs: passed on to ``vllm.LLM``.
@@ -115,12 +116,13 @@ class VLLMEngine(RolloutEngine):
         self.eos_token_id = int(eos_token_id)
         self.logprobs = logprobs
         self.last_sync_seconds = 0.0
+        config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
         if dtype == "auto":
             dtype = next(n for n, d in DTYPES.items() if d == next(model.parameters()).dtype)
-        on_gpu = torch.cuda.is_available()
-        if kv_cache_gib is not None and not on_gpu:
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
-        elif kv_cache_gib is not None:
+        if kv_cache_gib is None and not torch.cuda.is_available():
+            kv_cache_gib = 1.0  # on CPU, vLLM would otherwise reserve gpu_memory_utilization x the machine's memory
+        if kv_cache_gib is not None:
             llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
         self._directory = tempfile.TemporaryDirectory(prefix="trapo-vllm-")
         _write_model(model, self._directory.name)
@@ -156,8 +158,17 @@ class VLLMEngine(RolloutEngine):
                 runner.reload_weights(weights_iterator=iter(weights))
             else:  # an older vLLM: TRL's path
                 runner.model.load_weights(iter(weights))
+        self._retie_output_embedding(runner.get_model())
         self.llm.reset_prefix_cache()
         self.last_sync_seconds = time.perf_counter() - start
+
+    def _retie_output_embedding(self, vllm_model: torch.nn.Module) -> None:
+        """A tied output embedding shares the input embedding's weight, which the reload updated; but vLLM's CPU
+        build computes the logits from a copy packed for its GEMM kernel when the model was loaded, and the reload
+        does not repack a layer it loaded no weight for: pack it again from the shared weight (a no-op on GPUs)."""
+        lm_head = getattr(vllm_model, "lm_head", None)
+        if self.tied and hasattr(lm_head, "quant_method"):
+            lm_head.quant_method.process_weights_after_loading(lm_head)
 
     def _params(self, sampling: SamplingParams, budget: int, seed: int) -> Any:
         return self._vllm.SamplingParams(
@@ -171,6 +182,21 @@ class VLLMEngine(RolloutEngine):
             logprobs=0 if self.logprobs else None,  # 0: the sampled token's own log-prob only
             detokenize=False,
         )
+
+    def logprobs_of(
+        self, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """vLLM's log-prob of each token of each continuation after its prompt (teacher-forced, as the trainer
+        scores a trajectory): what the weight-sync tests compare with the training model."""
+        params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        pairs = zip(prompts, continuations, strict=True)
+        inputs = [self._vllm.inputs.TokensPrompt(prompt_token_ids=[*p, *c]) for p, c in pairs]
+        results = self.llm.generate(inputs, sampling_params=params, use_tqdm=False)
+        out = []
+        for p, c, result in zip(prompts, continuations, results, strict=True):
+            scored = result.prompt_logprobs[len(p) :]  # entry t: the log-prob of token t given those before it
+            out.append([float(lp[t].logprob) for t, lp in zip(c, scored, strict=True)])
+        return out
 
     def generate(
         self,
