@@ -103,6 +103,10 @@ class TRAPOConfig:
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
         "vLLM: weight and activation dtype (auto: the model's, bfloat16 with --bf16).", default="auto"
     )
+    vllm_enforce_eager: bool | None = _help(
+        "vLLM: no compiled graphs (default: yes on CPU, where compiling took minutes per start; no on a GPU).",
+        default=None,
+    )
     vllm_max_model_length: int | None = _help(
         "vLLM: context length it reserves (default max_prompt_length + max_completion_length).", default=None
     )

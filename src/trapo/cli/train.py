@@ -152,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     get_method(config.method)
+    if config.engine == "vllm":  # a missing extra is said before any work
+        from trapo.rollout.vllm import import_vllm
+
+        import_vllm()
     data = load_examples(
         args.data,
         prompt_key=args.prompt_key,

@@ -95,6 +95,8 @@ class VLLMEngine(RolloutEngine):
             ``gpu_memory_utilization``; default 1 GiB on CPU, where ``gpu_memory_utilization`` is a share of RAM).
         seed: vLLM's own seed (every request also gets a seed of its own).
         logprobs: report the log-prob of each sampled token (:meth:`generate_with_logprobs`).
+        enforce_eager: no compiled graphs (default: on CPU, where vLLM's compilation took minutes per start in
+            benchmarks/engines.py; on a GPU, vLLM's default: compiled with CUDA graphs).
         llm_kwargs: passed on to ``vllm.LLM``.
     """
 
@@ -109,6 +111,7 @@ class VLLMEngine(RolloutEngine):
         kv_cache_gib: float | None = None,
         seed: int = 0,
         logprobs: bool = True,
+        enforce_eager: bool | None = None,
         **llm_kwargs: Any,
     ):
         self._vllm = import_vllm()
@@ -120,7 +123,9 @@ class VLLMEngine(RolloutEngine):
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         if dtype == "auto":
             dtype = next(n for n, d in DTYPES.items() if d == next(model.parameters()).dtype)
-        if kv_cache_gib is None and not torch.cuda.is_available():
+        on_gpu = torch.cuda.is_available()
+        enforce_eager = not on_gpu if enforce_eager is None else enforce_eager
+        if kv_cache_gib is None and not on_gpu:
             kv_cache_gib = 1.0  # on CPU, vLLM would otherwise reserve gpu_memory_utilization x the machine's memory
         if kv_cache_gib is not None:
             llm_kwargs.setdefault("kv_cache_memory_bytes", int(kv_cache_gib * 2**30))
@@ -135,6 +140,7 @@ class VLLMEngine(RolloutEngine):
             seed=seed,
             generation_config="vllm",  # sampling as asked, not the model directory's defaults
             logprobs_mode="raw_logprobs",  # the model's own log-probs, as the trainer computes them
+            enforce_eager=enforce_eager,
             **llm_kwargs,
         )
 

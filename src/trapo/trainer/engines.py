@@ -33,6 +33,7 @@ def make_engine(config: TRAPOConfig, model: torch.nn.Module, tokenizer: Any) -> 
         kv_cache_gib=config.vllm_kv_cache_gib,
         seed=config.seed,
         logprobs=config.vllm_importance_sampling_correction,
+        enforce_eager=config.vllm_enforce_eager,
     )
 
 
