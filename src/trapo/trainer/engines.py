@@ -24,11 +24,15 @@ def make_engine(config: TRAPOConfig, model: torch.nn.Module, tokenizer: Any) -> 
     dtype = config.vllm_dtype
     if dtype == "auto" and config.bf16:
         dtype = "bfloat16"
+    length = config.vllm_max_model_length or config.max_prompt_length + config.max_completion_length
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if config.vllm_max_model_length is None and isinstance(context, int):
+        length = min(length, context)  # the trainer skips longer prompts anyway
     return VLLMEngine.from_tokenizer(
         model,
         tokenizer,
         dtype=dtype,
-        max_model_len=config.vllm_max_model_length or config.max_prompt_length + config.max_completion_length,
+        max_model_len=length,
         gpu_memory_utilization=config.vllm_gpu_memory_utilization,
         kv_cache_gib=config.vllm_kv_cache_gib,
         seed=config.seed,
