@@ -48,7 +48,7 @@ def run_variant(base: Path, examples, overrides: dict, steps: int, seed: int) ->
             sample_log_steps=0,
             **overrides,
         )
-        trainer = TRAPOTrainer(model, tokenizer, examples, cfg)
+        trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=examples, args=cfg)
         trainer.train()
         rows = read_metrics(out)
     return {

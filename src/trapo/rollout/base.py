@@ -66,3 +66,19 @@ class RolloutEngine(ABC):
     def sync_weights(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """Called after every optimizer step. Engines that hold their own copy of the weights (vLLM)
         load ``model``'s weights here; engines that share the training model do nothing."""
+
+
+def is_full_attention(model: torch.nn.Module) -> bool:
+    """Whether every attention layer of ``model`` attends to every earlier position: no sliding window, and
+    every entry of ``layer_types`` (where the config has one) ``"full_attention"``."""
+    config = getattr(model, "config", None)
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"])
+
+
+def distinct_sequences(sequences: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct token sequences of ``sequences`` (first-seen order) and each one's index among them."""
+    first: dict[tuple[int, ...], int] = {}
+    index = [first.setdefault(tuple(s), len(first)) for s in sequences]
+    return [list(s) for s in first], index

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from trapo.rollout.base import RolloutEngine, SamplingParams
+from trapo.rollout.base import RolloutEngine, SamplingParams, is_full_attention
 from trapo.rollout.qwen2_decode import qwen2_decoder
 
 try:  # transformers >= 5: a cache is a list of per-layer objects
@@ -168,11 +168,7 @@ def _full_attention_sdpa(model: torch.nn.Module) -> bool:
     step's mask is the key-padding mask as it stands, ``(rows, 1, 1, keys)`` booleans, and building it in
     place spares transformers a ``create_causal_mask`` per step (which returns a 4D mask as given)."""
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return False
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return False
-    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"])
+    return getattr(config, "_attn_implementation", None) == "sdpa" and is_full_attention(model)
 
 
 def _cache_argument(model: torch.nn.Module) -> str:

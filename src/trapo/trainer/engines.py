@@ -41,16 +41,6 @@ def make_engine(config: TRAPOConfig, model: torch.nn.Module, tokenizer: Any) -> 
     )
 
 
-def importance_sampling_options(config: TRAPOConfig) -> dict[str, Any]:
-    """The :class:`~trapo.objective.ObjectiveWeights` fields of the engine's importance weights (applied only where
-    the engine reports its log-probs, i.e. vLLM)."""
-    on = config.vllm_importance_sampling_correction
-    return {
-        "importance_sampling_cap": config.vllm_importance_sampling_cap if on else None,
-        "importance_sampling_mode": config.vllm_importance_sampling_mode,
-    }
-
-
 def record_importance_weights(terms: LossTerms, batch: TokenBatch, metrics: Any) -> None:
     """``sampling/importance_weight`` (mean of ``w`` over generated tokens), ``sampling/masked`` (the share of
     them at weight 0) and ``sampling/logprob_diff`` (mean ``|trainer - engine|`` log-prob), as TRL logs them."""

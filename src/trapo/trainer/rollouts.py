@@ -24,7 +24,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, score_rewards
+from trapo.rewards import Completion, RewardFunction, RewardScores, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 
 
@@ -37,19 +37,28 @@ class PreparedExample:
     expert_ids: list[list[int]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trajectory:
-    """One sampled response: ``prefix_ids`` copied from the expert, ``completion_ids`` generated."""
+    """One sampled response: ``prefix_ids`` copied from the expert, ``completion_ids`` generated.
 
-    prompt_index: int
-    group: int
-    level: int
+    ``trains_prefix``: whether the prefix tokens get the prefix loss (the schedule's first
+    ``prefix_loss_counts[g]`` guided members of group ``g``; the rest only condition on their prefix).
+    """
+
+    prompt_index: int = 0
+    group: int = 0
+    level: int = 0
     prompt_ids: list[int]
-    prefix_ids: list[int]
-    completion_ids: list[int]
-    prefix_loss: bool = False
+    prefix_ids: list[int] = field(default_factory=list)
+    completion_ids: list[int] = field(default_factory=list)
+    trains_prefix: bool = False
     reward: float = 0.0
     sampling_logprobs: list[float] | None = None  # the engine's log-prob of each completion token, if it gives them
+
+    @classmethod
+    def demonstration(cls, prompt_ids: list[int], expert_ids: list[int]) -> Trajectory:
+        """A whole expert solution trained on as it is (an SFT step's row): all prefix, nothing generated."""
+        return cls(prompt_ids=prompt_ids, prefix_ids=expert_ids, trains_prefix=True, reward=1.0)
 
     @property
     def response_ids(self) -> list[int]:
@@ -157,6 +166,37 @@ class GuidedSampler:
             outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator), None
         return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
+    def _trajectories(
+        self,
+        items: Sequence[PreparedExample],
+        chosen: Sequence[_Request],
+        pool: dict[_Request, tuple[list[int], list[float] | None]],
+        prefix_of: Callable[[_Request], list[int]],
+    ) -> list[Trajectory]:
+        """The trajectories of ``chosen`` requests: their prefix and, where the level generates, continuation."""
+        counts = self.schedule.prefix_loss_counts
+        return [
+            Trajectory(
+                prompt_index=r.prompt,
+                group=r.group,
+                level=r.level,
+                prompt_ids=items[r.prompt].prompt_ids,
+                prefix_ids=prefix_of(r),
+                completion_ids=pool[r][0] if r in pool else [],
+                trains_prefix=r.level > 0 and r.member < counts[r.group],
+                sampling_logprobs=pool[r][1] if r in pool else None,
+            )
+            for r in chosen
+        ]
+
+    def _score(self, items: Sequence[PreparedExample], trajectories: Sequence[Trajectory]) -> RewardScores:
+        decode = self.tokenizer.decode
+        texts = [
+            Completion(decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state)
+            for t in trajectories
+        ]
+        return score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajectories])
+
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
         """Micro-group sampling for every prompt of ``items`` (TRAPO.md §2, Algorithm 1's rollout phase)."""
@@ -198,30 +238,8 @@ class GuidedSampler:
                 t0 = time.perf_counter()
                 pool = self._generate(items, chosen, generator, prefix_of)
                 generation_seconds += time.perf_counter() - t0
-            group_trajs = []
-            for r in chosen:
-                item = items[r.prompt]
-                prefix = prefix_of(r)
-                completion, logprobs = pool.get(r, ([], None)) if self._generates(r.level) else ([], None)
-                group_trajs.append(
-                    Trajectory(
-                        prompt_index=r.prompt,
-                        group=g,
-                        level=r.level,
-                        prompt_ids=item.prompt_ids,
-                        prefix_ids=prefix,
-                        completion_ids=completion,
-                        prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
-                        sampling_logprobs=logprobs,
-                    )
-                )
-            texts = [
-                Completion(
-                    self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
-                )
-                for t in group_trajs
-            ]
-            scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
+            group_trajs = self._trajectories(items, chosen, pool, prefix_of)
+            scored = self._score(items, group_trajs)
             rewards = scored.scores
             failures.update(scored.failures)
             first_error = first_error or scored.first_error
