@@ -16,7 +16,6 @@ MAX_FUNCTION_LINES = 60
 
 # "path" or "path::qualified.name" -> its size today. Shrink it as the code is split; never add to it.
 KNOWN_OVER: dict[str, int] = {
-    "trapo/advantages.py::group_advantages": 71,
     "trapo/cli/train.py::run": 63,
     "trapo/data/loaders.py": 567,
     "trapo/data/loaders.py::_convert": 66,
@@ -24,10 +23,6 @@ KNOWN_OVER: dict[str, int] = {
     "trapo/evaluate.py::evaluate": 112,
     "trapo/rewards/adapters.py": 528,
     "trapo/rollout/hf.py::HFEngine._generate_chunk": 91,
-    "trapo/trainer/loop.py": 1131,
-    "trapo/trainer/loop.py::TRAPOTrainer.__init__": 168,
-    "trapo/trainer/loop.py::TRAPOTrainer.update": 69,
-    "trapo/trainer/loop.py::TRAPOTrainer._train": 81,
     "trapo/trainer/rollouts.py::GuidedSampler.sample": 81,
 }
 

@@ -167,19 +167,7 @@ def trapo_loss(
     old = logprobs.detach() if old_logprobs is None else old_logprobs
     model, prefix = batch.model_mask, batch.prefix_mask
 
-    policy_tokens = losses.policy_gradient_token_loss(
-        logprobs, old, advantages, model, clip_eps_low=weights.epsilon, clip_eps_high=weights.epsilon_high
-    )
-    importance = None
-    if weights.importance_sampling_cap is not None and batch.sampling_logprobs is not None:
-        importance = losses.importance_sampling_weights(
-            old,
-            batch.sampling_logprobs,
-            model,
-            cap=weights.importance_sampling_cap,
-            mode=weights.importance_sampling_mode,
-        )
-        policy_tokens = policy_tokens * importance
+    policy_tokens, importance = _policy_tokens(logprobs, old, advantages, batch, weights)
     policy = model_norm.reduce(policy_tokens, model)
     zero = logprobs.sum() * 0
     if weights.prefix_loss == "trsft":
@@ -216,6 +204,23 @@ def trapo_loss(
         token_entropy,
         importance,
     )
+
+
+def _policy_tokens(
+    logprobs: Tensor, old: Tensor, advantages: Tensor, batch: TokenBatch, weights: ObjectiveWeights
+) -> tuple[Tensor, Tensor | None]:
+    """The clipped surrogate per model token, times the engine's importance weight ``w_t`` where the batch
+    carries the engine's log-probs and the correction is on; and ``w`` (None when not applied)."""
+    model = batch.model_mask
+    per_token = losses.policy_gradient_token_loss(
+        logprobs, old, advantages, model, clip_eps_low=weights.epsilon, clip_eps_high=weights.epsilon_high
+    )
+    if weights.importance_sampling_cap is None or batch.sampling_logprobs is None:
+        return per_token, None
+    importance = losses.importance_sampling_weights(
+        old, batch.sampling_logprobs, model, cap=weights.importance_sampling_cap, mode=weights.importance_sampling_mode
+    )
+    return per_token * importance, importance
 
 
 def sft_batch_loss(logits: Tensor, batch: TokenBatch, expert_norm: Normaliser) -> Tensor:

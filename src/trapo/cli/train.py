@@ -8,7 +8,7 @@ import re
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
-from trapo.methods import METHODS, get_method
+from trapo.methods import METHODS
 
 DESCRIPTION = (
     """\
@@ -157,14 +157,12 @@ def run(args: argparse.Namespace) -> int:
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
     from trapo.rewards import in_worker_process, load_reward
+    from trapo.rollout.vllm import import_vllm
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
-    config = config_from_args(args)
-    get_method(config.method)
+    config = config_from_args(args)  # TRAPOConfig checks the method
     if config.engine == "vllm":  # a missing extra is said before any work
-        from trapo.rollout.vllm import import_vllm
-
         import_vllm()
     data = load_examples(
         args.data,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trapo.losses import importance_sampling_weights
-from trapo.objective import ObjectiveWeights, TokenBatch, batch_reduction, trapo_loss
+from trapo.objective import ObjectiveWeights, TokenBatch, batch_normaliser, trapo_loss
 
 # One row, three positions; the third is padding (outside the mask, holding junk the weights must ignore).
 TRAINER = torch.tensor([[-1.0, -2.0, float("nan")]], dtype=torch.float64)
@@ -74,14 +74,14 @@ def _batch(sampling_logprob: float | None) -> tuple[torch.Tensor, TokenBatch]:
 )
 def test_the_policy_term_is_weighted_and_the_prefix_term_is_not(sampling_logprob, cap, weight):
     logits, batch = _batch(sampling_logprob)
-    z = batch_reduction("constant", [batch.model_mask], max_completion_length=1)
+    z = batch_normaliser("constant", [batch.model_mask], max_completion_length=1)
     terms = trapo_loss(
         logits,
         batch,
         torch.tensor([1.0], dtype=torch.float64),
         ObjectiveWeights(prefix_loss="sft", entropy_coef=0.0, importance_sampling_cap=cap),
-        model_tokens=z,
-        prefix_tokens=z,
+        model_norm=z,
+        prefix_norm=z,
     )
     assert terms.policy.item() == pytest.approx(-weight)  # -(w r A) / Z with r = 1, A = 1, Z = 1
     assert terms.prefix.item() == pytest.approx(-math.log(0.5))  # the expert token: plain NLL, unweighted
