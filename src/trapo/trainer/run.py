@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from trapo.config import TRAPOConfig
+    from trapo.rollout import RolloutEngine
     from trapo.trainer.data_prep import DataReport
     from trapo.trainer.rollouts import RolloutBatch
 
@@ -63,6 +64,7 @@ class TrainingRun:
     _uncounted_update: bool
 
     unwrapped: torch.nn.Module
+    engine: RolloutEngine
 
     def training_step(self, step: int) -> dict[str, float]:
         """One step (the step half's); returns its metrics."""
@@ -121,6 +123,7 @@ class TrainingRun:
     def _resume(self, which: str | bool) -> None:
         out = self.output_dir
         path, state = self._load_checkpoint(which)
+        self.engine.sync_weights(self.unwrapped)  # an engine with its own copy of the weights (vLLM) gets these
         self.step = int(state["step"])
         self.totals.update(state.get("totals", {}))
         self.update_guard.history = [float(x) for x in state.get("update_history", [])]
