@@ -206,6 +206,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--no-grpo", action="store_true", help="skip the grpo step per engine")
     parser.add_argument("--out", default="docs/results/engines")
     args = parser.parse_args()
     if args.worker:
@@ -217,7 +219,7 @@ def main() -> None:
     sizes = ["--prompts", str(args.prompts), "--new-tokens", str(args.new_tokens), "--rounds", str(args.rounds)]
     runs = []
     for name in args.models:
-        for dtype in ("float32", "bfloat16"):
+        for dtype in args.dtypes:
             print(f"{name} {dtype} ...", file=sys.stderr, flush=True)
             runs.append(run_worker(["--worker", name, dtype, *sizes]))
     ratios = {}
@@ -228,7 +230,7 @@ def main() -> None:
             ratios[f"vllm_over_generate_{'bf16' if run['dtype'] == 'bfloat16' else 'fp32'}"] = statistics.median(
                 per_round
             )
-    grpo = {engine: run_worker(["--grpo", engine]) for engine in ("hf", "vllm")}
+    grpo = {} if args.no_grpo else {engine: run_worker(["--grpo", engine]) for engine in ("hf", "vllm")}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "threads": 1,
