@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+):
 #   make demo   build the embedded task and base model if missing, then train TRAPO on it (CPU)
-#   make test   run the test suite (ruff check and format, pytest with a coverage table), then the vLLM
-#               engine's tests in a second venv with vLLM's CPU build
+#   make test   run the test suite (ruff check and format, mypy on the core, pytest with a coverage table), then
+#               the vLLM engine's tests in a second venv with vLLM's CPU build
 # Both create .venv and install trapo into it on first use; make test also builds .venv-vllm once (a few minutes).
 PY ?= python3
 VENV := .venv
@@ -41,6 +41,7 @@ demo: $(STAMP)
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/mypy
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 	# the vLLM engine on vLLM's CPU build, and the HF engine and trainer on the transformers it pins
 	$(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider $(VLLM_TESTS)

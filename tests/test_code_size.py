@@ -16,14 +16,12 @@ MAX_FUNCTION_LINES = 60
 
 # "path" or "path::qualified.name" -> its size today. Shrink it as the code is split; never add to it.
 KNOWN_OVER: dict[str, int] = {
-    "trapo/cli/train.py::run": 63,
     "trapo/data/loaders.py": 567,
     "trapo/data/loaders.py::_convert": 66,
     "trapo/evaluate.py": 471,
     "trapo/evaluate.py::evaluate": 112,
-    "trapo/rewards/adapters.py": 528,
+    "trapo/rewards/adapters.py": 521,
     "trapo/rollout/hf.py::HFEngine._generate_chunk": 91,
-    "trapo/trainer/rollouts.py::GuidedSampler.sample": 81,
 }
 
 

@@ -105,14 +105,15 @@ def _checked(rewards: Tensor, group_ids: Tensor, baseline_mask: Tensor | None, e
 def _constant_groups(r: Tensor, in_base: Tensor, inverse: Tensor, num_groups: int) -> Tensor:
     """Per trajectory: whether its group's baseline rewards are all equal (an exact test: a float std can be
     1e-17 instead of 0)."""
-    inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
+    inf = float("inf")
     r_max = torch.full((num_groups,), -inf, dtype=r.dtype, device=r.device).scatter_reduce(
         0, inverse, torch.where(in_base, r, -inf), reduce="amax"
     )
     r_min = torch.full((num_groups,), inf, dtype=r.dtype, device=r.device).scatter_reduce(
         0, inverse, torch.where(in_base, r, inf), reduce="amin"
     )
-    return (r_max == r_min)[inverse]
+    constant: Tensor = (r_max == r_min)[inverse]
+    return constant
 
 
 def scale_by_batch_std(

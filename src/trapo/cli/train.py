@@ -131,9 +131,14 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__)
     try:
-        return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
     except ValueError as err:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
+    if config.engine == "vllm":  # before any work
+        from trapo.rollout.vllm import import_vllm
+
+        import_vllm()
+    return config
 
 
 def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:
@@ -157,13 +162,10 @@ def run(args: argparse.Namespace) -> int:
     from trapo.data import load_examples
     from trapo.models import load_model_and_tokenizer
     from trapo.rewards import in_worker_process, load_reward
-    from trapo.rollout.vllm import import_vllm
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
-    config = config_from_args(args)  # TRAPOConfig checks the method
-    if config.engine == "vllm":  # a missing extra is said before any work
-        import_vllm()
+    config = config_from_args(args)  # TRAPOConfig checks the method; a missing vllm extra is said here
     data = load_examples(
         args.data,
         prompt_key=args.prompt_key,

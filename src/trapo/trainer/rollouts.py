@@ -248,10 +248,8 @@ class GuidedSampler:
                 returns[traj.prompt_index] += traj.reward
             trajectories.extend(group_trajs)
 
-        if self.speculative:
-            generated = sum(len(ids) for ids, _ in pool.values())
-        else:
-            generated = sum(len(t.completion_ids) for t in trajectories)
+        pooled = [ids for ids, _ in pool.values()] if self.speculative else [t.completion_ids for t in trajectories]
+        generated = sum(map(len, pooled))
         return RolloutBatch(
             trajectories=trajectories,
             examples=[item.example for item in items],
