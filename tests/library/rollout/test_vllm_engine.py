@@ -30,9 +30,13 @@ GREEDY = SamplingParams(temperature=0)
 def vllm_model(tmp_path_factory):
     """A tiny fp32 Qwen2 (head size 32, as vLLM's CPU attention needs) with weights spread wide enough that greedy
     continuations vary from token to token, and its tokenizer."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from conftest import make_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # tests/conftest.py by its path: another conftest may already hold the module name "conftest"
+    spec = importlib.util.spec_from_file_location("root_conftest", Path(__file__).resolve().parents[2] / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    make_tiny_model = root_conftest.make_tiny_model
 
     directory = make_tiny_model(tmp_path_factory.mktemp("vllm-model"), hidden_size=64, num_attention_heads=2)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
