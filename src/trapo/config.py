@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from trapo import config_trl
+from trapo.config_engine import EngineFields
 from trapo.config_trl import DEFAULT_MAX_STEPS, TRLFields, accepts_trl_names
 from trapo.domains import check_fields
 from trapo.guidance import MicroGroupSchedule
@@ -42,7 +43,7 @@ def _help(text: str, **kw: Any) -> Any:
 
 @accepts_trl_names
 @dataclass
-class TRAPOConfig(TRLFields):
+class TRAPOConfig(EngineFields, TRLFields):
     # --- what to run ---------------------------------------------------------------------------------
     method: str = _help(f"Training method: {', '.join(METHODS)}.", default="trapo")
     output_dir: str = _help(
@@ -102,7 +103,7 @@ class TRAPOConfig(TRLFields):
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
-
+    top_k: int = _help("Top-k sampling of rollouts (0: off).", default=0)
     # --- guidance (None = the method's preset) ---------------------------------------------------------
     micro_group_sizes: list[int] | None = _help("Micro-group sizes (TRAPO: 4 2 1 1).", default=None)
     guidance_ratios: list[float] | None = _help("Prefix ratio of each level (TRAPO: 0 0.25 0.5 1).", default=None)
@@ -293,10 +294,18 @@ class TRAPOConfig(TRLFields):
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
         self.fsdp = self.fsdp or ""  # TRL's default is None
         words = self.fsdp.split()
+        if words and self.engine == "vllm":
+            raise ValueError("engine 'vllm' with fsdp is not supported yet: use engine 'hf' under --fsdp full_shard")
         if words and ("full_shard" not in words or set(words) - set(FSDP_WORDS)):
             raise ValueError(f"fsdp must be '', 'full_shard' or 'full_shard offload', got {self.fsdp!r}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
+        for name, ok, rule in (
+            ("vllm_importance_sampling_clip_max", self.vllm_importance_sampling_clip_max > 0, "> 0"),
+            ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
             resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None
@@ -360,6 +369,7 @@ class TRAPOConfig(TRLFields):
 
     def objective_weights(self) -> ObjectiveWeights:
         """The coefficients of the batch loss (:func:`trapo.objective.trapo_loss`) this config sets."""
+        correct = self.vllm_importance_sampling_correction  # applied where the engine gives log-probs (vLLM)
         return ObjectiveWeights(
             prefix_loss=self.resolved_prefix_loss,
             trsft_alpha=self.trsft_alpha,
@@ -370,6 +380,8 @@ class TRAPOConfig(TRLFields):
             epsilon_high=self.epsilon if self.epsilon_high is None else self.epsilon_high,
             beta=self.beta,
             entropy_tokens=self.entropy_tokens,
+            importance_sampling_cap=self.vllm_importance_sampling_clip_max if correct else None,
+            importance_sampling_mode=self.vllm_importance_sampling_mode,
         )
 
     @property

@@ -67,6 +67,7 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(
         (
             "seed",
+            "top_k",
             "temperature",
             "prefix_loss_counts",
             "prefix_slack",

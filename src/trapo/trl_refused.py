@@ -13,8 +13,9 @@ from typing import Any
 _EVAL = "evaluation during training is not supported: evaluate a checkpoint with `trapo eval` (trapo.evaluate)"
 _HUB = "trapo does not contact the Hub: save with trainer.save_model(DIR) and upload DIR yourself"
 _VLLM = (
-    "rollouts run on trapo's own engine (trapo.rollout.HFEngine); another engine is a trapo.rollout.RolloutEngine "
-    "passed as TRAPOTrainer(engine=...)"
+    "engine='vllm' (--engine vllm) runs vLLM in the trainer's process, as TRL's colocate mode (its knobs keep "
+    "TRL's vllm_* names; server mode is not offered); another engine is a trapo.rollout.RolloutEngine passed as "
+    "TRAPOTrainer(engine=...)"
 )
 _DIST = (
     "several processes run under `accelerate launch` or torchrun (DDP; parameter sharding with --fsdp "
@@ -133,12 +134,7 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "vllm_server_port": (8000, _VLLM),
     "vllm_server_timeout": (240.0, _VLLM),
     "vllm_group_port": (51216, _VLLM),
-    "vllm_gpu_memory_utilization": (0.3, _VLLM),
-    "vllm_max_model_length": (None, _VLLM),
     "vllm_tensor_parallel_size": (1, _VLLM),
-    "vllm_importance_sampling_correction": (True, _VLLM),
-    "vllm_importance_sampling_mode": ("sequence_mask", _VLLM),
-    "vllm_importance_sampling_clip_max": (3.0, _VLLM),
     "vllm_importance_sampling_clip_min": (None, _VLLM),
     "vllm_importance_sampling_cap": (None, _VLLM),
     "use_transformers_continuous_batching": (False, _VLLM),

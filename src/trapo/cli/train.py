@@ -10,7 +10,7 @@ import typing
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
 from trapo.config_trl import LORA_KEYWORDS, LORA_TYPES
-from trapo.methods import METHODS, get_method
+from trapo.methods import METHODS
 
 DESCRIPTION = (
     """\
@@ -167,11 +167,16 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
         args = parser.parse_args(args.argv[1:])
     names = set(TRAPOConfig.__dataclass_fields__) | set(LORA_KEYWORDS)
     try:
-        return TRAPOConfig(
+        config = TRAPOConfig(
             **{k: v for k, v in vars(args).items() if k in names and not (k in LORA_KEYWORDS and v is None)}
         )
     except ValueError as err:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []), yaml)) from None
+    if config.engine == "vllm":  # before any work
+        from trapo.rollout.vllm import import_vllm
+
+        import_vllm()
+    return config
 
 
 def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:
@@ -207,8 +212,7 @@ def run(args: argparse.Namespace) -> int:
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
-    config = config_from_args(args)
-    get_method(config.method)
+    config = config_from_args(args)  # TRAPOConfig checks the method; a missing vllm extra is said here
     data = load_examples(
         args.data,
         prompt_key=args.prompt_key,

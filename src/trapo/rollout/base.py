@@ -51,6 +51,18 @@ class RolloutEngine(ABC):
         the same prompts, budgets and generator state give the same continuations.
         """
 
+    def generate_with_logprobs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        """:meth:`generate`, plus the engine's own log-prob of every token it sampled (one list per
+        continuation), or None where the engine does not report them (this default: the engine is the
+        trainer's model, whose log-probs the update computes anyway)."""
+        return self.generate(prompts, max_new_tokens, sampling, generator), None
+
     def sync_weights(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """Called after every optimizer step. Engines that hold their own copy of the weights (vLLM)
         load ``model``'s weights here; engines that share the training model do nothing."""

@@ -54,6 +54,7 @@ class Trajectory:
     trains_prefix: bool = False
     reward: float = 0.0
     logged: dict = field(default_factory=dict)  # what the rewards logged for it (TRL's log_extra columns)
+    sampling_logprobs: list[float] | None = None  # the engine's log-prob of each completion token, if it gives them
 
     @classmethod
     def demonstration(cls, prompt_ids: list[int], expert_ids: list[int]) -> Trajectory:
@@ -152,21 +153,25 @@ class GuidedSampler:
         requests: list[_Request],
         generator: torch.Generator,
         prefix_of: Callable[[_Request], list[int]],
-    ) -> dict[_Request, list[int]]:
+    ) -> dict[_Request, tuple[list[int], list[float] | None]]:
+        """Each request's continuation ids and the engine's log-probs of them (None where it gives none)."""
         todo = [r for r in requests if self._generates(r.level)]
         if not todo:
             return {}
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
         budgets = [max(self.max_completion_length - len(p), 0) for p in prefixes]
-        outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
-        return dict(zip(todo, outputs, strict=True))
+        if hasattr(self.engine, "generate_with_logprobs"):
+            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator)
+        else:  # an engine written against the bare interface
+            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator), None
+        return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
     def _trajectories(
         self,
         items: Sequence[PreparedExample],
         chosen: Sequence[_Request],
-        pool: dict[_Request, list[int]],
+        pool: dict[_Request, tuple[list[int], list[float] | None]],
         prefix_of: Callable[[_Request], list[int]],
     ) -> list[Trajectory]:
         """The trajectories of ``chosen`` requests: their prefix and, where the level generates, continuation."""
@@ -178,8 +183,9 @@ class GuidedSampler:
                 level=r.level,
                 prompt_ids=items[r.prompt].prompt_ids,
                 prefix_ids=prefix_of(r),
-                completion_ids=pool.get(r, []) if self._generates(r.level) else [],
+                completion_ids=pool[r][0] if r in pool else [],
                 trains_prefix=r.level > 0 and r.member < counts[r.group],
+                sampling_logprobs=pool[r][1] if r in pool else None,
             )
             for r in chosen
         ]
@@ -205,7 +211,7 @@ class GuidedSampler:
             return cuts[key]
 
         start = time.perf_counter()
-        pool: dict[_Request, list[int]] = {}
+        pool: dict[_Request, tuple[list[int], list[float] | None]] = {}
         if self.speculative:
             pool = self._generate(
                 items,
@@ -240,9 +246,8 @@ class GuidedSampler:
             _take_scores(group_trajs, scored, returns)
             trajectories.extend(group_trajs)
 
-        generated = (
-            sum(len(v) for v in pool.values()) if self.speculative else sum(len(t.completion_ids) for t in trajectories)
-        )
+        pooled = [ids for ids, _ in pool.values()] if self.speculative else [t.completion_ids for t in trajectories]
+        generated = sum(map(len, pooled))
         return RolloutBatch(
             trajectories=trajectories,
             examples=[item.example for item in items],

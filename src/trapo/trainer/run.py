@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from trapo.config import TRAPOConfig
     from trapo.rewards import RewardSet
+    from trapo.rollout import RolloutEngine
     from trapo.trainer.data_prep import DataReport
     from trapo.trainer.rollouts import RolloutBatch
     from trapo.trainer.trl_surface import Callbacks
@@ -75,6 +76,7 @@ class TrainingRun:
     unwrapped: torch.nn.Module
     model: torch.nn.Module
     fsdp: bool
+    engine: RolloutEngine
 
     def training_step(self, step: int) -> dict[str, float]:
         """One step (the step half's); returns its metrics."""
@@ -141,6 +143,7 @@ class TrainingRun:
                 f"max_steps {self.config.max_steps} is below the step of the checkpoint resumed ({path.name}, "
                 f"step {state['step']}): the run is already past it. Pass max_steps >= {state['step']}"
             )
+        self.engine.sync_weights(self.unwrapped)  # an engine with its own copy of the weights (vLLM) gets these
         self.step = int(state["step"])
         self.totals.update(state.get("totals", {}))
         self.update_guard.history = [float(x) for x in state.get("update_history", [])]

@@ -28,6 +28,7 @@ from trapo.objective import LossTerms, Normaliser, TokenBatch, batch_normaliser,
 from trapo.rewards import RewardSet
 from trapo.trainer import sharding
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
+from trapo.trainer.engines import record_importance_weights, record_sync
 from trapo.trainer.metrics import Metrics, record_batch
 from trapo.trainer.rollouts import RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
@@ -327,6 +328,7 @@ class TrainingStep:
             float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
             float(b.prefix_mask.sum()),
         )
+        record_importance_weights(terms, b, metrics)
         if terms.token_entropy is not None:
             metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
             if self.config.entropy_tokens == "all":
@@ -371,6 +373,7 @@ class TrainingStep:
                 self._signals.enter_critical()
             self.optimizer.step()
             self.engine.sync_weights(self.unwrapped)
+            record_sync(self.engine, metrics)
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm), outcome
 

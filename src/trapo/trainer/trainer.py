@@ -20,9 +20,10 @@ from transformers import get_scheduler
 from trapo.config import TRAPOConfig
 from trapo.data import LoadResult, boundary_token_ids
 from trapo.rewards import RewardSet, reward_identity, reward_set
-from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
+from trapo.rollout import RolloutEngine, SamplingParams
 from trapo.trainer import precision, resume, safety, sharding
 from trapo.trainer.data_prep import as_examples, context_length, prepare_examples, tokenizer_of
+from trapo.trainer.engines import make_engine
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample
 from trapo.trainer.run import TrainingRun
 from trapo.trainer.step import TrainingStep
@@ -53,7 +54,8 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         callbacks: ``transformers.TrainerCallback`` objects (or classes), called as the ``Trainer`` calls them.
         quantization_config: refused unless None (load the quantised model and pass it as ``model``).
         reward_fn: one reward (``reward_funcs`` is the TRL way).
-        engine: a :class:`~trapo.rollout.RolloutEngine`; default :class:`~trapo.rollout.HFEngine` on the model.
+        engine: a :class:`~trapo.rollout.RolloutEngine`; default: the one ``args.engine`` names (``hf``:
+            :class:`~trapo.rollout.HFEngine` on the model; ``vllm``: :class:`~trapo.rollout.vllm.VLLMEngine`).
         accelerator: an ``accelerate.Accelerator``; default one built from the config (``accelerate launch``
             sets the processes).
     """
@@ -100,7 +102,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         self.items, self.data_report = self._prepare_data(examples, loaded, model)
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
         self._build_optimization(model)
-        self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
+        self.engine = engine or make_engine(config, self.unwrapped, tokenizer)
         self.sampler = GuidedSampler(
             self.engine,
             tokenizer,

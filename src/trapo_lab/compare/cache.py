@@ -71,6 +71,15 @@ ADDED_FIELDS = {
     "expert_key": None,
     "save_dtype": "auto",
     "fsdp": "",
+    "engine": "hf",
+    "vllm_gpu_memory_utilization": 0.3,
+    "vllm_kv_cache_gib": None,
+    "vllm_dtype": "auto",
+    "vllm_enforce_eager": None,
+    "vllm_max_model_length": None,
+    "vllm_importance_sampling_correction": True,
+    "vllm_importance_sampling_mode": "sequence_mask",
+    "vllm_importance_sampling_clip_max": 3.0,
     # TRL's GRPOConfig fields taken since (trapo.config_trl.TRLFields), at their defaults
     **{f.name: f.default for f in dataclasses.fields(TRLFields)},
 }
