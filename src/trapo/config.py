@@ -268,7 +268,7 @@ class TRAPOConfig(EngineFields, TRLFields):
     max_reward_failure_steps: int = _help("... for this many steps in a row (0: never stop).", default=3)
     strict: bool = _help("Bad data rows are errors instead of skipped-and-counted.", default=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of independent checks)
         method = get_method(self.method)
         self.check_trl_fields()
         self.lora = config_trl.lora_settings(self.lora)

@@ -9,7 +9,7 @@ from pathlib import Path
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
-def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto", **init_kwargs):
+def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto", **init_kwargs):  # noqa: C901 (one clear error per way a directory can be wrong)
     """``AutoModelForCausalLM`` and its tokenizer from a local directory (nothing is downloaded).
 
     A tokenizer whose ``tokenizer_config.json`` names ``TokenizersBackend`` / ``PreTrainedTokenizerFast``

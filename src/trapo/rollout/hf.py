@@ -228,7 +228,7 @@ class HFEngine(RolloutEngine):
             self.model.train(was_training)
         return out
 
-    def _generate_chunk(
+    def _generate_chunk(  # noqa: C901 (split on the pipelined-rollouts branch, issue 22)
         self,
         prompts: Sequence[Sequence[int]],
         budgets: list[int],

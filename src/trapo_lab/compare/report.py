@@ -70,7 +70,7 @@ def _column_title(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- markdown
 
 
-def results_markdown(
+def results_markdown(  # noqa: C901 (one branch per optional report section)
     summary: dict[str, Any],
     *,
     title: str = "Comparison",

@@ -53,7 +53,7 @@ class CompareSpec:
     eval_seed: int = 0
     eval_batch_size: int = 512
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of independent checks)
         self.methods = tuple(self.methods)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.methods:
