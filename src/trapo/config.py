@@ -282,7 +282,7 @@ class TRAPOConfig(EngineFields, TRLFields):
             self.max_steps = DEFAULT_MAX_STEPS
         if self.max_steps >= 1:  # else resolved from the data set's size (for_dataset)
             for name in ("warmup_steps", "logging_steps", "save_steps"):
-                setattr(self, name, config_trl.steps_of(getattr(self, name), self.max_steps))
+                setattr(self, name, config_trl.steps_of(getattr(self, name), self.max_steps, name))
         self.scale_rewards = _scale_rewards(self.scale_rewards)
         check_fields(self)  # every field's type and range (trapo.domains), before anything reads them
         if self.loss_type is not None:

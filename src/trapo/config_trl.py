@@ -224,9 +224,15 @@ def report_sinks(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def steps_of(value: float, max_steps: int) -> int:
-    """A step count given as TRL does: a whole number, or a float in (0, 1) as that share of ``max_steps``."""
-    return math.ceil(value * max_steps) if 0 < value < 1 else int(value)
+def steps_of(value: float, max_steps: int, name: str = "steps") -> int:
+    """A step count given as TRL does: a whole number, or a float in (0, 1) as that share of ``max_steps``;
+    anything else (a list, 1.5) is a ``ValueError`` naming ``name``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if number and 0 < value < 1:
+        return math.ceil(value * max_steps)
+    if number and float(value).is_integer():
+        return int(value)  # its sign is checked with the other fields (trapo.domains)
+    raise ValueError(f"{name} must be a whole number or a share of max_steps in (0, 1), got {value!r}")
 
 
 def epoch_steps(epochs: float, rows: int, prompts_per_step: int) -> int:

@@ -535,6 +535,8 @@ for name, text, message in [
     ("temperature_dict", "temperature: {a: 1}\n", "temperature must be a finite number, got {'a': 1}"),
     ("sizes_not_ints", "micro_group_sizes: [4, x]\n", "micro_group_sizes must be a list of integers or null"),
     ("lora_modules_not_strings", "lora_target_modules: [1]\n", "lora_target_modules must be a list of strings"),
+    ("logging_steps_list", "logging_steps: [2]\n", "logging_steps must be a whole number or a share"),
+    ("warmup_steps_not_whole", "warmup_steps: 1.5\n", "warmup_steps must be a whole number or a share"),
     ("save_minutes_nan", "save_minutes: .nan\n", "save_minutes must be a finite number, got nan"),
     ("bf16_string", "bf16: maybe\n", "bf16 must be true or false, got 'maybe'"),
 ]:
