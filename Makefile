@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+):
 #   make demo   build the embedded task and base model if missing, then train TRAPO on it (CPU)
-#   make test   run the test suite (ruff check and format, mypy on the core, pytest), then
+#   make test   run the test suite (ruff check and format, mypy on the core, pytest with a coverage report), then
 #               the vLLM engine's tests in a second venv with vLLM's CPU build
 # Both create .venv and install trapo into it on first use; make test also builds .venv-vllm once (a few minutes).
 PY ?= python3
@@ -35,12 +35,9 @@ install: $(STAMP)
 
 install-vllm: $(VLLM_STAMP)
 
-# Coverage is not part of `make test`: under coverage's tracer the reward time bounds (an async exception in a
-# worker thread, SIGALRM in the main one) hang tests/library/rewards/test_timeout.py and test_math_reward.py's
-# worker-thread test, so they are left out of this run.
+# The suite under coverage, its report printed (also part of `make test`).
 coverage: $(STAMP)
-	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered --ignore=tests/library/rewards/test_timeout.py \
-		--deselect tests/library/rewards/test_math_reward.py::test_timeout_status_and_bound_in_worker_threads
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 
 demo: $(STAMP)
 	$(BIN)/trapo demo
@@ -49,7 +46,7 @@ test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/ruff format --check src tests benchmarks experiments
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 	# the vLLM engine on vLLM's CPU build, and the HF engine and trainer on the transformers it pins
 	$(VLLM_VENV)/bin/python -m pytest -p no:cacheprovider $(VLLM_TESTS)
 

@@ -50,8 +50,13 @@ def _with_signal(fn: Callable[[], T], timeout_s: float) -> T:
         signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+def _set_async_exc(thread_id: int, exc: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+def _pending_timeout_lands_here() -> None:
+    """Do nothing: entering a Python function checks for a pending asynchronous exception, so a
+    :class:`CallTimeout` that fired but has not been delivered yet is raised here, at a call we own."""
 
 
 def _with_watchdog(fn: Callable[[], T], timeout_s: float) -> T:
@@ -74,12 +79,15 @@ def _with_watchdog(fn: Callable[[], T], timeout_s: float) -> T:
         with lock:
             state["done"] = True
             fired = state["fired"]
-        timer.cancel()
-        if fired:
-            # The exception may still be pending (not yet delivered): clear it so it cannot surface later,
-            # outside this call, then report the timeout ourselves.
-            _set_async_exc(target, None)
+        if not fired:
+            timer.cancel()
     if fired:
+        # The exception may still be pending (it fired after fn's last check): let it land here rather than
+        # outside this call. It is not cleared with PyThreadState_SetAsyncExc(id, NULL): that call flags a
+        # pending exception that never arrives (CPython clears the flag only on delivery), and under a
+        # tracer (coverage, a debugger, a profiler) the interpreter then loops at the next call forever.
+        with contextlib.suppress(CallTimeout):
+            _pending_timeout_lands_here()
         raise CallTimeout("timed out")
     return result
 

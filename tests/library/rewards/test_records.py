@@ -72,17 +72,17 @@ def test_none_entries_leave_a_function_out_and_all_none_fails():
 
 def test_async_rewards_run_concurrently_and_score_like_the_others():
     async def slow_a(prompts, completions, **kwargs):
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.0)
         return [1.0 for _ in completions]
 
     async def slow_b(completions, solution, **kwargs):
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.0)
         return [float(s in c) for c, s in zip(completions, solution, strict=True)]
 
     rewards = reward_set([slow_a, slow_b], [1.0, 2.0])
     t0 = time.perf_counter()
     assert rewards(COMPLETIONS, ROWS) == [3.0, 1.0]
-    assert time.perf_counter() - t0 < 0.75  # together, not one after the other (0.8 s)
+    assert time.perf_counter() - t0 < 1.6  # together (1 s), not one after the other (2 s); room for a loaded machine
     assert rewards.pop_stats()["slow_b"].total == 1.0
 
 

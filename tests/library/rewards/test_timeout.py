@@ -105,3 +105,46 @@ def test_a_worker_that_times_out_is_ended_with_the_processes_it_started(tmp_path
     else:
         pytest.fail(f"the reward's child process {child} still runs after the timeout")
     caller.close()
+
+
+TRACED_TIMEOUT_THEN_SIGNAL = """
+import signal, sys, threading, time
+from trapo.rewards import CallTimeout, call_with_timeout
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+sys.settrace(lambda *args: None)  # as coverage, a debugger or a profiler does
+threading.settrace(lambda *args: None)
+outcome = []
+
+def work():
+    try:
+        call_with_timeout(lambda: spin(5), 0.1)
+    except CallTimeout:
+        outcome.append("timeout")
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+signal.signal(signal.SIGALRM, lambda *args: outcome.append("alarm"))
+signal.setitimer(signal.ITIMER_REAL, 0.05)
+spin(0.3)
+print(outcome)
+"""
+
+
+def test_a_timeout_under_a_tracer_leaves_the_interpreter_working():
+    """A watchdog timeout once cleared its exception with PyThreadState_SetAsyncExc(id, NULL), which leaves
+    CPython's pending-exception flag set with nothing to deliver; under a tracer the next signal handler then
+    looped forever (this test hung, and so did the suite under coverage)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", TRACED_TIMEOUT_THEN_SIGNAL], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['timeout', 'alarm']"
