@@ -115,16 +115,22 @@ def check_weights(model, checkpoint: Path, missing: list[str], unexpected: list[
         )
 
 
+def refuse_nonfinite(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` unchanged when every floating tensor is finite; else ValueError naming (up to 3 of) those
+    that hold NaN/inf: weights a resume must not load."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"its weights hold NaN/inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    return state
+
+
 def load_weights(model, checkpoint: Path) -> None:
     """Load a checkpoint's weights into ``model`` in place (full model or LoRA adapter). The files are read
     and checked first: unreadable files or NaN/inf weights raise before ``model`` is touched."""
     from safetensors.torch import load_file
 
     adapter = checkpoint / "adapter_model.safetensors"
-    state = load_file(adapter) if adapter.is_file() else read_weights(checkpoint)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"its weights hold NaN/inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    state = refuse_nonfinite(load_file(adapter) if adapter.is_file() else read_weights(checkpoint))
     if adapter.is_file():
         from peft import set_peft_model_state_dict
 

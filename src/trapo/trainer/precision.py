@@ -45,12 +45,12 @@ def resolve_save_dtype(save_dtype: str, came_in: torch.dtype) -> torch.dtype:
     return came_in if save_dtype == "auto" else getattr(torch, save_dtype)
 
 
-def _cast_state(model: torch.nn.Module, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], int]:
-    """``model``'s state dict with floating tensors in ``dtype`` (tensors sharing storage stay shared) and
-    the number of values that the cast made non-finite (finite before, inf/NaN after)."""
+def _cast_state(weights: dict[str, torch.Tensor], dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], int]:
+    """``weights`` with floating tensors in ``dtype`` (tensors sharing storage stay shared) and the number of
+    values that the cast made non-finite (finite before, inf/NaN after)."""
     cast: dict[int, torch.Tensor] = {}
     state, broken = {}, 0
-    for name, t in model.state_dict().items():
+    for name, t in weights.items():
         if not t.is_floating_point() or t.dtype == dtype:
             state[name] = t
             continue
@@ -62,21 +62,26 @@ def _cast_state(model: torch.nn.Module, dtype: torch.dtype) -> tuple[dict[str, t
     return state, broken
 
 
-def save_pretrained_as(model: torch.nn.Module, directory: Path, dtype: torch.dtype) -> torch.dtype:
+def save_pretrained_as(
+    model: torch.nn.Module, directory: Path, dtype: torch.dtype, weights: dict[str, torch.Tensor] | None = None
+) -> torch.dtype:
     """``model.save_pretrained(directory)`` with the weights in ``dtype`` (the model itself is not changed).
+    ``weights``: the whole state dict to save instead of the model's own (a sharded model's, gathered).
     Weights that ``dtype`` cannot hold (float16's range is +-65504) would be saved as inf: then the model is
     saved in float32 instead, with a warning. Returns the dtype written."""
+    own = {} if weights is None else {"state_dict": weights}
     if dtype == weights_dtype(model):
-        model.save_pretrained(directory)
+        model.save_pretrained(directory, **own)
         return dtype
-    state, broken = _cast_state(model, dtype)
+    whole = model.state_dict() if weights is None else weights
+    state, broken = _cast_state(whole, dtype)
     if broken:
         print(
             f"warning: {broken} weight value(s) do not fit in {str(dtype).removeprefix('torch.')} (they would "
             f"be saved as inf/NaN); {directory.name}/ is saved in float32 instead",
             flush=True,
         )
-        model.save_pretrained(directory, state_dict=_cast_state(model, torch.float32)[0])
+        model.save_pretrained(directory, state_dict=_cast_state(whole, torch.float32)[0])
         dtype = torch.float32
     else:
         model.save_pretrained(directory, state_dict=state)

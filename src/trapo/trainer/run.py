@@ -427,10 +427,7 @@ class TrainingRun:
                 model = copy.deepcopy(model).merge_and_unload()
             dtype = precision.resolve_save_dtype(self.config.save_dtype, self.input_dtype)
             with contextlib.nullcontext(final) if final.is_dir() else atomic_directory(final) as target:
-                if weights is None:
-                    precision.save_pretrained_as(model, target, dtype)
-                else:  # --fsdp: the gathered whole state dict, in float32
-                    model.save_pretrained(target, state_dict=weights)
+                precision.save_pretrained_as(model, target, dtype, weights)  # --fsdp: the gathered state dict
                 self.tokenizer.save_pretrained(target)
         self.accelerator.wait_for_everyone()
         return final

@@ -238,7 +238,9 @@ def save_checkpoint(
 
 def load_checkpoint(model, optimizer, scheduler, checkpoint: Path) -> dict[str, Any]:
     """Load a :func:`save_checkpoint` checkpoint into the sharded model, optimizer and scheduler; returns the
-    trainer state. Every process reads the whole weights and keeps its shard."""
-    ckpt.check_weights(model, checkpoint, *load_full_state_dict(model, ckpt.read_weights(checkpoint)))
+    trainer state. Every process reads the whole weights (NaN/inf weights raise before the model is touched) and
+    keeps its shard."""
+    weights = ckpt.refuse_nonfinite(ckpt.read_weights(checkpoint))
+    ckpt.check_weights(model, checkpoint, *load_full_state_dict(model, weights))
     load_optimizer(model, optimizer, checkpoint / OPTIMIZER_DIR)
     return ckpt.load_training_state(checkpoint, None, scheduler)

@@ -159,19 +159,19 @@ class TrainingStep:
             [row_length(t, shared_prompt) for t in trajectories], self.config.mini_batch_size
         )
 
-    def _shares_prompts(self, trajectories: Sequence[Trajectory]) -> bool:
-        """Whether the update computes each distinct prompt once: where the model supports it and some
-        trajectories share a prompt (otherwise the prompt pass would be one forward more for nothing).
-        Only in one process: with several, DDP's gradient reduction expects one backward per forward."""
-        return (
-            self.share_prompts
-            and len({tuple(t.prompt_ids) for t in trajectories}) < len(trajectories)
-            and supports_shared_prompts(self.unwrapped)
-        )
+    def _distinct_prompts(self, trajectories: Sequence[Trajectory]) -> tuple[list[list[int]] | None, list[int]]:
+        """(the distinct prompts where the update computes each once, else None; each trajectory's index among
+        the distinct prompts). Shared where the model supports it and some trajectories share a prompt
+        (otherwise the prompt pass would be one forward more for nothing). Only in one process: with several,
+        DDP's gradient reduction expects one backward per forward."""
+        prompts, prompt_of = distinct_prompts(trajectories)
+        shared = self.share_prompts and len(prompts) < len(trajectories) and supports_shared_prompts(self.unwrapped)
+        return (prompts if shared else None), prompt_of
 
-    def _split(self, trajs: Sequence[Trajectory], advantages: Tensor, shared: bool) -> list[MiniBatch]:
+    def _split(
+        self, trajs: Sequence[Trajectory], advantages: Tensor, prompt_of: list[int], shared: bool
+    ) -> list[MiniBatch]:
         device, pad = self.accelerator.device, self.tokenizer.pad_token_id
-        _, prompt_of = distinct_prompts(trajs)
         minis = []
         for rows in self._mini_batches(trajs, shared):
             tokens = build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared)
@@ -252,9 +252,8 @@ class TrainingStep:
         once per pass and its KV cache serves every trajectory of it (:mod:`trapo.trainer.shared_prompts`).
         """
         cfg, trajs = self.config, batch.trajectories
-        shared = self._shares_prompts(trajs)
-        prompts = distinct_prompts(trajs)[0] if shared else None
-        minis = self._split(trajs, advantages, shared)
+        prompts, prompt_of = self._distinct_prompts(trajs)
+        minis = self._split(trajs, advantages, prompt_of, shared=prompts is not None)
         norms = self._loss_normalisers([mb.tokens for mb in minis])
         idle = self._idle_count(len(minis))
         old: list[Tensor | None] = [None] * len(minis)

@@ -88,6 +88,7 @@ if __name__ == "__main__":
     parser.add_argument("--kill_at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--save_dtype", default="auto")
     args = parser.parse_args()
     for name in args.methods:
         run(
@@ -102,4 +103,5 @@ if __name__ == "__main__":
             prompts_per_step=args.prompts_per_step,
             mini_batch_size=args.mini_batch_size,
             bf16=args.bf16,
+            save_dtype=args.save_dtype,
         )

@@ -1,5 +1,6 @@
 """Two processes on CPU (gloo): with DDP they make the same update as one process; with ``--fsdp full_shard``
-(torch's FSDP2) each holds half of the model, trains to the same weights, and resumes exactly after a SIGKILL.
+(torch's FSDP2) each holds half of the model, trains to the same weights, resumes exactly after a SIGKILL, and
+saves final/ in ``--save_dtype``.
 
 ``accelerate launch --cpu --num_processes 2`` starts *one* process (accelerate's simple launcher; multi-CPU
 runs need mpirun), so the processes are started with ``torchrun`` and ``ACCELERATE_USE_CPU=true``, which
@@ -113,8 +114,10 @@ def test_fsdp_resumes_exactly_after_sigkill(fsdp_run, tmp_path):
     out = tmp_path / "trapo"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert not (out / "final").exists()
-    resumed = _torchrun(tmp_path, *FSDP_RUN, "--resume")
+    resumed = _torchrun(tmp_path, *FSDP_RUN, "--resume", "--save_dtype", "bfloat16")  # may change on resume
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    _close(load_file(out / "final" / "model.safetensors"), load_file(fsdp_run / "final" / "model.safetensors"), 0, "")
+    # the same weights as the uninterrupted run's, and final/ in the asked dtype (the gathered float32 cast)
+    uninterrupted = {k: v.to(torch.bfloat16) for k, v in load_file(fsdp_run / "final" / "model.safetensors").items()}
+    _close(load_file(out / "final" / "model.safetensors"), uninterrupted, 0, "")
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -75,3 +75,33 @@ def test_sharding_helpers_on_a_group_of_one(group, tokenizer, model):
         float(sharding.local(p.grad).abs().sum()) == 0 for p in sharded.parameters()
     )
     assert sharding.pass_count(3, torch.device("cpu")) == 3
+
+
+def test_a_sharded_model_is_saved_in_the_asked_dtype(group, model, tmp_path):
+    """final/ of an --fsdp run: the gathered state dict, cast to save_dtype as an unsharded run's is."""
+    from safetensors.torch import load_file
+
+    from trapo.trainer import precision
+
+    plain = copy.deepcopy(model)
+    sharded = sharding.shard_model(model, torch.device("cpu"))
+    written = precision.save_pretrained_as(sharded, tmp_path, torch.bfloat16, sharding.full_state_dict(sharded))
+    saved = load_file(tmp_path / "model.safetensors")
+    expected = {k: v.to(torch.bfloat16) for k, v in plain.state_dict().items() if k != "lm_head.weight"}
+    assert written == torch.bfloat16 and saved.keys() == expected.keys()
+    assert all(saved[k].dtype == torch.bfloat16 and torch.equal(saved[k], expected[k]) for k in expected)
+    assert '"dtype": "bfloat16"' in (tmp_path / "config.json").read_text()
+
+
+def test_a_sharded_resume_refuses_nan_weights_before_touching_the_model(group, model, tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state["model.norm.weight"][0] = float("nan")
+    save_file(state, tmp_path / "model.safetensors")
+    sharded = sharding.shard_model(model, torch.device("cpu"))
+    before = {k: v.clone() for k, v in sharding.full_state_dict(sharded).items()}
+    with pytest.raises(ValueError, match=r"NaN/inf \(model.norm.weight\)"):
+        sharding.load_checkpoint(sharded, None, None, tmp_path)
+    after = sharding.full_state_dict(sharded)
+    assert all(torch.equal(after[k], before[k]) for k in before)

@@ -122,7 +122,7 @@ def test_update_with_shared_prompts_equals_the_full_sequences(method, extra, tmp
     )
     trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     batch = trainer.rollout(0)
-    assert trainer._shares_prompts(batch.trajectories)
+    assert trainer._distinct_prompts(batch.trajectories)[0] is not None
     advantages = trainer.advantages(batch)
     if cfg.num_iterations > 1:  # a first optimizer step inside update() must not depend on the path
         trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.0)
@@ -175,8 +175,8 @@ def test_no_sharing_where_it_cannot_pay_or_work(tmp_path, tokenizer, model, rows
     )
     trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     one_each = [_trajectory([3, 4], [], [5]), _trajectory([6], [], [7])]
-    assert not trainer._shares_prompts(one_each)  # every prompt distinct: the prompt pass would be extra work
+    assert trainer._distinct_prompts(one_each) == (None, [0, 1])  # every prompt distinct: a prompt pass is extra work
     both = [_trajectory([3, 4], [], [5]), _trajectory([3, 4], [], [7])]
-    assert trainer._shares_prompts(both)
+    assert trainer._distinct_prompts(both) == ([[3, 4]], [0, 0])
     model.gradient_checkpointing_enable()  # turns the cache off in training
-    assert not supports_shared_prompts(model) and not trainer._shares_prompts(both)
+    assert not supports_shared_prompts(model) and trainer._distinct_prompts(both) == (None, [0, 0])
