@@ -2,7 +2,7 @@
 
 A refactor that claims "behaviour unchanged" runs this before and after and compares the hashes:
     python benchmarks/same_weights.py WORKDIR [--steps 5]
-The tiny model (tests/conftest.py's factory) and data (hand-made rows) are rebuilt identically each time.
+The tiny model (tests/tiny_factory.py) and data (hand-made rows) are rebuilt identically each time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_tiny_model
+from tiny_factory import save_tiny_model
 
 from trapo.cli import main
 from trapo.data import Example, write_examples
@@ -42,7 +42,7 @@ def main_(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = make_tiny_model(args.workdir / "model")
+    model = save_tiny_model(args.workdir / "model")
     data = args.workdir / "train.jsonl"
     write_examples(rows(), data)
     hashes = {}

@@ -54,6 +54,14 @@ def test_the_library_never_imports_the_lab():
     assert _modules("trapo_lab")  # the lab exists and is scanned too
 
 
+def test_the_library_tests_never_import_the_lab():
+    """tests/library (and what it shares: tests/conftest.py, tests/tiny_factory.py) runs on the library alone."""
+    tests = Path(__file__).resolve().parent
+    files = [*sorted((tests / "library").rglob("*.py")), tests / "conftest.py", tests / "tiny_factory.py"]
+    offenders = {str(p.relative_to(tests)): [n for n in _imports(p) if n.split(".")[0] == "trapo_lab"] for p in files}
+    assert len(files) > 30 and not {p: n for p, n in offenders.items() if n}
+
+
 def test_the_library_imports_only_its_declared_dependencies():
     stdlib = sys.stdlib_module_names
     for mod, names in _modules("trapo").items():

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2ForCausalLM
+from tiny_factory import save_tiny_model
 
 from trapo_lab.compare import CompareSpec
-from trapo_lab.models.config import tiny_config
 from trapo_lab.models.tokenizer import build_tokenizer
 from trapo_lab.tasks import make_splits
 
@@ -52,18 +51,4 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare") / "base"
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = tiny_config(
-        len(tokenizer),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("compare") / "base", tokenizer=build_tokenizer())

@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
+from tiny_factory import tiny_qwen2
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trapo.data import Example
-from trapo_lab.models import build_tokenizer, tiny_config
+from trapo_lab.models import build_tokenizer
 from trapo_lab.pretrain import (
     BASE_INFO,
     BaseModelConfig,
@@ -45,17 +46,7 @@ def tok():
 
 
 def _tiny_model(tok, seed=0):
-    torch.manual_seed(seed)
-    config = tiny_config(
-        len(tok),
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    return Qwen2ForCausalLM(config)
+    return tiny_qwen2(tok, seed, hidden_size=16, num_layers=1)
 
 
 def test_lr_schedule_by_hand():

@@ -11,7 +11,6 @@ import copy
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,15 +29,10 @@ GREEDY = SamplingParams(temperature=0)
 def vllm_model(tmp_path_factory):
     """A tiny fp32 Qwen2 (head size 32, as vLLM's CPU attention needs) with weights spread wide enough that greedy
     continuations vary from token to token, and its tokenizer."""
+    from tiny_factory import save_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # tests/conftest.py by its path: another conftest may already hold the module name "conftest"
-    spec = importlib.util.spec_from_file_location("root_conftest", Path(__file__).resolve().parents[2] / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
-    make_tiny_model = root_conftest.make_tiny_model
-
-    directory = make_tiny_model(tmp_path_factory.mktemp("vllm-model"), hidden_size=64, num_attention_heads=2)
+    directory = save_tiny_model(tmp_path_factory.mktemp("vllm-model"), hidden_size=64, num_heads=2, num_kv_heads=1)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -1,14 +1,13 @@
-"""A real, tiny set-up for trainer tests: the embedded tokenizer, a small random Qwen2, hand-made rows."""
+"""A real, tiny set-up for trainer tests: the tiny model of tests/tiny_factory.py (its tokenizer is the root
+conftest's ``tokenizer`` fixture), hand-made rows."""
 
 from __future__ import annotations
 
 import pytest
-import torch
+from tiny_factory import tiny_qwen2
 from transformers import Qwen2ForCausalLM
 
 from trapo.data import Example, write_examples
-from trapo_lab.models.config import tiny_config
-from trapo_lab.models.tokenizer import build_tokenizer
 
 
 def make_rows(n: int = 6) -> list[Example]:
@@ -29,28 +28,9 @@ def make_rows(n: int = 6) -> list[Example]:
     return rows
 
 
-@pytest.fixture(scope="session")
-def tokenizer():
-    return build_tokenizer()
-
-
-def make_model(tokenizer, seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    config = tiny_config(
-        len(tokenizer),
-        hidden_size=32,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=64,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return Qwen2ForCausalLM(config)
-
-
 @pytest.fixture
-def model(tokenizer):
-    return make_model(tokenizer)
+def model(tokenizer) -> Qwen2ForCausalLM:
+    return tiny_qwen2(tokenizer)
 
 
 @pytest.fixture
@@ -58,12 +38,13 @@ def rows():
     return make_rows()
 
 
-@pytest.fixture(name="make_model")
-def make_model_fixture():
-    return make_model
+@pytest.fixture(scope="session")
+def make_model():
+    """:func:`tiny_factory.tiny_qwen2`: ``make_model(tokenizer, seed=0)``."""
+    return tiny_qwen2
 
 
-@pytest.fixture(name="make_rows")
+@pytest.fixture(name="make_rows", scope="session")
 def make_rows_fixture():
     return make_rows
 

@@ -10,14 +10,12 @@ import signal
 from pathlib import Path
 
 import torch
-from transformers import Qwen2ForCausalLM
+from tiny_factory import tiny_qwen2, tiny_tokenizer
 
 from trapo.config import TRAPOConfig
 from trapo.data import Example
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.sharding import element_counts
-from trapo_lab.models.config import tiny_config
-from trapo_lab.models.tokenizer import build_tokenizer
 
 ROWS = [
     Example(
@@ -40,19 +38,8 @@ class _Trainer(TRAPOTrainer):
 
 def run(method: str, out: Path, kill_at: int | None = None, resume: bool = False, **overrides) -> Path:
     torch.set_num_threads(1)
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(
-        tiny_config(
-            len(tok),
-            hidden_size=32,
-            num_layers=2,
-            num_heads=2,
-            intermediate_size=64,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+    tok = tiny_tokenizer()
+    model = tiny_qwen2(tok)
     settings = {
         "max_steps": 2,
         "prompts_per_step": 4,

@@ -15,20 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tiny_factory import save_tiny_model
 
 from trapo.cli import main
 from trapo.data import write_examples
-
-
-def _helpers():
-    """make_model / make_rows of this folder's conftest (a plain function is needed by a module fixture)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_trainer_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_model, module.make_rows
-
 
 FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "16", "--learning_rate", "1e-3", "--max_steps", "1"]
 
@@ -42,12 +32,9 @@ class Base:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory, tokenizer) -> Base:
-    make_model, make_rows = _helpers()
+def base(tmp_path_factory, tokenizer, make_rows) -> Base:
     root = tmp_path_factory.mktemp("base")
-    model = root / "model"
-    make_model(tokenizer).save_pretrained(model)
-    tokenizer.save_pretrained(model)
+    model = save_tiny_model(root / "model", tokenizer=tokenizer)
     data = root / "train.jsonl"
     write_examples(make_rows(), data)
     run = root / "run"

@@ -12,11 +12,10 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import Qwen2ForCausalLM
+from tiny_factory import save_tiny_model
 
 from trapo.cli import main
 from trapo.data import write_examples
-from trapo_lab.models.config import tiny_config
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
@@ -29,14 +28,8 @@ def _metrics(run):
 
 
 def test_five_steps_with_the_vllm_engine_train_and_log_like_the_hf_engine(tmp_path, tokenizer, make_rows):
-    torch.manual_seed(0)
-    config = tiny_config(  # head size 32: what vLLM's CPU attention supports
-        len(tokenizer), hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    model_dir = tmp_path / "model"
-    Qwen2ForCausalLM(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    # head size 32: what vLLM's CPU attention supports
+    model_dir = save_tiny_model(tmp_path / "model", tokenizer=tokenizer, hidden_size=64)
     data = write_examples(make_rows(), tmp_path / "train.jsonl")
     flags = ["--model", str(model_dir), "--data", str(data), "--max_steps", "5", "--prompts_per_step", "2"]
     flags += ["--max_completion_length", "24", "--learning_rate", "1e-3", "--threads", "1", "--save_steps", "0"]
