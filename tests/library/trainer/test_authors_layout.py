@@ -8,6 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_args import train_argv
 
 from trapo.cli import main
 from trapo.config import TRAPOConfig
@@ -67,13 +68,7 @@ def test_authors_layout_trains_with_their_flags(tmp_path, model_dir, tokenizer, 
     out = tmp_path / "run"
     rc = main(
         [
-            "train",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(path),
-            "--output",
-            str(out),
+            *train_argv(model_dir, path, out),
             "--method",
             "trapo",
             "--expert-key",

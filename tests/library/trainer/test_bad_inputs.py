@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_args import train_argv
 from tiny_factory import save_tiny_model
 
 from trapo.cli import main
@@ -38,27 +39,7 @@ def base(tmp_path_factory, tokenizer, make_rows) -> Base:
     data = root / "train.jsonl"
     write_examples(make_rows(), data)
     run = root / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                str(model),
-                "--data",
-                str(data),
-                "--output",
-                str(run),
-                *FLAGS,
-                "--max_steps",
-                "2",
-                "--save_steps",
-                "1",
-                "--save_total_limit",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(model, data, run, *FLAGS, max_steps=2, save_steps=1, save_total_limit=0)) == 0
     rows = [json.loads(x) for x in data.read_text().splitlines()]
     return Base(model, data, run, rows)
 
@@ -89,7 +70,7 @@ def _run_copy(base: Base, tmp: Path) -> Path:
 
 
 def _args(model, data, out, *extra) -> list[str]:
-    return ["train", "--model", str(model), "--data", str(data), "--output", str(out), *FLAGS, *extra]
+    return train_argv(model, data, out, *FLAGS, *extra)
 
 
 def _flags(*extra: str):
@@ -307,17 +288,7 @@ case("config_file_unknown_key", 2, "unknown config key(s) ['lr']")(
 case("config_file_bad_value", 2, "max_steps must be >= 1")(
     lambda b, t: (
         (t / "c.yaml").write_text("max_steps: -3\n")
-        and [
-            "train",
-            "--config",
-            str(t / "c.yaml"),
-            "--model",
-            str(b.model),
-            "--data",
-            str(b.data),
-            "--output",
-            str(t / "out"),
-        ]
+        and train_argv(b.model, b.data, t / "out", "--config", str(t / "c.yaml"))
     )
 )
 

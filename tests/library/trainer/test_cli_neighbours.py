@@ -4,6 +4,7 @@ negative numbers, errors that name the typed flag, and clear messages for what i
 from __future__ import annotations
 
 import pytest
+from cli_args import train_argv
 
 from trapo.cli import build_parser, main
 from trapo.config import config_fields
@@ -135,31 +136,9 @@ def test_several_rewards_on_the_command_line_are_weighted_and_logged_each(tmp_pa
         "def two(completion, ground_truth):\n    return 2.0\n"
     )
     out = tmp_path / "run"
-    rc = main(
-        [
-            "train",
-            "--model",
-            str(model_dir),
-            "--data",
-            str(data),
-            "--output",
-            str(out),
-            "--method",
-            "grpo",
-            "--max_steps",
-            "1",
-            "--prompts_per_step",
-            "1",
-            "--max_completion_length",
-            "8",
-            "--reward",
-            f"{tmp_path}/rw.py:one",
-            f"{tmp_path}/rw.py:two",
-            "--reward_weights",
-            "1",
-            "0.25",
-        ]
-    )
+    rewards = {"reward": (f"{tmp_path}/rw.py:one", f"{tmp_path}/rw.py:two"), "reward_weights": (1, 0.25)}
+    flags = {"method": "grpo", "max_steps": 1, "prompts_per_step": 1, "max_completion_length": 8}
+    rc = main(train_argv(model_dir, data, out, **flags, **rewards))
     assert rc == 0
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["rewards/one"] == 1.0 and metrics["rewards/two"] == 2.0 and metrics["reward/mean"] == 1.5

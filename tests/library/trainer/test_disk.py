@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_args import train_argv
+
 from trapo.cli import main
 from trapo.trainer import checkpoint
 
@@ -17,13 +19,12 @@ FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "12", "--learning
 
 
 def _args(setup, out: Path, steps: int, *extra: str) -> list[str]:
-    model_dir, data = setup
-    return ["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--max_steps", str(steps)]
+    return train_argv(*setup, out, *FLAGS, *extra, max_steps=steps)
 
 
 def test_a_file_size_limit_is_reported_as_such_and_loses_nothing(setup, tmp_path):
     out = tmp_path / "run"
-    assert main([*_args(setup, out, 1), *FLAGS]) == 0  # checkpoint-1 and final/ written without a limit
+    assert main(_args(setup, out, 1)) == 0  # checkpoint-1 and final/ written without a limit
     before = sorted(p.name for p in out.iterdir())
     state = (out / "checkpoint-1" / "training_state.pt").stat().st_size
     limit = state // 2  # the next checkpoint's optimizer state cannot be written whole
@@ -33,7 +34,7 @@ def test_a_file_size_limit_is_reported_as_such_and_loses_nothing(setup, tmp_path
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-m", "trapo.cli", *_args(setup, out, 2), *FLAGS, "--resume"],
+        [sys.executable, "-m", "trapo.cli", *_args(setup, out, 2, "--resume")],
         capture_output=True,
         text=True,
         env=env,
@@ -51,7 +52,7 @@ def test_a_file_size_limit_is_reported_as_such_and_loses_nothing(setup, tmp_path
 def test_outputs_get_the_users_umask(setup, tmp_path):
     old = os.umask(0o022)
     try:
-        assert main([*_args(setup, tmp_path / "run", 1), *FLAGS, "--save_steps", "1"]) == 0
+        assert main(_args(setup, tmp_path / "run", 1, "--save_steps", "1")) == 0
     finally:
         os.umask(old)
     for path in (tmp_path / "run" / "final", tmp_path / "run" / "checkpoint-1"):

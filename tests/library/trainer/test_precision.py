@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from cli_args import train_argv
 from safetensors.torch import load_file
 
 from trapo.cli import main
@@ -22,8 +23,7 @@ def _save(model, tokenizer, path, dtype):
 
 
 def _train(model_dir, data, out, *extra) -> None:
-    argv = ["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), *FLAGS, *extra]
-    assert main(argv) == 0
+    assert main(train_argv(model_dir, data, out, *FLAGS, *extra)) == 0
 
 
 def _update(run, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

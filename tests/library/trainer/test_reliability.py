@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import train_argv
 from safetensors.torch import load_file
 
 from trapo.cli import main
@@ -24,20 +25,7 @@ FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "24", "--learning
 
 
 def _train_args(setup, out, steps, *extra):
-    model_dir, data = setup
-    return [
-        "train",
-        "--model",
-        str(model_dir),
-        "--data",
-        str(data),
-        "--output",
-        str(out),
-        "--max_steps",
-        str(steps),
-        *FLAGS,
-        *extra,
-    ]
+    return train_argv(*setup, out, *FLAGS, *extra, max_steps=steps)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

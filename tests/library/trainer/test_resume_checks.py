@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from cli_args import train_argv
 from safetensors.torch import load_file, save_file
 
 from trapo.cli import main
@@ -18,12 +19,11 @@ FLAGS = ["--prompts_per_step", "2", "--max_completion_length", "12", "--learning
 
 
 def _args(setup, out, steps, *extra):
-    model_dir, data = setup
-    return ["train", "--model", str(model_dir), "--data", str(data), "--output", str(out), "--max_steps", str(steps)]
+    return train_argv(*setup, out, *FLAGS, *extra, max_steps=steps)
 
 
 def _train(setup, out, steps, *extra) -> int:
-    return main([*_args(setup, out, steps), *FLAGS, *extra])
+    return main(_args(setup, out, steps, *extra))
 
 
 def _poison(ckpt_dir) -> None:
@@ -75,7 +75,7 @@ def test_sighup_saves_a_checkpoint_like_sigterm(setup, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trapo.cli", *_args(setup, out, 400), *FLAGS],
+        [sys.executable, "-m", "trapo.cli", *_args(setup, out, 400)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+from cli_args import train_argv
 
 from trapo.cli import build_parser, main
 from trapo.config import TRAPOConfig
@@ -20,47 +21,10 @@ def test_train_threads_flag(tmp_path, tokenizer, model, rows, monkeypatch):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        rc = main(
-            [
-                "train",
-                "--model",
-                str(model_dir),
-                "--data",
-                str(data),
-                "--output",
-                str(out),
-                "--method",
-                "grpo",
-                "--max_steps",
-                "1",
-                "--prompts_per_step",
-                "2",
-                "--max_completion_length",
-                "8",
-            ]
-        )
+        flags = {"method": "grpo", "max_steps": 1, "prompts_per_step": 2, "max_completion_length": 8}
+        rc = main(train_argv(model_dir, data, out, **flags))
         assert rc == 0 and torch.get_num_threads() == 1  # the default
-        rc = main(
-            [
-                "train",
-                "--model",
-                str(model_dir),
-                "--data",
-                str(data),
-                "--output",
-                str(tmp_path / "run2"),
-                "--method",
-                "grpo",
-                "--max_steps",
-                "1",
-                "--prompts_per_step",
-                "2",
-                "--max_completion_length",
-                "8",
-                "--threads",
-                "2",
-            ]
-        )
+        rc = main(train_argv(model_dir, data, tmp_path / "run2", "--threads", "2", **flags))
         assert rc == 0 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
