@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from tiny_factory import tiny_qwen2_config
+from transformers import Qwen2ForCausalLM
 
 from trapo.rollout import HFEngine, HFGenerateEngine, SamplingParams
 
@@ -14,17 +15,7 @@ EOS, PAD = 1, 0
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=24,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    m = Qwen2ForCausalLM(cfg)
+    m = Qwen2ForCausalLM(tiny_qwen2_config(24, max_position_embeddings=128))
     with torch.no_grad():  # make EOS likely enough that rows finish at different steps
         m.lm_head.weight[EOS] += 0.3 * m.lm_head.weight.mean(0)
         m.model.embed_tokens.weight[EOS] *= 3
@@ -127,15 +118,7 @@ def test_the_prebuilt_decode_mask_is_only_for_full_attention_sdpa():
     from trapo.rollout import hf
 
     def config(**kw):
-        return Qwen2Config(
-            vocab_size=8,
-            hidden_size=8,
-            intermediate_size=8,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            **kw,
-        )
+        return tiny_qwen2_config(8, hidden_size=8, intermediate_size=8, **kw)
 
     assert hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="sdpa")))
     assert not hf._full_attention_sdpa(Qwen2ForCausalLM(config(attn_implementation="eager")))

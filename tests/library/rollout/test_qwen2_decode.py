@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from tiny_factory import tiny_qwen2_config
+from transformers import Qwen2ForCausalLM
 
 from trapo.rollout import HFEngine, SamplingParams, hf
 from trapo.rollout.hf import _new_cache
@@ -15,17 +16,8 @@ EOS, PAD = 1, 0
 
 def _model(**kw) -> Qwen2ForCausalLM:
     torch.manual_seed(0)
-    settings = dict(
-        vocab_size=32,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
-    return Qwen2ForCausalLM(Qwen2Config(**{**settings, **kw})).eval()
+    settings = dict(num_heads=4, num_kv_heads=2, intermediate_size=48, max_position_embeddings=64)
+    return Qwen2ForCausalLM(tiny_qwen2_config(32, **{**settings, "attn_implementation": "sdpa", **kw})).eval()
 
 
 @pytest.mark.parametrize("kv_heads,tied", [(2, True), (4, False)])
