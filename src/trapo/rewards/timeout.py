@@ -79,15 +79,16 @@ def _with_watchdog(fn: Callable[[], T], timeout_s: float) -> T:
         with lock:
             state["done"] = True
             fired = state["fired"]
-        if not fired:
+        if fired:
+            # The exception may still be pending (it fired after fn's last check): let it land here rather
+            # than outside this call. It is not cleared with PyThreadState_SetAsyncExc(id, NULL): that call
+            # flags a pending exception that never arrives (CPython clears the flag only on delivery), and under
+            # a tracer (coverage, a debugger, a profiler) the interpreter then loops at the next call forever.
+            with contextlib.suppress(CallTimeout):
+                _pending_timeout_lands_here()
+        else:
             timer.cancel()
-    if fired:
-        # The exception may still be pending (it fired after fn's last check): let it land here rather than
-        # outside this call. It is not cleared with PyThreadState_SetAsyncExc(id, NULL): that call flags a
-        # pending exception that never arrives (CPython clears the flag only on delivery), and under a
-        # tracer (coverage, a debugger, a profiler) the interpreter then loops at the next call forever.
-        with contextlib.suppress(CallTimeout):
-            _pending_timeout_lands_here()
+    if fired:  # fn returned, but too late
         raise CallTimeout("timed out")
     return result
 

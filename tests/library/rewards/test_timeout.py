@@ -70,6 +70,27 @@ def test_worker_thread_bound_and_exceptions_pass_through():
     assert outcome["elapsed"] < 1.0 and outcome["quick"] == "done" and outcome["error"] and outcome["finished"]
 
 
+def test_a_c_call_past_the_bound_times_out_once_in_a_worker_thread():
+    """time.sleep is one C call: the watchdog's exception waits until it returns, then lands inside the bound
+    call (raised by call_with_timeout), never in the caller's code after it."""
+    import functools
+
+    outcome = []
+
+    def work():
+        try:
+            call_with_timeout(functools.partial(time.sleep, 0.3), 0.05)
+        except CallTimeout:
+            outcome.append("timeout")
+        spin(0.3)  # a pending exception that escaped would surface here
+        outcome.append("finished")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert outcome == ["timeout", "finished"]
+
+
 def test_no_bound():
     assert call_with_timeout(lambda: spin(0.05), None) == "done"
     assert call_with_timeout(lambda: 3, 0) == 3
