@@ -61,9 +61,9 @@ def tiny_qwen2_config(
     intermediate_size: int | None = None,
     **overrides,
 ) -> Qwen2Config:
-    """A Qwen2 config of a few thousand parameters per layer: full attention, tied embeddings, 512 positions;
-    ``num_kv_heads`` defaults to ``num_heads``, ``intermediate_size`` to twice the hidden size; ``overrides``
-    are any other ``Qwen2Config`` fields (``eos_token_id``, ``layer_types`` ...)."""
+    """A tiny Qwen2 config (about 10k parameters a layer at the defaults): full attention, tied embeddings, 512
+    positions; ``num_kv_heads`` defaults to ``num_heads``, ``intermediate_size`` to twice the hidden size;
+    ``overrides`` are any other ``Qwen2Config`` fields (``eos_token_id``, ``attn_implementation`` ...)."""
     settings = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
