@@ -40,7 +40,7 @@ def train(engine: str, args: argparse.Namespace) -> dict:
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"command": " ".join(cmd[1:]), "wall_s": time.perf_counter() - start, "rows": rows}
+    return {"command": " ".join(["python", *cmd[1:]]), "wall_s": time.perf_counter() - start, "rows": rows}
 
 
 def summary(rows: list[dict]) -> dict[str, float | None]:
@@ -70,7 +70,7 @@ def report(result: dict) -> str:
     lines.append(
         "| wall s (start to end) | " + " | ".join(f"{result['runs'][e]['wall_s']:.0f}" for e in engines) + " |"
     )
-    lines += ["", "Commands (with `.venv-vllm/bin/python -m trapo.cli`):", ""]
+    lines += ["", "Commands (`python`: the venv with vLLM):", ""]
     lines += [f"- `{result['runs'][e]['command']}`" for e in engines]
     return "\n".join(lines) + "\n"
 
