@@ -1,16 +1,19 @@
 """Rollout engines side by side: ``model.generate``, our HFEngine and vLLM (CPU build here), tokens/s.
 
-Two models built from configs (no download, random weights, the lab's 267-token tokenizer): ``small``, the lab's
-4.27M base architecture (hidden 256, 4 layers, MLP 1024; untrained: no built base is needed), and ``qwen05``,
-Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads, MLP 4864, tied embeddings; 0.36B parameters
-with this vocabulary). For each model and dtype (fp32, bf16) one worker process builds the model and the three
+Two models (no download, the lab's 267-token tokenizer): ``small``, the lab's 4.27M base architecture (hidden 256,
+4 layers, MLP 1024): the trained base of ``trapo base`` with ``--base DIR`` (it stops at EOS, so ``eos`` rows
+differ from ``forced`` ones), else built from its config with random weights; and ``qwen05``, Qwen2.5-0.5B's shape
+(hidden 896, 24 layers, 14 heads / 2 KV heads, MLP 4864, tied embeddings; 0.36B parameters with this vocabulary),
+built from a config with random weights. Prompts are chat-formatted problems of the embedded task.
+For each model and dtype (fp32, bf16) one worker process builds the model and the three
 engines, then runs interleaved rounds: each round times every engine on the same prompts, with every sequence
-forced to the full length and with stopping at EOS (random weights rarely emit EOS, so the two are close). One
+forced to the full length and with stopping at EOS (random weights rarely emit EOS, so there the two are close). One
 torch thread everywhere (vLLM runs in the process, so its kernels use the same thread). The ratio
 ``vllm_over_generate_<dtype>`` is the median over rounds of the per-round ratio, on ``qwen05``, forced length.
 A grpo step per engine (``trapo.TRAPOTrainer``, 2 steps, the second timed) runs on ``small``, fp32.
 
-    .venv-vllm/bin/python benchmarks/engines.py          # writes docs/results/engines.{json,md}
+    trapo base --output /tmp/base                                      # the 4.27M base (or a copy of one)
+    .venv-vllm/bin/python benchmarks/engines.py --base /tmp/base      # writes docs/results/engines.{json,md}
 """
 
 from __future__ import annotations
@@ -37,13 +40,18 @@ TRL_COLOCATE_ERROR = (
 )
 
 
-def build(name: str, dtype: str):
+def build(name: str, dtype: str, base: str | None = None):
+    """The model ``name`` in ``dtype`` and its tokenizer: ``small`` loaded from ``base`` when given."""
     import torch
-    from transformers import Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
     from trapo_lab.models.config import tiny_config
     from trapo_lab.models.tokenizer import build_tokenizer
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # benchmarks/gpu_check.sh: everything on the GPU
+    if name == "small" and base:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+        return model.to(device).eval(), AutoTokenizer.from_pretrained(base)
     tokenizer = build_tokenizer()
     spec = dict(MODELS[name])
     kv_heads = spec.pop("kv_heads", None)
@@ -53,15 +61,16 @@ def build(name: str, dtype: str):
     if kv_heads:
         config.num_key_value_heads = kv_heads
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # benchmarks/gpu_check.sh: everything on the GPU
     model = Qwen2ForCausalLM(config).to(getattr(torch, dtype)).to(device).eval()
     return model, tokenizer
 
 
-def worker(name: str, dtype: str, prompts_n: int, new_tokens: int, rounds: int) -> dict:
+def worker(name: str, dtype: str, prompts_n: int, new_tokens: int, rounds: int, base: str | None) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from trapo.data import Example
+    from trapo.data.encoding import encode_prompt
     from trapo.rollout import HFEngine, SamplingParams
     from trapo.rollout.vllm import VLLMEngine
 
@@ -77,10 +86,10 @@ def worker(name: str, dtype: str, prompts_n: int, new_tokens: int, rounds: int) 
                 )  # fmt: skip
             return params
 
-    model, tokenizer = build(name, dtype)
+    model, tokenizer = build(name, dtype, base)
     parameters = sum(p.numel() for p in model.parameters())
-    texts = [f"u:{3 + i}+{4 + 2 * i}*{i + 1}\na:" for i in range(prompts_n)]
-    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    problems = [f"{3 + i}*{2 + i % 7}+{4 + 2 * i}-{i + 1}:" for i in range(prompts_n)]
+    prompts = [encode_prompt(tokenizer, Example(prompt=[{"role": "user", "content": p}], answer="")) for p in problems]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     t0 = time.perf_counter()
     vllm = ForcedVLLM(model, eos, dtype=dtype, max_model_len=256, kv_cache_gib=1.0)
@@ -124,7 +133,7 @@ def worker(name: str, dtype: str, prompts_n: int, new_tokens: int, rounds: int) 
         vllm.sync_weights(model)
         sync.append(vllm.last_sync_seconds)
     return {
-        "model": name,
+        "model": name + (" (trained base)" if name == "small" and base else ""),
         "dtype": dtype,
         "parameters": parameters,
         "tokens_per_s": results,
@@ -133,7 +142,7 @@ def worker(name: str, dtype: str, prompts_n: int, new_tokens: int, rounds: int) 
     }
 
 
-def grpo_step(engine: str) -> dict:
+def grpo_step(engine: str, base: str | None) -> dict:
     """Two grpo steps of TRAPOTrainer on ``small`` (fp32) with ``engine``; the second step's seconds."""
     import torch
 
@@ -141,7 +150,7 @@ def grpo_step(engine: str) -> dict:
     from trapo import TRAPOConfig, TRAPOTrainer
     from trapo.data import Example
 
-    model, tokenizer = build("small", "float32")
+    model, tokenizer = build("small", "float32", base)
     rows = [
         Example(prompt=[{"role": "user", "content": f"{3 + i}+{4 + i}"}], answer=str(7 + 2 * i), expert_solutions=())
         for i in range(8)
@@ -172,8 +181,15 @@ def report(result: dict) -> str:
         "",
         f"`benchmarks/engines.py`, {result['machine']}, torch threads: 1 (vLLM in the same process, same thread), "
         f"{result['prompts']} prompts x {result['new_tokens']} new tokens, sampling at T = 1, {result['rounds']} "
-        "interleaved rounds, medians. Models built from configs with random weights (no hub): `small` is the lab's "
-        "4.27M base architecture (untrained), `qwen05` Qwen2.5-0.5B's shape with the lab's vocabulary.",
+        "interleaved rounds in one process per model and dtype, medians. "
+        + (
+            "`small (trained base)` is the 4.27M base of `trapo base` (a copy of it), which stops at EOS; "
+            if result["base"]
+            else "`small` is the lab's 4.27M base architecture with random weights; "
+        )
+        + "`qwen05` is Qwen2.5-0.5B's shape with the lab's vocabulary, built from a config, random weights (no hub). "
+        f"Load average (1/5/15 min) before {result['load_average_1_5_15_before']}, after "
+        f"{result['load_average_1_5_15_after']}; {result['wall_s']:.0f} s in all.",
         "",
         "| model | params | dtype | mode | model.generate tok/s | HFEngine tok/s | vLLM tok/s | vLLM / generate |",
         "|---|---|---|---|---|---|---|---|",
@@ -209,14 +225,17 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--no-grpo", action="store_true", help="skip the grpo step per engine")
     parser.add_argument("--out", default="docs/results/engines")
+    parser.add_argument("--base", help="a trapo base directory: the `small` rows and the grpo step use it")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.prompts, args.new_tokens, args.rounds)))
+        print(json.dumps(worker(*args.worker, args.prompts, args.new_tokens, args.rounds, args.base)))
         return
     if args.grpo:
-        print(json.dumps(grpo_step(args.grpo)))
+        print(json.dumps(grpo_step(args.grpo, args.base)))
         return
     sizes = ["--prompts", str(args.prompts), "--new-tokens", str(args.new_tokens), "--rounds", str(args.rounds)]
+    sizes += ["--base", args.base] if args.base else []
+    load_before, start = os.getloadavg(), time.perf_counter()
     runs = []
     for name in args.models:
         for dtype in args.dtypes:
@@ -230,10 +249,14 @@ def main() -> None:
             ratios[f"vllm_over_generate_{'bf16' if run['dtype'] == 'bfloat16' else 'fp32'}"] = statistics.median(
                 per_round
             )
-    grpo = {} if args.no_grpo else {engine: run_worker(["--grpo", engine]) for engine in ("hf", "vllm")}
+    grpo = {} if args.no_grpo else {engine: run_worker(["--grpo", engine, *sizes]) for engine in ("hf", "vllm")}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "threads": 1,
+        "base": args.base,
+        "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+        "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(time.perf_counter() - start, 1),
         "prompts": args.prompts,
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,

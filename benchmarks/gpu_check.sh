@@ -2,6 +2,7 @@
 # The vLLM engine's tests and the engines benchmark on a CUDA machine with vLLM's GPU build.
 # NOT RUN YET: no GPU was lent to the session that wrote it (issue 20). Run from the repository root:
 #   bash benchmarks/gpu_check.sh            # builds .venv-gpu once, then tests and benchmarks
+#   BASE=/path/to/trapo-base bash benchmarks/gpu_check.sh   # the small rows on a trained base (trapo base)
 # Writes docs/results/engines_gpu.{json,md} and prints the tests' summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,5 @@ fi
 # HFEngine on the CPU; greedy equality and the 1e-4 log-prob check compare the two.
 "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/library/rollout/test_vllm_engine.py \
     tests/library/trainer/test_vllm_training.py
-"$VENV/bin/python" benchmarks/engines.py --prompts 64 --new-tokens 256 --rounds 3 --out docs/results/engines_gpu
+"$VENV/bin/python" benchmarks/engines.py --prompts 64 --new-tokens 256 --rounds 3 --out docs/results/engines_gpu \
+    ${BASE:+--base "$BASE"}

@@ -29,8 +29,10 @@ from trapo.cli import main
 from trapo.data import write_examples
 from trapo.trainer import precision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "library" / "trainer"))
-from conftest import make_model, make_rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_factory
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "library" / "trainer"))  # its conftest
+from conftest import make_rows
+from tiny_factory import tiny_qwen2
 
 from trapo_lab.models.tokenizer import build_tokenizer
 
@@ -52,7 +54,7 @@ def measure(root: Path) -> list[dict]:
     data = write_examples(make_rows(), root / "train.jsonl")
     rows = []
     for half in (torch.bfloat16, torch.float16):
-        model = make_model(tokenizer).to(half)
+        model = tiny_qwen2(tokenizer).to(half)
         dirs = {}
         for dtype in (half, torch.float32):
             dirs[dtype] = root / f"{half}-{dtype}"

@@ -294,8 +294,6 @@ class TRAPOConfig(EngineFields, TRLFields):
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
         self.fsdp = self.fsdp or ""  # TRL's default is None
         words = self.fsdp.split()
-        if words and self.engine == "vllm":
-            raise ValueError("engine 'vllm' with fsdp is not supported yet: use engine 'hf' under --fsdp full_shard")
         if words and ("full_shard" not in words or set(words) - set(FSDP_WORDS)):
             raise ValueError(f"fsdp must be '', 'full_shard' or 'full_shard offload', got {self.fsdp!r}")
         if self.reward_weights is not None and not self.reward_weights:
