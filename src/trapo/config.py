@@ -78,11 +78,12 @@ class TRAPOConfig:
     )
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
-    rollout_mode: Literal["sequential", "speculative"] = _help(
+    rollout_mode: Literal["sequential", "speculative", "pipelined"] = _help(
         "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
-        "(same distribution; fewer passes, about a third more rows). On CPU sequential measured faster "
-        "(docs/results/step_cost.md); speculative pays off where a pass's latency, not its rows, dominates.",
+        "(fewer passes, about a third more rows); pipelined: one running batch, a prompt's next micro-group "
+        "joining it as soon as its last is scored (continuous batching; no wait for the batch's slowest row). "
+        "All three sample the same trajectories for a seed; speed is measured in docs/results/step_cost.md.",
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)

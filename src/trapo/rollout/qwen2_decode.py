@@ -62,8 +62,15 @@ class Qwen2Decoder:
         self.eps = config.rms_norm_eps
         self.embed, self.norm, self.lm_head = base.embed_tokens.weight, base.norm.weight, model.lm_head.weight
         self.layers = [self._layer(layer) for layer in base.layers]
+        self.rotary_emb, self.cos = base.rotary_emb, None
+        self.reach(positions)
+
+    def reach(self, positions: int) -> None:
+        """Make the rotary table cover positions below ``positions`` (a continuous batch takes new rows)."""
+        if self.cos is not None and self.cos.shape[0] >= positions:
+            return
         steps = torch.arange(positions, device=self.embed.device)[None]
-        cos, sin = base.rotary_emb(self.embed[:1][None], steps)  # the model's own cos/sin, a row per position
+        cos, sin = self.rotary_emb(self.embed[:1][None], steps)  # the model's own cos/sin, a row per position
         self.cos, self.sin = cos[0], sin[0]
 
     @staticmethod

@@ -346,7 +346,7 @@ class TRAPOTrainer:
             max_completion_length=config.max_completion_length,
             sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p),
             prefix_slack=config.prefix_slack,
-            speculative=config.rollout_mode == "speculative",
+            mode=config.rollout_mode,
             prefix_strict=config.prefix_boundary_strict,
         )
         self.step = 0

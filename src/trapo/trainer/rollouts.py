@@ -11,10 +11,19 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
   authors' 4/2/1/1, since a whole-solution level needs no generation), the gain is one pass instead of
   three or four. On CPU the rows cost more than the passes, and sequential is faster
   (measured in benchmarks/step_cost.py); speculative is for engines where a pass's latency dominates.
+- ``pipelined``: one running batch (:meth:`RolloutEngine.open_stream`, continuous batching): a prompt's
+  micro-group ``g + 1`` is submitted as soon as its group ``g`` is scored, while the other prompts' rows are
+  still decoding; no prompt waits for the slowest row of the batch.
+
+Every trajectory samples from its own random stream, seeded by (the step's draw from ``generator``, prompt,
+micro-group, member) and not by its guidance level: the three modes sample the same tokens for a fixed seed
+(up to float rounding of different batch shapes), and a speculative candidate that is kept is the sequential
+sample.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,6 +35,7 @@ from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
 from trapo.rewards import Completion, RewardFunction, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
+from trapo.rollout.sampling import row_seed
 
 
 @dataclass
@@ -82,6 +92,9 @@ class _Request:
     member: int
 
 
+ROLLOUT_MODES = ("sequential", "speculative", "pipelined")
+
+
 class GuidedSampler:
     """Samples every prompt's micro-groups and scores them with ``reward_fn``."""
 
@@ -98,6 +111,7 @@ class GuidedSampler:
         prefix_slack: float = 0.3,
         speculative: bool = False,
         prefix_strict: bool = False,
+        mode: str | None = None,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -107,7 +121,12 @@ class GuidedSampler:
         self.max_completion_length = max_completion_length
         self.sampling = sampling
         self.prefix_slack = prefix_slack
-        self.speculative = speculative
+        self.mode = mode or ("speculative" if speculative else "sequential")
+        if self.mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout mode must be one of {', '.join(ROLLOUT_MODES)}, got {self.mode!r}")
+        self.speculative = self.mode == "speculative"
+        # engines written before per-row seeds sample from the step's generator instead
+        self._seeds = "seeds" in inspect.signature(engine.generate).parameters
         self.prefix_strict = prefix_strict
         self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
@@ -136,10 +155,18 @@ class GuidedSampler:
     def _generates(self, level: int) -> bool:
         return self.schedule.prefix_ratio(level) < 1.0
 
+    def _seed(self, base: int, r: _Request) -> int:
+        """The random stream of a trajectory: (the step's draw, prompt, micro-group, member), not its level."""
+        return row_seed(base, r.prompt, r.group, r.member)
+
+    def _budget(self, prefix: list[int]) -> int:
+        return max(self.max_completion_length - len(prefix), 0)
+
     def _generate(
         self,
         items: Sequence[PreparedExample],
         requests: list[_Request],
+        base: int,
         generator: torch.Generator,
         prefix_of: Callable[[_Request], list[int]],
     ) -> dict[_Request, list[int]]:
@@ -148,14 +175,47 @@ class GuidedSampler:
             return {}
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
-        budgets = [max(self.max_completion_length - len(p), 0) for p in prefixes]
-        outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
+        budgets = [self._budget(p) for p in prefixes]
+        if self._seeds:
+            seeds = [self._seed(base, r) for r in todo]
+            outputs = self.engine.generate(prompts, budgets, self.sampling, seeds=seeds)
+        else:
+            outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
         return dict(zip(todo, outputs, strict=True))
+
+    def _trajectory(self, item: PreparedExample, r: _Request, prefix: list[int], completion: list[int]) -> Trajectory:
+        return Trajectory(
+            prompt_index=r.prompt,
+            group=r.group,
+            level=r.level,
+            prompt_ids=item.prompt_ids,
+            prefix_ids=prefix,
+            completion_ids=completion,
+            prefix_loss=r.level > 0 and r.member < self.schedule.prefix_loss_counts[r.group],
+        )
+
+    def _requests(self, item: PreparedExample, p: int, g: int, returns: list[float]) -> list[_Request]:
+        """Micro-group ``g`` of prompt ``p``, its level from the prompt's return so far (TRAPO.md §2)."""
+        level = self.schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
+        return [_Request(p, g, level, m) for m in range(self.schedule.sizes[g])]
+
+    def _score(self, trajs: list[Trajectory], items: Sequence[PreparedExample], batch: RolloutBatch) -> None:
+        """Reward every trajectory of ``trajs`` (prefix + continuation), counting failures in ``batch``."""
+        texts = [
+            Completion(
+                self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
+            )
+            for t in trajs
+        ]
+        scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajs])
+        batch.reward_failures.update(scored.failures)
+        batch.first_reward_error = batch.first_reward_error or scored.first_error
+        for traj, reward in zip(trajs, scored.scores, strict=True):
+            traj.reward = float(reward)
 
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
         """Micro-group sampling for every prompt of ``items`` (TRAPO.md §2, Algorithm 1's rollout phase)."""
-        schedule = self.schedule
         cuts: dict[tuple[int, int, int], list[int]] = {}
 
         def prefix_of(r: _Request) -> list[int]:  # one cut per (prompt, group, level), not per member
@@ -164,74 +224,84 @@ class GuidedSampler:
                 cuts[key] = self.prefix(items[r.prompt], r.group, r.level)
             return cuts[key]
 
+        base = int(torch.randint(0, 2**62, (1,), generator=generator))
+        batch = RolloutBatch(trajectories=[], examples=[item.example for item in items])
+        if self.mode == "pipelined":
+            self._sample_pipelined(items, base, prefix_of, batch)
+        else:
+            self._sample_rounds(items, base, generator, prefix_of, batch)
+        if not self.speculative:
+            batch.generated_tokens = sum(len(t.completion_ids) for t in batch.trajectories)
+        return batch
+
+    def _sample_rounds(self, items, base, generator, prefix_of, batch: RolloutBatch) -> None:
+        """sequential / speculative: micro-group ``g`` of every prompt, then ``g + 1``."""
         start = time.perf_counter()
         pool: dict[_Request, list[int]] = {}
         if self.speculative:
-            pool = self._generate(
-                items,
-                [
-                    _Request(p, g, level, m)
-                    for p, item in enumerate(items)
-                    for g, size in enumerate(schedule.sizes)
-                    for level in self.candidate_levels(item, g)
-                    for m in range(size)
-                ],
-                generator,
-                prefix_of,
-            )
-        generation_seconds = time.perf_counter() - start
-
+            every = [
+                _Request(p, g, level, m)
+                for p, item in enumerate(items)
+                for g, size in enumerate(self.schedule.sizes)
+                for level in self.candidate_levels(item, g)
+                for m in range(size)
+            ]
+            pool = self._generate(items, every, base, generator, prefix_of)
+            batch.generated_tokens = sum(len(v) for v in pool.values())
+        batch.generation_seconds = time.perf_counter() - start
         returns = [0.0] * len(items)
-        trajectories: list[Trajectory] = []
-        failures, first_error = Counter(), ""
-        for g, size in enumerate(schedule.sizes):
-            chosen = []
-            for p, item in enumerate(items):
-                level = schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
-                chosen.extend(_Request(p, g, level, m) for m in range(size))
+        for g in range(len(self.schedule.sizes)):
+            chosen = [r for p, item in enumerate(items) for r in self._requests(item, p, g, returns)]
             if not self.speculative:
                 t0 = time.perf_counter()
-                pool = self._generate(items, chosen, generator, prefix_of)
-                generation_seconds += time.perf_counter() - t0
-            group_trajs = []
-            for r in chosen:
-                item = items[r.prompt]
-                prefix = prefix_of(r)
-                completion = pool.get(r, []) if self._generates(r.level) else []
-                group_trajs.append(
-                    Trajectory(
-                        prompt_index=r.prompt,
-                        group=g,
-                        level=r.level,
-                        prompt_ids=item.prompt_ids,
-                        prefix_ids=prefix,
-                        completion_ids=completion,
-                        prefix_loss=r.level > 0 and r.member < schedule.prefix_loss_counts[g],
-                    )
-                )
-            texts = [
-                Completion(
-                    self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
-                )
-                for t in group_trajs
-            ]
-            scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in group_trajs])
-            rewards = scored.scores
-            failures.update(scored.failures)
-            first_error = first_error or scored.first_error
-            for traj, reward in zip(group_trajs, rewards, strict=True):
-                traj.reward = float(reward)
+                pool = self._generate(items, chosen, base, generator, prefix_of)
+                batch.generation_seconds += time.perf_counter() - t0
+            group = [self._trajectory(items[r.prompt], r, prefix_of(r), pool.get(r, [])) for r in chosen]
+            self._score(group, items, batch)
+            for traj in group:
                 returns[traj.prompt_index] += traj.reward
-            trajectories.extend(group_trajs)
+            batch.trajectories.extend(group)
 
-        generated = (
-            sum(len(v) for v in pool.values()) if self.speculative else sum(len(t.completion_ids) for t in trajectories)
-        )
-        return RolloutBatch(
-            trajectories=trajectories,
-            examples=[item.example for item in items],
-            generated_tokens=generated,
-            generation_seconds=generation_seconds,
-            reward_failures=failures,
-            first_reward_error=first_error,
-        )
+    def _sample_pipelined(self, items, base, prefix_of, batch: RolloutBatch) -> None:
+        """pipelined: each prompt's next micro-group joins the engine's running batch once its last is scored."""
+        stream = self.engine.open_stream(self.sampling)
+        returns = [0.0] * len(items)
+        groups: dict[tuple[int, int], list[Trajectory]] = {}  # (prompt, group) -> its trajectories
+        waiting: dict[tuple[int, int], int] = {}  # continuations still being generated
+        ready: list[tuple[int, int]] = []
+
+        def start(p: int, g: int) -> None:
+            requests = self._requests(items[p], p, g, returns)
+            groups[p, g] = [self._trajectory(items[p], r, prefix_of(r), []) for r in requests]
+            waiting[p, g] = 0
+            for r, traj in zip(requests, groups[p, g], strict=True):
+                if self._generates(r.level):
+                    stream.submit(
+                        r, items[p].prompt_ids + traj.prefix_ids, self._budget(traj.prefix_ids), self._seed(base, r)
+                    )
+                    waiting[p, g] += 1
+            if not waiting[p, g]:  # a whole expert solution: nothing to generate
+                ready.append((p, g))
+
+        for p in range(len(items)):
+            start(p, 0)
+        while ready or stream.busy:
+            if not ready:
+                t0 = time.perf_counter()
+                for r, ids in stream.step():
+                    groups[r.prompt, r.group][r.member].completion_ids = ids
+                    waiting[r.prompt, r.group] -= 1
+                    if not waiting[r.prompt, r.group]:
+                        ready.append((r.prompt, r.group))
+                batch.generation_seconds += time.perf_counter() - t0
+                continue
+            scored, ready = ready, []
+            trajs = [t for key in scored for t in groups.pop(key)]
+            self._score(trajs, items, batch)
+            for traj in trajs:
+                returns[traj.prompt_index] += traj.reward
+            batch.trajectories.extend(trajs)
+            for p, g in scored:
+                if g + 1 < len(self.schedule.sizes):
+                    start(p, g + 1)
+        batch.trajectories.sort(key=lambda t: (t.group, t.prompt_index))  # the order of the other modes
