@@ -176,7 +176,11 @@ class TRAPOConfig:
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
     mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
-    bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+    bf16: bool = _help(
+        "bfloat16 compute for rollouts and updates, on CPU and GPU (autocast; weights and optimizer state stay "
+        "float32). Faster where the hardware has bf16 matrix units; measured in docs/results/step_cost.md.",
+        default=False,
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
     lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)

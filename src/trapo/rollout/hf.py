@@ -1,21 +1,22 @@
 """Rollout engines on a ``transformers`` causal LM, sharing the training model's weights.
 
-:class:`HFEngine` is the default: a batched sampling loop over the model's forward pass with a KV cache
-and left padding. It supports what guided rollouts need and ``model.generate`` does not give directly:
-a token budget per prompt (a guided trajectory's continuation may be shorter than an unguided one's) and
-an explicit ``torch.Generator``, so every sample has its own reproducible random stream.
+:class:`HFEngine` is the default: a sampling loop over the model's forward pass with a KV cache and left
+padding, and continuous batching (:class:`HFStream`): requests join the running batch while it decodes, and
+finished rows leave it. It supports what guided rollouts need and ``model.generate`` does not give directly: a
+token budget per prompt (a guided trajectory's continuation may be shorter than an unguided one's), an explicit
+``torch.Generator`` or a random stream per row (:mod:`trapo.rollout.sampling`), so every sample is reproducible.
 
-A decode step writes its keys, values and mask column into buffers allocated once per batch
-(:class:`_PreallocatedLayer`), where a ``DynamicCache`` copies the whole cache with ``torch.cat`` every step:
-on CPU that copy was most of a decode step's time (benchmarks/vs_trl.py measures the engine against
-``model.generate``). Finished rows are dropped from the batch as they accumulate. On a plain float32 Qwen2 model
-the decode steps run :class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
-:class:`HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two agree under greedy
-decoding.
+The KV cache lives in buffers allocated ahead (:mod:`trapo.rollout.kv_cache`; a ``DynamicCache`` copies the
+whole cache with ``torch.cat`` every step, on CPU most of a decode step's time; benchmarks/vs_trl.py measures
+the engine against ``model.generate``). On a plain Qwen2 model the decode steps run
+:class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
+:class:`~trapo.rollout.hf_generate.HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two
+agree under greedy decoding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
@@ -26,10 +27,10 @@ from trapo.rollout.base import RolloutEngine, RolloutStream, SamplingParams
 from trapo.rollout.kv_cache import DynamicCache, DynamicLayer, PreallocatedLayer, all_preallocated
 from trapo.rollout.kv_cache import new_cache as _new_cache
 from trapo.rollout.qwen2_decode import qwen2_decoder
-from trapo.rollout.sampling import row_seed, sample_next, stream_uniforms
+from trapo.rollout.sampling import sample_next, stream_uniforms
 
 _PreallocatedLayer = PreallocatedLayer  # the former name
-__all__ = ["DynamicCache", "DynamicLayer", "HFEngine", "HFGenerateEngine", "HFStream", "sample_next"]
+__all__ = ["DynamicCache", "DynamicLayer", "HFEngine", "HFStream", "sample_next"]
 
 
 def _budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int]) -> list[int]:
@@ -81,23 +82,34 @@ class HFEngine(RolloutEngine):
             model's train/eval mode is restored afterwards.
         eos_token_id: stops a continuation (kept as its last token). ``pad_token_id`` fills left padding.
         max_batch_size: rows per forward pass; further requests wait and join as rows finish.
+        dtype: compute dtype of generation (``torch.bfloat16`` for ``--bf16``): forward passes under autocast,
+            decode steps with copies of the matrix weights in that dtype; None computes in the weights' dtype.
     """
 
-    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int, max_batch_size: int = 256):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eos_token_id: int,
+        pad_token_id: int,
+        max_batch_size: int = 256,
+        dtype: torch.dtype | None = None,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self.model = model
+        self.model, self.dtype = model, dtype
         self.eos_token_id = int(eos_token_id)
         self.pad_token_id = int(pad_token_id)
         self.max_batch_size = max_batch_size
 
     @classmethod
-    def from_tokenizer(cls, model: torch.nn.Module, tokenizer, max_batch_size: int = 256) -> HFEngine:
+    def from_tokenizer(
+        cls, model: torch.nn.Module, tokenizer, max_batch_size: int = 256, dtype: torch.dtype | None = None
+    ) -> HFEngine:
         """Take EOS and PAD from a ``transformers`` tokenizer (PAD falls back to EOS)."""
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token_id; set one before rollouts")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return cls(model, tokenizer.eos_token_id, pad, max_batch_size)
+        return cls(model, tokenizer.eos_token_id, pad, max_batch_size, dtype)
 
     def open_stream(
         self,
@@ -207,7 +219,7 @@ class HFStream(RolloutStream):
         if was_training:
             self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 if self.running:
                     self._decode()
                 self._compact()
@@ -217,6 +229,11 @@ class HFStream(RolloutStream):
                 self.model.train()
         done, self.finished = self.finished, []
         return done
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.engine.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.engine.dtype)
 
     # ------------------------------------------------------------------ one pass
     def _forward(self) -> torch.Tensor:
@@ -322,7 +339,7 @@ class HFStream(RolloutStream):
         self._start_rows(new, slots)
         positions = int((self.positions[slots] + self.budget[slots]).max())  # the rotary table's reach
         if self.decoder is None and self.mask_4d and self.mergeable:
-            self.decoder = qwen2_decoder(self.model, positions)
+            self.decoder = qwen2_decoder(self.model, positions, self.engine.dtype)
         elif self.decoder is not None:
             self.decoder.reach(positions)
         self._sample_and_record(slots, logits)
@@ -381,55 +398,3 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
         return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-class HFGenerateEngine(RolloutEngine):
-    """``model.generate`` behind the engine interface (uses the global RNG; ``generator`` seeds it)."""
-
-    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int):
-        self.model = model
-        self.eos_token_id = int(eos_token_id)
-        self.pad_token_id = int(pad_token_id)
-
-    def generate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        max_new_tokens: int | Sequence[int],
-        sampling: SamplingParams | None = None,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ) -> list[list[int]]:
-        """``seeds`` seed the global RNG once for the batch (reproducible, but not a stream per row)."""
-        budgets = _budgets(prompts, max_new_tokens)
-        sampling = sampling or SamplingParams()
-        device = next(self.model.parameters()).device
-        ids, mask = _left_pad(prompts, self.pad_token_id, device)
-        if seeds is not None:
-            torch.manual_seed(row_seed(*seeds))
-        elif generator is not None:
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        kwargs: dict = {"do_sample": False}
-        if sampling.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
-            kwargs["top_k"] = sampling.top_k
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                seqs = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=max(max(budgets), 1),
-                    eos_token_id=self.eos_token_id,
-                    pad_token_id=self.pad_token_id,
-                    **kwargs,
-                )
-        finally:
-            self.model.train(was_training)
-        out = []
-        for row, budget in enumerate(budgets):
-            new = seqs[row, ids.shape[1] :].tolist()[:budget]
-            if self.eos_token_id in new:
-                new = new[: new.index(self.eos_token_id) + 1]
-            out.append(new)
-        return out

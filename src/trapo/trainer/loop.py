@@ -64,7 +64,7 @@ from trapo.rewards import (
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.rollout import HFEngine, RolloutEngine, SamplingParams
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import safety
+from trapo.trainer import precision, safety
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.rollouts import GuidedSampler, PreparedExample, RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
@@ -236,7 +236,7 @@ class TRAPOTrainer:
             raise ValueError("pass the reward as reward_funcs or reward_fn, not both")
         _check_report_to(config.report_to)
         self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if config.bf16 else "no",
+            mixed_precision="no",  # --bf16 is autocast of the forward passes (trapo.trainer.precision)
             log_with=None if config.report_to == "none" else config.report_to,
             project_dir=str(config.output_dir),
         )
@@ -336,7 +336,10 @@ class TRAPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ref_model = None if ref_model is None else self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
-        self.engine = engine or HFEngine.from_tokenizer(self.unwrapped, tokenizer, config.generation_batch_size)
+        self.compute_dtype = precision.compute_dtype(config.bf16)
+        self.engine = engine or HFEngine.from_tokenizer(
+            self.unwrapped, tokenizer, config.generation_batch_size, dtype=self.compute_dtype
+        )
         self.sampler = GuidedSampler(
             self.engine,
             tokenizer,
@@ -539,13 +542,15 @@ class TRAPOTrainer:
 
         def encode(model: torch.nn.Module) -> PromptCache | None:
             """The distinct prompts' KV cache on ``model`` (None on the plain path)."""
-            return PromptCache.encode(model, prompts, pad, device) if shared else None
+            with precision.autocast(self.compute_dtype, device):
+                return PromptCache.encode(model, prompts, pad, device) if shared else None
 
         def logits_of(model: torch.nn.Module, i: int, cache: PromptCache | None) -> torch.Tensor:
             b = tokens[i]
-            if cache is None:
-                return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            return cache.logits(model, b.input_ids, b.attention_mask, prompt_rows[i])
+            with precision.autocast(self.compute_dtype, device):
+                if cache is None:
+                    return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
+                return cache.logits(model, b.input_ids, b.attention_mask, prompt_rows[i]).float()
 
         def logprobs_of(model: torch.nn.Module) -> list[torch.Tensor]:
             cache = encode(model)
@@ -645,7 +650,8 @@ class TRAPOTrainer:
 
         def loss_of(i: int) -> torch.Tensor:
             b = tokens[i]
-            logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+            with precision.autocast(self.compute_dtype, device):
+                logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
             loss = sft_batch_loss(logits, b, expert_tokens)
             metrics.add_total("loss/sft", float(loss.detach()))
             metrics.add_total("loss/total", float(loss.detach()))
