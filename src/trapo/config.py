@@ -83,8 +83,9 @@ class TRAPOConfig:
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
         "(fewer passes, about a third more rows); pipelined: one running batch, a prompt's next micro-group "
         "joining it as soon as its last is scored (continuous batching; no wait for the batch's slowest row). "
-        "All three sample the same trajectories for a seed; speed is measured in docs/results/step_cost.md.",
-        default="sequential",
+        "All three sample the same trajectories for a seed; pipelined measured fastest on CPU "
+        "(docs/results/step_cost.md).",
+        default="pipelined",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
 
