@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+):
 #   make demo   build the embedded task and base model if missing, then train TRAPO on it (CPU)
-#   make test   run the test suite (ruff + pytest)
+#   make test   run the test suite (ruff check and format, mypy on the core, pytest with a coverage table)
 # Both create .venv and install trapo into it on first use.
 PY ?= python3
 VENV := .venv
@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/ruff format --check src tests benchmarks experiments
-	$(BIN)/python -m pytest
+	$(BIN)/mypy
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 
 .PHONY: install demo test

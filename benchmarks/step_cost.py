@@ -78,7 +78,7 @@ def run_variant(args, tokenizer, examples, overrides: dict, seed: int) -> dict[s
             save_minutes=0,
             **overrides,
         )
-        TRAPOTrainer(model, tokenizer, examples, cfg).train()
+        TRAPOTrainer(model, processing_class=tokenizer, train_dataset=examples, args=cfg).train()
         rows = read_metrics(out)[1:]  # the first step warms up (allocations, caches)
     return {
         "step_s": statistics.median(r["perf/step_s"] for r in rows),

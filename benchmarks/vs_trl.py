@@ -112,7 +112,9 @@ def worker_ours(variant: str, base: str, data: str | None, steps: int, seed: int
             entropy_coef=ENTROPY_COEF,
             beta=0.0,
         )
-        trainer = TRAPOTrainer(model, tokenizer, examples, cfg, reward_fn=exact_match)
+        trainer = TRAPOTrainer(
+            model, processing_class=tokenizer, train_dataset=examples, args=cfg, reward_fn=exact_match
+        )
         step_fn, update_fn = trainer.training_step, trainer.update
 
         def training_step(step):

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=tmp,
                 report_to="none",
             )
-            TRAPOTrainer(model, tokenizer, examples, config).train()
+            TRAPOTrainer(model, processing_class=tokenizer, train_dataset=examples, args=config).train()
         rows[style] = {
             "off_policy": probability_stats(probs),
             "val": accuracy(model, tokenizer, val, args.seed),

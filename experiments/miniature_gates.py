@@ -152,7 +152,7 @@ def sft(base_dir: Path, train: list[Example], lr: float, steps: int, seed: int):
             report_to="none",
             max_completion_length=128,
         )
-        TRAPOTrainer(model, tokenizer, train, config).train()
+        TRAPOTrainer(model, processing_class=tokenizer, train_dataset=train, args=config).train()
     model.eval()
     return model, tokenizer
 

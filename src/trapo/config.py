@@ -23,6 +23,7 @@ import yaml
 
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
+from trapo.objective import ObjectiveWeights, PrefixLoss
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
@@ -83,9 +84,9 @@ class TRAPOConfig:
         "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
         "(fewer passes, about a third more rows); pipelined: one running batch, a prompt's next micro-group "
         "joining it as soon as its last is scored (continuous batching; no wait for the batch's slowest row). "
-        "All three sample the same trajectories for a seed; pipelined measured fastest on CPU "
-        "(docs/results/step_cost.md).",
-        default="pipelined",
+        "All three sample the same trajectories for a seed. On CPU with the miniature model sequential measured "
+        "fastest (docs/results/step_cost.md); pipelined is for long, uneven completions and GPU engines.",
+        default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
 
@@ -113,9 +114,7 @@ class TRAPOConfig:
     )
 
     # --- losses ----------------------------------------------------------------------------------------
-    prefix_loss: Literal["trsft", "sft", "luffy", "none"] | None = _help(
-        "Loss on expert tokens (default: the method's).", default=None
-    )
+    prefix_loss: PrefixLoss | None = _help("Loss on expert tokens (default: the method's).", default=None)
     trsft_alpha: float = _help("TrSFT trust-region threshold alpha (TRAPO.md §1).", default=0.1)
     prefix_loss_coef: float = _help("Weight of the prefix loss.", default=1.0)
     luffy_gamma: float = _help("LUFFY's policy-shaping gamma in f(p)=p/(p+gamma).", default=0.1)
@@ -275,10 +274,9 @@ class TRAPOConfig:
             raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
-            if len(method.sizes) == 1 and self.micro_group_sizes is None:  # GRPO-like: one group
-                self.micro_group_sizes = [self.num_generations]
-            elif method.name == "luffy" and self.micro_group_sizes is None:
-                self.micro_group_sizes = [self.num_generations - 1, 1]
+            resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None
+            if resized is not None:
+                self.micro_group_sizes = list(resized)
             else:
                 raise ValueError(
                     f"num_generations={self.num_generations} but micro_group_sizes sum to {sum(sizes)}; "
@@ -318,7 +316,7 @@ class TRAPOConfig:
 
     def schedule(self) -> MicroGroupSchedule:
         """The micro-group schedule: the method's preset with this config's overrides."""
-        m = self.preset
+        m = self.preset.schedule
         return MicroGroupSchedule(
             sizes=tuple(self._or_preset(self.micro_group_sizes, m.sizes)),
             ratios=tuple(self._or_preset(self.guidance_ratios, m.ratios)),
@@ -335,6 +333,25 @@ class TRAPOConfig:
     def resolved_sft_fraction(self) -> float:
         return self._or_preset(self.sft_fraction, self.preset.sft_fraction)
 
+    def objective_weights(self) -> ObjectiveWeights:
+        """The coefficients of the batch loss (:func:`trapo.objective.trapo_loss`) this config sets."""
+        return ObjectiveWeights(
+            prefix_loss=self.resolved_prefix_loss,
+            trsft_alpha=self.trsft_alpha,
+            prefix_loss_coef=self.prefix_loss_coef,
+            luffy_gamma=self.luffy_gamma,
+            entropy_coef=self.entropy_coef,
+            epsilon=self.epsilon,
+            epsilon_high=self.epsilon if self.epsilon_high is None else self.epsilon_high,
+            beta=self.beta,
+            entropy_tokens=self.entropy_tokens,
+        )
+
+    @property
+    def uses_expert(self) -> bool:
+        """Whether the run trains on expert solutions: some micro-group is guided, or some steps are SFT."""
+        return any(r > 0 for r in self.schedule().ratios) or self.sft_steps > 0
+
     @property
     def sft_steps(self) -> int:
         """Steps (from the start) that are plain SFT."""
@@ -345,7 +362,7 @@ class TRAPOConfig:
 
 
 def _scale_rewards(value: Any) -> str:
-    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL, our former bool) and their
+    """TRL's scale_rewards: "group" / "batch" / "none"; True / False (older TRL's bool) and their
     spellings on a command line map to "group" / "none"."""
     if isinstance(value, bool):
         return "group" if value else "none"

@@ -182,7 +182,7 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     per_row = max(logits.shape[1] * logits.shape[2], 1)
     step = max(1, _ENTROPY_CHUNK_ELEMENTS // per_row)
     rows = []
-    for chunk in logits.split(step):
+    for chunk in torch.split(logits, step):
         chunk = chunk.to(dtype)
         probs = torch.softmax(chunk, dim=-1)
         rows.append(torch.logsumexp(chunk, dim=-1) - (probs * chunk).sum(dim=-1))

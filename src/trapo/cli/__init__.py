@@ -36,14 +36,14 @@ def command_modules() -> dict[str, str]:
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-inf$")
 
 
-def _neighbourly(parser: argparse.ArgumentParser) -> None:
+def _accept_both_spellings(parser: argparse.ArgumentParser) -> None:
     """Make ``parser`` and its sub-parsers behave like their neighbours: every long flag answers to both its
     ``_`` and its ``-`` spelling, and negative numbers are values (no ``=`` needed)."""
     parser._negative_number_matcher = NEGATIVE_NUMBER
     for action in list(parser._actions):
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
-                _neighbourly(sub)
+                _accept_both_spellings(sub)
             continue
         for option in list(action.option_strings):
             if not option.startswith("--"):
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HfArgumentParser)
     for module in command_modules().values():
         importlib.import_module(module).register(subparsers)
-    _neighbourly(parser)
+    _accept_both_spellings(parser)
     return parser
 
 

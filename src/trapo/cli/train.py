@@ -136,8 +136,18 @@ def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
         raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
 
 
-def _guided(config: TRAPOConfig) -> bool:
-    return any(r > 0 for r in config.schedule().ratios) or config.sft_steps > 0
+def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:
+    """Rows whose ground truth the math reward cannot verify: a warning, or with --strict an error."""
+    if not unverifiable:
+        return
+    where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
+    message = (
+        f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
+        f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}"
+    )
+    if strict:
+        raise ValueError(message)
+    print(f"warning: {message}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"data: {data.summary()}")
     problem = data.expert_problem()
-    if problem and _guided(config):  # before the model is loaded
+    if problem and config.uses_expert:  # before the model is loaded
         raise ValueError(
             f"--method {config.method} trains on expert solutions, but {problem}. --method grpo trains RL only."
         )
@@ -171,17 +181,14 @@ def run(args: argparse.Namespace) -> int:
     if len(rewards) > 1 or (rewards and config.reward_weights is not None):
         trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
     else:
-        trainer = TRAPOTrainer(model, tokenizer, data, config, reward_fn=rewards[0] if rewards else None)
-    unverifiable = trainer.data_report.unverifiable
-    if unverifiable:
-        where = [f"{data.where(row)} ({why})" for row, why in list(unverifiable.items())[:5]]
-        message = (
-            f"{len(unverifiable)} row(s) have a ground truth the math reward cannot verify: "
-            f"{'; '.join(where)}{'; ...' if len(unverifiable) > 5 else ''}"
+        trainer = TRAPOTrainer(
+            model,
+            processing_class=tokenizer,
+            train_dataset=data,
+            args=config,
+            reward_fn=rewards[0] if rewards else None,
         )
-        if config.strict:
-            raise ValueError(message)
-        print(f"warning: {message}")
+    _warn_unverifiable(trainer.data_report.unverifiable, data, config.strict)
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     try:
         result = trainer.train(resume_from_checkpoint=resume)

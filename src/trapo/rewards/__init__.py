@@ -14,7 +14,6 @@ from trapo.rewards.adapters import (
     in_worker_process,
     load_reward,
     reward_set,
-    safe_rewards,
     score_rewards,
 )
 from trapo.rewards.math_answers import Verdict, check_answer, extract_answer, extract_boxed, math_reward
@@ -41,6 +40,5 @@ __all__ = [
     "load_reward",
     "math_reward",
     "reward_set",
-    "safe_rewards",
     "score_rewards",
 ]

@@ -13,7 +13,7 @@ wraps the three signatures found in the wild:
   ``answer`` and ``solution`` (all three the example's answer), ``data_source``, ``extra_info`` (the verl
   ``extra_info`` dict) and ``expert_solutions``; a row's own column of the same name wins. A function
   without ``**kwargs`` gets only the keywords it names. ``None`` scores (TRL's "not applicable") become NaN,
-  which :func:`safe_rewards` counts and zeroes;
+  which :func:`score_rewards` counts and zeroes;
 - ``verl``: ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict`` (a dict's
   ``"score"`` is used), called once per completion;
 - ``batch``: already a :data:`RewardFunction` (parameters named like ``completions, examples``).
@@ -414,13 +414,6 @@ def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *, con
         else:
             raise ValueError(f"reward {type(item).__name__}: reward models are not supported; pass a function")
     return RewardSet(functions, weights)
-
-
-def safe_rewards(fn: RewardFunction, completions: list[str], examples: list[Example]) -> tuple[list[float], int]:
-    """Score a batch without letting the reward crash training: ``(scores, n_failed)``
-    (:func:`score_rewards` with the failures summed)."""
-    result = score_rewards(fn, completions, examples)
-    return result.scores, result.n_failed
 
 
 def bounded_reward(fn: RewardFunction, timeout_s: float, *, process: bool = False) -> RewardFunction:

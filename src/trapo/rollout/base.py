@@ -120,3 +120,19 @@ class BatchedStream(RolloutStream):
     @property
     def busy(self) -> bool:
         return bool(self.pending)
+
+
+def is_full_attention(model: torch.nn.Module) -> bool:
+    """Whether every attention layer of ``model`` attends to every earlier position: no sliding window, and
+    every entry of ``layer_types`` (where the config has one) ``"full_attention"``."""
+    config = getattr(model, "config", None)
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"])
+
+
+def distinct_sequences(sequences: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """The distinct token sequences of ``sequences`` (first-seen order) and each one's index among them."""
+    first: dict[tuple[int, ...], int] = {}
+    index = [first.setdefault(tuple(s), len(first)) for s in sequences]
+    return [list(s) for s in first], index

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from trapo.rollout.base import RolloutEngine, RolloutStream, SamplingParams
+from trapo.rollout.base import RolloutEngine, RolloutStream, SamplingParams, distinct_sequences, is_full_attention
 from trapo.rollout.kv_cache import DynamicCache, DynamicLayer, PreallocatedLayer, all_preallocated
 from trapo.rollout.kv_cache import new_cache as _new_cache
 from trapo.rollout.qwen2_decode import qwen2_decoder
@@ -62,11 +62,7 @@ def _full_attention_sdpa(model: torch.nn.Module) -> bool:
     step's mask is the key-padding mask as it stands, ``(rows, 1, 1, keys)`` booleans, and building it in
     place spares transformers a ``create_causal_mask`` per step (which returns a 4D mask as given)."""
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return False
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return False
-    return all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"])
+    return getattr(config, "_attn_implementation", None) == "sdpa" and is_full_attention(model)
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -301,9 +297,9 @@ class HFStream(RolloutStream):
     def _prefill(self, prompts: list[list[int]], capacity: int):
         """The model over the new rows' (left-padded) prompts, identical prompts once: (last logits per row,
         cache, index of each row's prompt in the cache, prompt mask per row)."""
-        first: dict[tuple[int, ...], int] = {}
-        expand = torch.tensor([first.setdefault(tuple(p), len(first)) for p in prompts], device=self.device)
-        ids, mask = _left_pad([list(key) for key in first], self.engine.pad_token_id, self.device)
+        unique, index = distinct_sequences(prompts)
+        expand = torch.tensor(index, device=self.device)
+        ids, mask = _left_pad(unique, self.engine.pad_token_id, self.device)
         cache = _new_cache(self.model, capacity)
         result = self.model(
             input_ids=ids,

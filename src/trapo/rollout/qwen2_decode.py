@@ -12,8 +12,12 @@ what the model does (:func:`qwen2_decoder`); tests check the logits against the 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
+
+from trapo.rollout.base import is_full_attention
 
 
 def qwen2_decoder(model: torch.nn.Module, positions: int, dtype: torch.dtype | None = None) -> Qwen2Decoder | None:
@@ -36,8 +40,7 @@ def qwen2_decoder(model: torch.nn.Module, positions: int, dtype: torch.dtype | N
         getattr(config, "_attn_implementation", None) != "sdpa"
         or config.hidden_act != "silu"
         or rope != "default"
-        or (getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None))
-        or any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or [])
+        or not is_full_attention(model)
     ):
         return None
     linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -52,6 +55,19 @@ def qwen2_decoder(model: torch.nn.Module, positions: int, dtype: torch.dtype | N
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return None
     return Qwen2Decoder(model, positions, dtype)
+
+
+class DecoderLayerWeights(NamedTuple):
+    """One decoder layer's weights as the decode step uses them (q/k/v and gate/up concatenated)."""
+
+    input_norm: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    out: torch.Tensor
+    post_attention_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    scale: float
 
 
 class Qwen2Decoder:
@@ -82,21 +98,18 @@ class Qwen2Decoder:
         """A matrix weight in the decoder's dtype (a copy, made once per generation call), or as it is."""
         return weight if weight is None or self.dtype is None else weight.to(self.dtype)
 
-    def _layer(self, layer: torch.nn.Module) -> tuple:
-        """(input norm, q/k/v weight, q/k/v bias, o weight, post-attention norm, gate/up weight, down weight,
-        attention scale) of one decoder layer."""
+    def _layer(self, layer: torch.nn.Module) -> DecoderLayerWeights:
         attn, mlp = layer.self_attn, layer.mlp
         qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
-        bias = torch.cat([p.bias for p in qkv]) if attn.q_proj.bias is not None else None
-        return (
-            layer.input_layernorm.weight,
-            self._cast(torch.cat([p.weight for p in qkv])),
-            self._cast(bias),
-            self._cast(attn.o_proj.weight),
-            layer.post_attention_layernorm.weight,
-            self._cast(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
-            self._cast(mlp.down_proj.weight),
-            attn.scaling,
+        return DecoderLayerWeights(
+            input_norm=layer.input_layernorm.weight,
+            qkv=self._cast(torch.cat([p.weight for p in qkv])),
+            qkv_bias=self._cast(torch.cat([p.bias for p in qkv])) if attn.q_proj.bias is not None else None,
+            out=self._cast(attn.o_proj.weight),
+            post_attention_norm=layer.post_attention_layernorm.weight,
+            gate_up=self._cast(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+            down=self._cast(mlp.down_proj.weight),
+            scale=attn.scaling,
         )
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -110,18 +123,16 @@ class Qwen2Decoder:
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # (rows, 1, 1, dim)
         half = dim // 2
         h = F.embedding(ids, self.embed)
-        for (norm1, w_qkv, b_qkv, w_o, norm2, w_gate_up, w_down, scale), layer in zip(
-            self.layers, cache.layers, strict=True
-        ):
-            qkv = F.linear(self._rms_norm(h, norm1), w_qkv, b_qkv).view(rows, 1, heads + 2 * kv_heads, dim)
+        for w, layer in zip(self.layers, cache.layers, strict=True):
+            qkv = F.linear(self._rms_norm(h, w.input_norm), w.qkv, w.qkv_bias).view(rows, 1, heads + 2 * kv_heads, dim)
             qkv = qkv.transpose(1, 2)
             qk = qkv[:, : heads + kv_heads]  # queries and keys get the rotary embedding together
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
             keys, values = layer.update(qk[:, heads:], qkv[:, heads + kv_heads :])
             out = F.scaled_dot_product_attention(
-                qk[:, :heads], keys, values, attn_mask=mask, scale=scale, enable_gqa=heads != kv_heads
+                qk[:, :heads], keys, values, attn_mask=mask, scale=w.scale, enable_gqa=heads != kv_heads
             )
-            h = h + F.linear(out.transpose(1, 2).reshape(rows, 1, heads * dim), w_o)
-            gate, up = F.linear(self._rms_norm(h, norm2), w_gate_up).chunk(2, dim=-1)
-            h = h + F.linear(F.silu(gate) * up, w_down)
+            h = h + F.linear(out.transpose(1, 2).reshape(rows, 1, heads * dim), w.out)
+            gate, up = F.linear(self._rms_norm(h, w.post_attention_norm), w.gate_up).chunk(2, dim=-1)
+            h = h + F.linear(F.silu(gate) * up, w.down)
         return F.linear(self._rms_norm(h, self.norm), self.lm_head)[:, -1]

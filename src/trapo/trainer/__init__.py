@@ -1,5 +1,8 @@
 """The trainer layer: guided rollouts, the TRAPO objective, the training loop, checkpoints."""
 
-from trapo.trainer.loop import DataReport, TrainResult, TRAPOTrainer, read_metrics
+from trapo.trainer.data_prep import DataReport
+from trapo.trainer.metrics import read_metrics
+from trapo.trainer.run import TrainResult
+from trapo.trainer.trainer import TRAPOTrainer
 
 __all__ = ["DataReport", "TRAPOTrainer", "TrainResult", "read_metrics"]

@@ -10,11 +10,9 @@ import torch
 from trapo.objective import TokenBatch
 from trapo.trainer.rollouts import Trajectory
 
-# What one more forward/backward call costs, in padded token slots (rows x width): the per-call overhead of a
-# small model's forward/backward on CPU is worth about this many token slots. Measured on the 1.09M-parameter
-# Qwen2 at 1 thread, 64 trajectories per update: 64 was the fastest of 0/64/256/1024/one mini-batch (about 5
-# mini-batches, 92% real tokens, 0.56x the update time of one padded batch at 55% real tokens). Measured again
-# with shared prompts (rows of last prompt token + response): still the fastest of 16/64/256/1000.
+# What one more forward/backward call costs, in padded token slots (rows x width): fewer, wider mini-batches
+# pay for padding, more, narrower ones for per-call overhead. 64 is about a small model's per-call overhead
+# on CPU, where it was the fastest setting tried.
 MINI_BATCH_CALL_COST = 64
 
 
@@ -32,7 +30,7 @@ def length_sorted_mini_batches(
     Sorted by length, the batch is cut into consecutive runs minimising ``sum(rows x longest) + call_cost x
     mini-batches`` (exact, by dynamic programming): the padded token slots every forward/backward pays for,
     plus what each extra call costs. The loss is unchanged: normalisers are fixed for the whole batch
-    (:func:`trapo.objective.batch_reduction`), so mini-batches add up to the batch however it is split; only
+    (:func:`trapo.objective.batch_normaliser`), so mini-batches add up to the batch however it is split; only
     the floating-point summation order differs. Mini-batches come out shortest first; within one, indices
     keep their batch order.
     """
@@ -90,7 +88,7 @@ def build_token_batch(
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attn[row, : len(seq)] = 1
         start = len(prompt) - 1  # position whose logits predict the first response token
-        if t.prefix_loss:
+        if t.trains_prefix:
             prefix[row, start : start + len(t.prefix_ids)] = True
         model[row, start + len(t.prefix_ids) : start + len(t.response_ids)] = True
         response[row, start : start + len(t.response_ids)] = True

@@ -47,18 +47,27 @@ class PreparedExample:
     expert_ids: list[list[int]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trajectory:
-    """One sampled response: ``prefix_ids`` copied from the expert, ``completion_ids`` generated."""
+    """One sampled response: ``prefix_ids`` copied from the expert, ``completion_ids`` generated.
 
-    prompt_index: int
-    group: int
-    level: int
+    ``trains_prefix``: whether the prefix tokens get the prefix loss (the schedule's first
+    ``prefix_loss_counts[g]`` guided members of group ``g``; the rest only condition on their prefix).
+    """
+
+    prompt_index: int = 0
+    group: int = 0
+    level: int = 0
     prompt_ids: list[int]
-    prefix_ids: list[int]
-    completion_ids: list[int]
-    prefix_loss: bool = False
+    prefix_ids: list[int] = field(default_factory=list)
+    completion_ids: list[int] = field(default_factory=list)
+    trains_prefix: bool = False
     reward: float = 0.0
+
+    @classmethod
+    def demonstration(cls, prompt_ids: list[int], expert_ids: list[int]) -> Trajectory:
+        """A whole expert solution trained on as it is (an SFT step's row): all prefix, nothing generated."""
+        return cls(prompt_ids=prompt_ids, prefix_ids=expert_ids, trains_prefix=True, reward=1.0)
 
     @property
     def response_ids(self) -> list[int]:
@@ -191,7 +200,7 @@ class GuidedSampler:
             prompt_ids=item.prompt_ids,
             prefix_ids=prefix,
             completion_ids=completion,
-            prefix_loss=r.level > 0 and r.member < self.schedule.prefix_loss_counts[r.group],
+            trains_prefix=r.level > 0 and r.member < self.schedule.prefix_loss_counts[r.group],
         )
 
     def _requests(self, item: PreparedExample, p: int, g: int, returns: list[float]) -> list[_Request]:

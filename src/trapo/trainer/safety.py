@@ -1,9 +1,10 @@
 """What keeps a run from losing work or doing damage: the output directory's owner, signals, the update guard.
 
-- :func:`claim_output_dir`: an output directory belongs to one run. A fresh run refuses a directory that
-  holds another run's files unless ``overwrite_output_dir``; a resumed run must have the stored config
-  (apart from :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``, holding the PID and host) stops a
-  second process; a lock left by a dead process on this host is taken over.
+- The output directory belongs to one run (:mod:`trapo.trainer.run` applies these). A fresh run refuses a
+  directory that holds another run's files (:func:`run_files`) unless ``overwrite_output_dir``
+  (:func:`clear_run`); a resumed run must have the stored config (:func:`config_differences`, apart from
+  :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``, holding the PID and host: :func:`acquire_lock`)
+  stops a second process; a lock left by a dead process on this host is taken over.
 - :class:`SignalGuard`: SIGTERM and SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) ask
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
   usual, except inside the few lines between the optimizer step and the step counter, where it waits for

@@ -8,7 +8,7 @@ again with the response because its logits predict the first response token; the
 before it (the prompt's *head*).
 
 Gradients reach the prompt's tokens through the cache. Mini-batches are backpropagated one at a time while
-the prompt pass is shared by all of them, so the cache is cut from its graph (:meth:`PromptCache.cut`): each
+the prompt pass is shared by all of them, so they read a detached copy of the cache (:meth:`PromptCache.detached`): each
 mini-batch reads a detached copy that requires grad and accumulates its gradient there, and once every
 mini-batch is done :meth:`PromptCache.backward` sends the summed gradient through the prompt pass, once.
 The loss and the gradient are those of the full sequences (tests/library/trainer/test_shared_prompts.py);
@@ -22,28 +22,23 @@ from dataclasses import dataclass
 
 import torch
 
-from trapo.rollout.hf import DynamicCache, DynamicLayer, _accepts, _cache_argument, _left_pad
+from trapo.rollout.base import distinct_sequences, is_full_attention
+from trapo.rollout.hf import DynamicCache, _accepts, _cache_argument, _left_pad
 from trapo.trainer.rollouts import Trajectory
 
 
 def supports_shared_prompts(model: torch.nn.Module) -> bool:
     """Whether ``model`` can take the prompts' KV cache as ``past_key_values`` in training: a transformers
-    model whose cache layers are all full attention (a sliding window would drop prompt positions), without
+    model whose layers are all full attention (a sliding window would drop prompt positions), without
     gradient checkpointing (which turns the cache off in training)."""
-    if DynamicCache is None or getattr(model, "is_gradient_checkpointing", False):
+    if DynamicCache is None or getattr(model, "config", None) is None:
         return False
-    try:
-        layers = getattr(DynamicCache(config=model.config), "layers", None)
-    except Exception:
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return not getattr(model, "is_gradient_checkpointing", False) and is_full_attention(model)
 
 
 def distinct_prompts(trajectories: Sequence[Trajectory]) -> tuple[list[list[int]], list[int]]:
     """The distinct prompts of ``trajectories`` (first-seen order) and each trajectory's index among them."""
-    first: dict[tuple[int, ...], int] = {}
-    index = [first.setdefault(tuple(t.prompt_ids), len(first)) for t in trajectories]
-    return [list(p) for p in first], index
+    return distinct_sequences([t.prompt_ids for t in trajectories])
 
 
 @dataclass
@@ -84,18 +79,18 @@ class PromptCache:
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return cls(layers, mask, mask.sum(-1))
 
-    def cut(self) -> PromptCache:
+    def detached(self) -> PromptCache:
         """A copy whose keys and values are leaves that require grad: mini-batches accumulate their gradient
         there, and :meth:`backward` carries it into the prompt pass."""
         leaves = [tuple(t.detach().requires_grad_(t.requires_grad) for t in layer) for layer in self.layers]
         return PromptCache(leaves, self.mask, self.lengths)
 
-    def backward(self, cut: PromptCache) -> None:
-        """Backpropagate the gradient the mini-batches left on ``cut``'s leaves through this cache's pass (keys
+    def backward(self, detached: PromptCache) -> None:
+        """Backpropagate the gradient the mini-batches left on ``detached``'s leaves through this cache's pass (keys
         and values that need no gradient, e.g. from frozen layers under LoRA, have none)."""
         pairs = [
             (t, leaf.grad)
-            for layer, leaves in zip(self.layers, cut.layers, strict=True)
+            for layer, leaves in zip(self.layers, detached.layers, strict=True)
             for t, leaf in zip(layer, leaves, strict=True)
             if leaf.grad is not None
         ]

@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         overwrite_output_dir=True,
     )  # a demo run replaces the previous demo's
     print(f"[4/5] training {args.method} for {args.steps} steps into {out}")
-    trainer = TRAPOTrainer(*load_model_and_tokenizer(base), load_examples([data / "train.parquet"]).examples, config)
+    model, tokenizer = load_model_and_tokenizer(base)
+    examples = load_examples([data / "train.parquet"]).examples
+    trainer = TRAPOTrainer(model, args=config, train_dataset=examples, processing_class=tokenizer)
     result = trainer.train()
 
     print(f"[5/5] evaluating the trained model ({result.final_model_dir})")

@@ -67,10 +67,8 @@ ADDED_FIELDS = {
     "loss_constant": None,
     "reward_weights": None,
 }
-# Fields whose values changed spelling since FORMAT was set: hashed as they were spelt then. A pipelined run
-# samples the same trajectories as a sequential one (trapo.trainer.rollouts), so the new default is hashed as
-# the former one and cached runs are still found.
-FORMER_VALUES = {"scale_rewards": {"none": False, "group": True}, "rollout_mode": {"pipelined": "sequential"}}
+# Fields whose values changed spelling since FORMAT was set: hashed as they were spelt then.
+FORMER_VALUES = {"scale_rewards": {"none": False, "group": True}}
 
 
 # ---------------------------------------------------------------------------------------------- files and digests

@@ -23,7 +23,7 @@ DYNAMICS_PANELS = (
     ("trust/prefix_below_alpha", "prefix tokens with p < alpha"),
 )
 # Methods that put expert prefixes in some trajectories (a guidance level with a prefix ratio above 0).
-GUIDED_METHODS = tuple(name for name, method in METHODS.items() if any(r > 0 for r in method.ratios))
+GUIDED_METHODS = tuple(name for name, method in METHODS.items() if any(r > 0 for r in method.schedule.ratios))
 LEVEL_COLORS = ("#4c72b0", "#55a868", "#dd8452", "#c44e52")
 
 

@@ -114,7 +114,7 @@ class Comparison:
         if latest is None:  # a run killed before its first checkpoint starts again from scratch
             config = dataclasses.replace(config, overwrite_output_dir=True)
         model, tokenizer = load_model_and_tokenizer(self.base_dir)
-        trainer = TRAPOTrainer(model, tokenizer, self.data.train, config)
+        trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=self.data.train, args=config)
         self.trained_runs.append((key, resumed_from))
         result = trainer.train(resume_from_checkpoint=True if latest is not None else None)
         train_seconds = sum(r.get("perf/step_s", 0.0) for r in read_metrics(run_dir))

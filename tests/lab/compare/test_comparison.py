@@ -101,7 +101,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(data_dir, base_dir, tmp_
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with pytest.raises(KeyboardInterrupt):
-        _InterruptedTrainer(model, tokenizer, comparison.data.train, config).train()
+        _InterruptedTrainer(model, args=config, train_dataset=comparison.data.train, processing_class=tokenizer).train()
     assert (run_dir / "checkpoint-1").is_dir() and not comparison.is_trained(key)
     first_line = (run_dir / "metrics.jsonl").read_text().splitlines()[0]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trapo.advantages import group_advantages
+from trapo.advantages import group_advantages, scale_by_batch_std, step_advantages
 
 
 def _t(values, dtype=torch.float64):
@@ -117,3 +117,34 @@ def test_bad_inputs():
         group_advantages(torch.zeros(2), two, baseline_mask=torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="rewards"):
         group_advantages(torch.tensor([float("nan"), 1.0]), torch.zeros(2, dtype=torch.long))
+
+
+def test_batch_std_scaling_uses_every_reward_of_the_step():
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0])  # mean 0.75, population std sqrt(0.1875)
+    advantages = torch.tensor([0.5, -0.5, 0.0, 0.0])
+    std = math.sqrt(0.1875)
+    assert scale_by_batch_std(advantages, rewards).tolist() == pytest.approx(
+        [0.5 / (std + 1e-6), -0.5 / (std + 1e-6), 0, 0]
+    )
+    assert scale_by_batch_std(advantages, torch.ones(4)).tolist() == [0.0] * 4  # equal rewards: no signal
+
+    # another process holds rewards [0, 0]: the moments are summed, so the std is that of all six rewards
+    def two_processes(moments):
+        return moments + torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)
+
+    std6 = math.sqrt(3 / 6 - (3 / 6) ** 2)
+    scaled = scale_by_batch_std(advantages, rewards, two_processes)
+    assert scaled.tolist() == pytest.approx([0.5 / (std6 + 1e-6), -0.5 / (std6 + 1e-6), 0, 0])
+
+
+def test_step_advantages_follow_the_config_switches():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0])
+    guided = torch.tensor([False, False, False, True])
+    assert step_advantages(rewards, groups, guided).tolist() == [0.5, -0.5, -0.5, 0.5]
+    unguided = step_advantages(rewards, groups, guided, baseline="unguided")  # mean of the first three: 1/3
+    assert unguided.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 2 / 3])
+    by_group = step_advantages(rewards, groups, guided, scale_rewards="group")
+    assert by_group.tolist() == pytest.approx([x * 0.5 / (0.5 + 1e-6) for x in (1, -1, -1, 1)])
+    by_batch = step_advantages(rewards, groups, guided, scale_rewards="batch")
+    assert by_batch.tolist() == pytest.approx(by_group.tolist())  # one group: the batch std is the group's

@@ -12,7 +12,7 @@ import torch
 from trapo.config import TRAPOConfig
 from trapo.data import boundary_token_ids
 from trapo.guidance import cut_prefix
-from trapo.objective import ObjectiveWeights, TokenBatch, batch_reduction, trapo_loss
+from trapo.objective import ObjectiveWeights, TokenBatch, batch_normaliser, trapo_loss
 
 B = 9  # a boundary token id
 
@@ -46,10 +46,10 @@ def test_boundary_tokens_end_with_or_contain_the_marker():
 
 def test_loss_constant_divides_each_process_sum_by_a_fixed_number():
     mask = torch.tensor([[True, True, False], [True, False, False]])
-    assert batch_reduction("constant", [mask], max_completion_length=8).denominator == 16  # ours: L x rows
-    assert batch_reduction("constant", [mask], max_completion_length=8, constant=8192).denominator == 8192
+    assert batch_normaliser("constant", [mask], max_completion_length=8).denominator == 16  # ours: L x rows
+    assert batch_normaliser("constant", [mask], max_completion_length=8, constant=8192).denominator == 8192
     per_token = torch.ones(2, 3)
-    assert batch_reduction("constant", [mask], 8, constant=4).reduce(per_token, mask).item() == pytest.approx(3 / 4)
+    assert batch_normaliser("constant", [mask], 8, constant=4).reduce(per_token, mask).item() == pytest.approx(3 / 4)
 
 
 def _coin_batch() -> tuple[torch.Tensor, TokenBatch]:
@@ -70,14 +70,14 @@ def _coin_batch() -> tuple[torch.Tensor, TokenBatch]:
 @pytest.mark.parametrize(("tokens", "expected"), [("continuation", math.log(2) / 4), ("all", 2 * math.log(2) / 4)])
 def test_entropy_over_the_continuation_or_every_response_token(tokens, expected):
     logits, batch = _coin_batch()
-    z = batch_reduction("constant", [batch.model_mask], max_completion_length=4)
+    z = batch_normaliser("constant", [batch.model_mask], max_completion_length=4)
     terms = trapo_loss(
         logits,
         batch,
         torch.zeros(1, dtype=torch.float64),
         ObjectiveWeights(entropy_coef=1.0, entropy_tokens=tokens),
-        model_tokens=z,
-        prefix_tokens=z,
+        model_norm=z,
+        prefix_norm=z,
     )
     assert terms.entropy.item() == pytest.approx(expected)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trapo.objective import ObjectiveWeights, TokenBatch, batch_reduction, sft_batch_loss, trapo_loss
+from trapo.objective import ObjectiveWeights, TokenBatch, batch_normaliser, sft_batch_loss, trapo_loss
 
 
 def _one_trajectory(p_prefix: float, p_model: float) -> tuple[torch.Tensor, TokenBatch]:
@@ -30,16 +30,16 @@ def _one_trajectory(p_prefix: float, p_model: float) -> tuple[torch.Tensor, Toke
 def test_trapo_loss_hand_values():
     # Z = max_completion_length (4) x trajectories (1) = 4; A = 1; ratio = 1.
     logits, batch = _one_trajectory(p_prefix=0.05, p_model=0.5)
-    z_model = batch_reduction("constant", [batch.model_mask], max_completion_length=4)
-    z_prefix = batch_reduction("constant", [batch.prefix_mask], max_completion_length=4)
+    z_model = batch_normaliser("constant", [batch.model_mask], max_completion_length=4)
+    z_prefix = batch_normaliser("constant", [batch.prefix_mask], max_completion_length=4)
     assert z_model.denominator == z_prefix.denominator == 4
     terms = trapo_loss(
         logits,
         batch,
         torch.tensor([1.0], dtype=torch.float64),
         ObjectiveWeights(prefix_loss="trsft", trsft_alpha=0.1, entropy_coef=0.0),
-        model_tokens=z_model,
-        prefix_tokens=z_prefix,
+        model_norm=z_model,
+        prefix_norm=z_prefix,
     )
     assert terms.policy.item() == pytest.approx(-1 / 4)  # -(r A) / Z
     assert terms.prefix.item() == pytest.approx(-(0.05 / 0.1) / 4)  # -p / max(p, alpha) / Z
@@ -52,15 +52,15 @@ def test_trapo_loss_hand_values():
 
 def test_entropy_bonus_and_plain_sft_prefix_hand_values():
     logits, batch = _one_trajectory(p_prefix=0.25, p_model=0.5)
-    z_model = batch_reduction("constant", [batch.model_mask], max_completion_length=2)
-    z_prefix = batch_reduction("constant", [batch.prefix_mask], max_completion_length=2)
+    z_model = batch_normaliser("constant", [batch.model_mask], max_completion_length=2)
+    z_prefix = batch_normaliser("constant", [batch.prefix_mask], max_completion_length=2)
     terms = trapo_loss(
         logits,
         batch,
         torch.tensor([0.0], dtype=torch.float64),
         ObjectiveWeights(prefix_loss="sft", entropy_coef=0.5),
-        model_tokens=z_model,
-        prefix_tokens=z_prefix,
+        model_norm=z_model,
+        prefix_norm=z_prefix,
     )
     assert terms.policy.item() == 0.0  # zero advantage
     assert terms.prefix.item() == pytest.approx(-math.log(0.25) / 2)
@@ -86,10 +86,10 @@ def test_mini_batches_add_up_to_the_whole_batch(kind):
 
     def total(rows: list[list[int]]) -> torch.Tensor:
         parts = [TokenBatch(*(x[r] for x in (ids, torch.ones_like(ids), ids[:, 1:], prefix, model))) for r in rows]
-        z_model = batch_reduction(kind, [b.model_mask for b in parts], max_completion_length=8)
-        z_prefix = batch_reduction(kind, [b.prefix_mask for b in parts], max_completion_length=8)
+        z_model = batch_normaliser(kind, [b.model_mask for b in parts], max_completion_length=8)
+        z_prefix = batch_normaliser(kind, [b.prefix_mask for b in parts], max_completion_length=8)
         return sum(
-            trapo_loss(logits[r], b, adv[r], weights, model_tokens=z_model, prefix_tokens=z_prefix).total
+            trapo_loss(logits[r], b, adv[r], weights, model_norm=z_model, prefix_norm=z_prefix).total
             for r, b in zip(rows, parts, strict=True)
         )
 
@@ -104,16 +104,31 @@ def test_an_empty_mask_gives_zero_with_zero_gradient():
     empty = TokenBatch(
         batch.input_ids, batch.attention_mask, batch.labels, torch.zeros_like(batch.prefix_mask), batch.model_mask
     )
-    z = batch_reduction("token_mean", [empty.prefix_mask], max_completion_length=4)
+    z = batch_normaliser("token_mean", [empty.prefix_mask], max_completion_length=4)
     assert z.denominator == 0
     terms = trapo_loss(
         logits,
         empty,
         torch.tensor([0.0], dtype=torch.float64),
         ObjectiveWeights(entropy_coef=0.0),
-        model_tokens=z,
-        prefix_tokens=z,
+        model_norm=z,
+        prefix_norm=z,
     )
     assert terms.total.item() == 0.0
     terms.total.backward()
     assert torch.all(logits.grad == 0)
+
+
+def test_the_normaliser_sums_counts_over_processes():
+    masks = [torch.tensor([[True, True, False], [False, False, False]]), torch.tensor([[True, False, False]])]
+    assert batch_normaliser("token_mean", masks, 3).denominator == 3  # tokens
+    assert batch_normaliser("seq_mean_token_mean", masks, 3).denominator == 2  # non-empty sequences
+    assert batch_normaliser("constant", masks, 3).denominator == 9  # max_completion_length x rows
+
+    def other_process_has_5_tokens_in_1_sequence(counts):
+        return counts + torch.tensor([5.0, 1.0], dtype=torch.float64)
+
+    two = {"world_size": 2, "reduce_sum": other_process_has_5_tokens_in_1_sequence}
+    assert batch_normaliser("token_mean", masks, 3, **two).denominator == (3 + 5) / 2
+    assert batch_normaliser("seq_mean_token_mean", masks, 3, **two).denominator == (2 + 1) / 2
+    assert batch_normaliser("constant", masks, 3, **two).denominator == 9  # this process's own divisor

@@ -18,7 +18,6 @@ from trapo.rewards import (
     detect_kind,
     load_reward,
     math_reward,
-    safe_rewards,
     score_rewards,
 )
 
@@ -124,35 +123,37 @@ def test_default_reward_is_math_reward():
     assert reward(["\\boxed{\\frac{4}{2}}"], make_examples()[:1]) == [1.0]
 
 
-def test_safe_rewards_falls_back_per_item_and_counts_failures():
+def test_score_rewards_falls_back_per_item_and_counts_failures():
     def flaky(completion, ground_truth):
         if "5" in completion:
             raise RuntimeError("boom")
         return 1.0
 
-    scores, failed = safe_rewards(as_reward_function(flaky), COMPLETIONS, make_examples())
+    result = score_rewards(as_reward_function(flaky), COMPLETIONS, make_examples())
+    scores, failed = result.scores, result.n_failed
     assert scores == [1.0, 0.0] and failed == 1
 
 
-def test_safe_rewards_zeroes_non_finite_and_none():
+def test_score_rewards_zeroes_non_finite_and_none():
     def odd(prompts, completions, **kwargs):
         return [None, math.inf]
 
-    scores, failed = safe_rewards(as_reward_function(odd), COMPLETIONS, make_examples())
+    result = score_rewards(as_reward_function(odd), COMPLETIONS, make_examples())
+    scores, failed = result.scores, result.n_failed
     assert scores == [0.0, 0.0] and failed == 2
-    scores, failed = safe_rewards(as_reward_function(lambda c, gt: math.nan), COMPLETIONS, make_examples())
+    result = score_rewards(as_reward_function(lambda c, gt: math.nan), COMPLETIONS, make_examples())
+    scores, failed = result.scores, result.n_failed
     assert scores == [0.0, 0.0] and failed == 2
 
 
-def test_safe_rewards_wrong_length_batch_fails_every_item():
+def test_score_rewards_wrong_length_batch_fails_every_item():
     """One score for N completions is a broken reward: rescoring item by item would score each 1.0."""
 
     def short(completions, examples):
         return [1.0]  # one score, however many completions
 
-    scores, failed = safe_rewards(short, COMPLETIONS, make_examples())
-    assert scores == [0.0, 0.0] and failed == 2
     result = score_rewards(short, COMPLETIONS, make_examples())
+    assert result.scores == [0.0, 0.0] and result.n_failed == 2
     assert result.failures == {"error": 2} and "returned 1 scores for 2 completions" in result.first_error
 
 
@@ -196,8 +197,9 @@ def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thre
     assert reward(COMPLETIONS[:1], make_examples()[:1]) == [1.0]  # a new worker replaces the killed one
 
 
-def test_safe_rewards_all_good():
-    assert safe_rewards(default_reward(), COMPLETIONS, make_examples()) == ([1.0, 0.0], 0)
+def test_score_rewards_all_good():
+    result = score_rewards(default_reward(), COMPLETIONS, make_examples())
+    assert (result.scores, result.n_failed) == ([1.0, 0.0], 0)
 
 
 def test_load_reward_from_file_and_module(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def run(method: str, out: Path) -> Path:
         loss_normalization="token_mean",
         seed=0,
     )
-    trainer = TRAPOTrainer(model, tok, ROWS, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tok, train_dataset=ROWS, args=cfg)
     final = trainer.train().final_model_dir
     if trainer.is_main:
         (out / method / "processes.txt").write_text(str(trainer.accelerator.num_processes))

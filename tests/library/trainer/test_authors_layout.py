@@ -121,7 +121,12 @@ def test_authors_layout_trains_with_their_flags(tmp_path, model_dir, tokenizer, 
     )
     from transformers import AutoModelForCausalLM
 
-    trainer = TRAPOTrainer(AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, data.examples, cfg)
+    trainer = TRAPOTrainer(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        processing_class=tokenizer,
+        train_dataset=data.examples,
+        args=cfg,
+    )
     item = trainer.items[0]
     assert item.expert_ids[0] == encode_response(tokenizer, "3+4=7\n\nso 7")  # inside <think>, stripped
     assert item.expert_ids[1] == encode_response(tokenizer, "4+3=7")
@@ -157,10 +162,19 @@ def test_a_guided_method_without_expert_solutions_stops_before_any_work(tmp_path
 def test_the_api_refuses_too_and_counts_rows_without_an_expert(tmp_path, tokenizer, model):
     rows = [Example([{"role": "user", "content": "1+1"}], "2")]
     with pytest.raises(ValueError, match="'trapo' trains on expert solutions, but no training row has an expert"):
-        TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(output_dir=str(tmp_path / "r")))
-    TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(method="grpo", output_dir=str(tmp_path / "g")))  # RL only: fine
+        TRAPOTrainer(
+            model, processing_class=tokenizer, train_dataset=rows, args=TRAPOConfig(output_dir=str(tmp_path / "r"))
+        )
+    TRAPOTrainer(
+        model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=TRAPOConfig(method="grpo", output_dir=str(tmp_path / "g")),
+    )  # RL only: fine
     mixed = [*rows, Example([{"role": "user", "content": "2+2"}], "4", ("2+2=4",))]
-    trainer = TRAPOTrainer(model, tokenizer, mixed, TRAPOConfig(output_dir=str(tmp_path / "m")))
+    trainer = TRAPOTrainer(
+        model, processing_class=tokenizer, train_dataset=mixed, args=TRAPOConfig(output_dir=str(tmp_path / "m"))
+    )
     assert "1 without an expert solution" in trainer.data_report.summary()
 
 
@@ -183,5 +197,7 @@ def test_prompt_templates(tmp_path, tokenizer):
 
 def test_think_blocks_kept_whole_are_pointed_out(tmp_path, tokenizer, model):
     rows = [Example([{"role": "user", "content": "1+1"}], "2", ("<think>1+1=2</think>\\boxed{2}",))]
-    trainer = TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(output_dir=str(tmp_path / "r")))
+    trainer = TRAPOTrainer(
+        model, processing_class=tokenizer, train_dataset=rows, args=TRAPOConfig(output_dir=str(tmp_path / "r"))
+    )
     assert "1 expert solutions hold <think>...</think>" in trainer.data_report.summary()

@@ -12,7 +12,7 @@ from trapo.rollout import HFEngine, SamplingParams
 from trapo.rollout.kv_cache import new_cache
 from trapo.rollout.qwen2_decode import qwen2_decoder
 from trapo.trainer import TRAPOTrainer
-from trapo.trainer.loop import _Metrics
+from trapo.trainer.metrics import Metrics
 
 
 def _half(completions, examples):  # a real reward that varies with the text, so advantages are not all 0
@@ -21,13 +21,16 @@ def _half(completions, examples):  # a real reward that varies with the text, so
 
 def _gradients(trainer: TRAPOTrainer, batch) -> torch.Tensor:
     trainer.optimizer.zero_grad()
-    trainer.update(batch, trainer.advantages(batch), _Metrics())
+    trainer.update(batch, trainer.advantages(batch), Metrics())
     return torch.cat([p.grad.flatten() for p in trainer.unwrapped.parameters() if p.grad is not None])
 
 
 def test_the_bf16_update_has_fp32_gradients_close_to_fp32s(tmp_path, tokenizer, model, rows):
-    fp32 = TRAPOTrainer(copy.deepcopy(model), tokenizer, rows, small_config(tmp_path / "a"), reward_fn=_half)
-    bf16 = TRAPOTrainer(copy.deepcopy(model), tokenizer, rows, small_config(tmp_path / "b", bf16=True), reward_fn=_half)
+    def trainer(name: str, **kw) -> TRAPOTrainer:
+        config = small_config(tmp_path / name, **kw)
+        return TRAPOTrainer(copy.deepcopy(model), _half, config, rows, processing_class=tokenizer)
+
+    fp32, bf16 = trainer("a"), trainer("b", bf16=True)
     batch = fp32.rollout(0)
     assert any(t.reward for t in batch.trajectories) and not all(t.reward for t in batch.trajectories)
     want, got = _gradients(fp32, batch), _gradients(bf16, batch)
@@ -41,7 +44,8 @@ def test_the_bf16_update_has_fp32_gradients_close_to_fp32s(tmp_path, tokenizer, 
 
 
 def test_a_bf16_training_run_and_its_rollouts(tmp_path, tokenizer, model, rows):
-    trainer = TRAPOTrainer(model, tokenizer, rows, small_config(tmp_path, bf16=True, rollout_mode="pipelined"))
+    config = small_config(tmp_path, bf16=True, rollout_mode="pipelined")
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=config)
     assert trainer.engine.dtype == torch.bfloat16
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train()

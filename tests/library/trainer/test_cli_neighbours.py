@@ -92,13 +92,18 @@ def test_prompts_longer_than_the_context_are_reported_with_file_and_row(tmp_path
     )
     model.config.max_position_embeddings = 12
     cfg = TRAPOConfig(output_dir=str(tmp_path / "r"), max_completion_length=8)
-    report = TRAPOTrainer(model, tokenizer, load_examples(path), cfg).data_report
+    report = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=load_examples(path), args=cfg).data_report
     assert report.over_context == [1]
     summary = report.summary()
     assert f"1 skipped as longer than the model's context of 12 tokens ({path}:2)" in summary
     assert f"prompt + max_completion_length exceed the model's context of 12 tokens ({path}:1)" in summary
     with pytest.raises(ValueError, match=f"{path}:2: prompt has .* tokens, the model's context is 12"):
-        TRAPOTrainer(model, tokenizer, load_examples(path), TRAPOConfig(output_dir=str(tmp_path / "s"), strict=True))
+        TRAPOTrainer(
+            model,
+            processing_class=tokenizer,
+            train_dataset=load_examples(path),
+            args=TRAPOConfig(output_dir=str(tmp_path / "s"), strict=True),
+        )
 
 
 def test_a_missing_extra_is_named(tmp_path, tokenizer, model, monkeypatch):
@@ -110,7 +115,12 @@ def test_a_missing_extra_is_named(tmp_path, tokenizer, model, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     rows = [Example([{"role": "user", "content": "1+1"}], "2", ("1+1=2",))]
     with pytest.raises(ImportError, match=r"needs peft: pip install 'trapo\[lora\]'"):
-        TRAPOTrainer(model, tokenizer, rows, TRAPOConfig(output_dir=str(tmp_path / "r"), lora_r=4))
+        TRAPOTrainer(
+            model,
+            processing_class=tokenizer,
+            train_dataset=rows,
+            args=TRAPOConfig(output_dir=str(tmp_path / "r"), lora_r=4),
+        )
 
 
 def test_several_rewards_on_the_command_line_are_weighted_and_logged_each(tmp_path, tokenizer, model):

@@ -11,7 +11,7 @@ import torch
 from trapo.config import TRAPOConfig
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.batch import length_sorted_mini_batches, padded_token_share, sequence_length
-from trapo.trainer.loop import _Metrics
+from trapo.trainer.metrics import Metrics
 
 
 @pytest.mark.parametrize("max_size", [1, 3, 8, 64])
@@ -62,7 +62,7 @@ def test_sorted_mini_batches_give_the_loss_and_gradient_of_one_batch(method, tmp
         sample_log_steps=0,
         entropy_coef=0.01,
     )
-    trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     batch = trainer.rollout(0)
     lengths = [sequence_length(t) for t in batch.trajectories]
     assert len(set(lengths)) > 1
@@ -71,7 +71,7 @@ def test_sorted_mini_batches_give_the_loss_and_gradient_of_one_batch(method, tmp
     def run(groups) -> tuple[float, list[torch.Tensor]]:
         trainer._mini_batches = lambda trajs, *_: groups
         trainer.optimizer.zero_grad(set_to_none=True)
-        metrics = _Metrics()
+        metrics = Metrics()
         trainer.update(batch, advantages, metrics)
         grads = [p.grad.detach().clone() for p in trainer.model.parameters() if p.grad is not None]
         return metrics.sums["loss/total"], grads

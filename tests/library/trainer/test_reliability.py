@@ -152,8 +152,12 @@ def _small(tmp_path, name="run", **kw) -> TRAPOConfig:
 def test_ctrl_c_between_the_optimizer_step_and_the_count_waits_for_the_step(tmp_path, tokenizer, rows, make_model):
     """A Ctrl-C right after an optimizer step is held until the step is counted: the checkpoint then holds
     exactly the steps it says, and the resumed run is not one step ahead (a double-applied update)."""
-    full = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, _small(tmp_path, "full")).train()
-    trainer = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, _small(tmp_path, "cut"))
+    full = TRAPOTrainer(
+        make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=_small(tmp_path, "full")
+    ).train()
+    trainer = TRAPOTrainer(
+        make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=_small(tmp_path, "cut")
+    )
     sync, calls = trainer.engine.sync_weights, {"n": 0}
 
     def ctrl_c_after_the_third_update(model):
@@ -166,16 +170,16 @@ def test_ctrl_c_between_the_optimizer_step_and_the_count_waits_for_the_step(tmp_
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert (tmp_path / "cut" / "checkpoint-3").is_dir() and _steps(tmp_path / "cut") == [1, 2, 3]
-    resumed = TRAPOTrainer(make_model(tokenizer, seed=5), tokenizer, rows, _small(tmp_path, "cut")).train(
-        resume_from_checkpoint=True
-    )
+    resumed = TRAPOTrainer(
+        make_model(tokenizer, seed=5), processing_class=tokenizer, train_dataset=rows, args=_small(tmp_path, "cut")
+    ).train(resume_from_checkpoint=True)
     _same(
         load_file(full.final_model_dir / "model.safetensors"), load_file(resumed.final_model_dir / "model.safetensors")
     )
 
 
 def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_path, tokenizer, rows, model, capsys):
-    trainer = TRAPOTrainer(model, tokenizer, rows, _small(tmp_path))
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=_small(tmp_path))
 
     def broken_engine(model):
         raise RuntimeError("engine lost")
@@ -188,7 +192,10 @@ def test_an_error_between_the_optimizer_step_and_the_count_saves_nothing(tmp_pat
 
 def test_the_update_guard_predicts_adamw_exactly(tmp_path, tokenizer, rows, model):
     trainer = TRAPOTrainer(
-        model, tokenizer, rows, _small(tmp_path, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.1)
+        model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=_small(tmp_path, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.1),
     )
     for step in range(2):
         trainer.optimizer.zero_grad()
@@ -202,9 +209,9 @@ def test_the_update_guard_predicts_adamw_exactly(tmp_path, tokenizer, rows, mode
 
 
 def _metrics():
-    from trapo.trainer.loop import _Metrics
+    from trapo.trainer.metrics import Metrics
 
-    return _Metrics()
+    return Metrics()
 
 
 def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(
@@ -215,8 +222,10 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(
             tmp_path, name, lr_scheduler_type="constant", warmup_steps=0, save_steps=1, save_total_limit=0, **kw
         )
 
-    full = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("full")).train()
-    TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("cut", max_steps=3)).train()
+    full = TRAPOTrainer(make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=cfg("full")).train()
+    TRAPOTrainer(
+        make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=cfg("cut", max_steps=3)
+    ).train()
     out = tmp_path / "cut"
     (out / "checkpoint-3" / "model.safetensors").write_bytes(b"\0" * 100)  # corrupt the newest
     (out / ".checkpoint-4.tmp-abc").mkdir()  # what a kill during a checkpoint write leaves
@@ -224,7 +233,9 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_cut_metrics_line(
     with (out / "metrics.jsonl").open("a") as f:
         f.write('{"step": 4, "loss/to')  # a line cut off by the kill
     capsys.readouterr()
-    resumed = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("cut")).train(resume_from_checkpoint=True)
+    resumed = TRAPOTrainer(
+        make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=cfg("cut")
+    ).train(resume_from_checkpoint=True)
     printed = capsys.readouterr().out
     assert "checkpoint-3 is corrupt" in printed and "resuming from checkpoint-2" in printed
     assert "removed 1 unfinished temporary" in printed and not list(out.glob(".*.tmp-*"))
@@ -239,9 +250,9 @@ def test_an_exploding_update_is_rolled_back_and_nothing_garbage_is_saved(tmp_pat
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = TRAPOTrainer(
         model,
-        tokenizer,
-        rows,
-        _small(tmp_path, learning_rate=1e6, max_steps=5, lr_scheduler_type="constant", warmup_steps=0),
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=_small(tmp_path, learning_rate=1e6, max_steps=5, lr_scheduler_type="constant", warmup_steps=0),
     )
     with pytest.raises(TrainingStopped, match="3 steps in a row"):
         trainer.train()
@@ -255,7 +266,10 @@ def test_an_exploding_update_is_rolled_back_and_nothing_garbage_is_saved(tmp_pat
 
 def test_an_outlier_update_is_rolled_back_against_the_recent_range(tmp_path, tokenizer, rows, model):
     trainer = TRAPOTrainer(
-        model, tokenizer, rows, _small(tmp_path, max_steps=8, lr_scheduler_type="constant", warmup_steps=0)
+        model,
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=_small(tmp_path, max_steps=8, lr_scheduler_type="constant", warmup_steps=0),
     )
     trainer.update_guard.history = [1e-6] * 10  # recent steps were tiny: a normal one is now 'far outside'
     metrics = trainer.training_step(0)
@@ -269,7 +283,7 @@ def test_a_reward_that_always_fails_stops_the_run_with_a_clear_message(tmp_path,
 
     cfg = _small(tmp_path, max_steps=10, max_reward_failure_steps=2)
     with pytest.raises(TrainingStopped, match=r"the reward failed on 100% of the rollouts for 2 steps in a row"):
-        TRAPOTrainer(model, tokenizer, rows, cfg, reward_fn=broken).train()
+        TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg, reward_fn=broken).train()
     printed = capsys.readouterr().out
     assert "step 1: 100% of rewards failed (non_number 100%)" in printed and "not a number" in printed
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
@@ -291,6 +305,6 @@ def test_a_data_directory_trains_on_its_training_files_once(tmp_path, rows):
 
 def test_time_based_checkpoints(tmp_path, tokenizer, rows, model):
     cfg = _small(tmp_path, max_steps=3, save_minutes=1e-9, save_total_limit=0)  # due after every step
-    TRAPOTrainer(model, tokenizer, rows, cfg).train()
+    TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg).train()
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
     assert TRAPOConfig().save_minutes == 10.0  # on by default: a SIGKILL loses minutes, not the run

@@ -9,19 +9,25 @@ import torch
 from trapo.config import TRAPOConfig
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.batch import build_token_batch, row_length
-from trapo.trainer.loop import _Metrics
+from trapo.trainer.metrics import Metrics
 from trapo.trainer.rollouts import Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
 
 PAD = 0
 
 
-def _trajectory(prompt, prefix, completion, prefix_loss=False) -> Trajectory:
-    return Trajectory(0, 0, int(bool(prefix)), prompt, prefix, completion, prefix_loss=prefix_loss)
+def _trajectory(prompt, prefix, completion, trains_prefix=False) -> Trajectory:
+    return Trajectory(
+        level=int(bool(prefix)),
+        prompt_ids=prompt,
+        prefix_ids=prefix,
+        completion_ids=completion,
+        trains_prefix=trains_prefix,
+    )
 
 
 def test_a_shared_prompt_row_starts_at_the_prompts_last_token():
-    t = _trajectory([5, 6, 7], [8], [9, 10], prefix_loss=True)
+    t = _trajectory([5, 6, 7], [8], [9, 10], trains_prefix=True)
     assert row_length(t) == 6 and row_length(t, shared_prompt=True) == 4
     plain = build_token_batch([t], PAD, torch.device("cpu"))
     shared = build_token_batch([t], PAD, torch.device("cpu"), shared_prompt=True)
@@ -67,12 +73,12 @@ def test_logits_and_gradients_equal_the_full_sequences(tokenizer, make_model):
     full_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     cache = PromptCache.encode(model, unique, PAD, torch.device("cpu"))
-    cut = cache.cut()
+    detached = cache.detached()
     rows, loss = rows_and_loss(
-        lambda: cut.logits(model, shared.input_ids, shared.attention_mask, torch.tensor(index)), shared
+        lambda: detached.logits(model, shared.input_ids, shared.attention_mask, torch.tensor(index)), shared
     )
     loss.backward()
-    cache.backward(cut)
+    cache.backward(detached)
     for a, b in zip(full_rows, rows, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert float(loss) == pytest.approx(float(full_loss), rel=1e-5)
@@ -84,7 +90,7 @@ def _update(trainer, batch, advantages, share: bool):
     trainer.share_prompts = share
     trainer.optimizer.zero_grad(set_to_none=True)
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    metrics = _Metrics()
+    metrics = Metrics()
     trainer.update(batch, advantages, metrics)
     grads = [p.grad.detach().clone() for p in trainer.model.parameters()]
     with torch.no_grad():  # the update may have stepped (num_iterations > 1): start the other path alike
@@ -114,7 +120,7 @@ def test_update_with_shared_prompts_equals_the_full_sequences(method, extra, tmp
         entropy_coef=0.01,
         **extra,
     )
-    trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     batch = trainer.rollout(0)
     assert trainer._shares_prompts(batch.trajectories)
     advantages = trainer.advantages(batch)
@@ -143,7 +149,7 @@ def test_update_with_shared_prompts_under_lora(tmp_path, tokenizer, model, rows)
         lora_r=4,
         lora_target_modules=["q_proj", "v_proj"],
     )
-    trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     batch = trainer.rollout(0)
     advantages = trainer.advantages(batch)
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
@@ -151,7 +157,7 @@ def test_update_with_shared_prompts_under_lora(tmp_path, tokenizer, model, rows)
     def grads(share: bool) -> list[torch.Tensor]:
         trainer.share_prompts = share
         trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.update(batch, advantages, _Metrics())
+        trainer.update(batch, advantages, Metrics())
         return [p.grad.detach().clone() for p in trainable]
 
     for a, b in zip(grads(False), grads(True), strict=True):
@@ -167,7 +173,7 @@ def test_no_sharing_where_it_cannot_pay_or_work(tmp_path, tokenizer, model, rows
         max_completion_length=8,
         sample_log_steps=0,
     )
-    trainer = TRAPOTrainer(model, tokenizer, rows, cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg)
     one_each = [_trajectory([3, 4], [], [5]), _trajectory([6], [], [7])]
     assert not trainer._shares_prompts(one_each)  # every prompt distinct: the prompt pass would be extra work
     both = [_trajectory([3, 4], [], [5]), _trajectory([3, 4], [], [7])]

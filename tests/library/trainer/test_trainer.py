@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from trapo.config import TRAPOConfig, load_config
 from trapo.data import Example
 from trapo.methods import METHODS
-from trapo.objective import ObjectiveWeights, batch_reduction, trapo_loss
+from trapo.objective import ObjectiveWeights, batch_normaliser, trapo_loss
 from trapo.rollout import HFEngine, SamplingParams
 from trapo.trainer import TRAPOTrainer
 from trapo.trainer.batch import build_token_batch
@@ -46,7 +46,7 @@ def test_one_step_of_every_method(method, tmp_path, tokenizer, model, rows):
     steps = 2 if method == "sft-then-grpo" else 1  # one SFT step, then one GRPO step
     cfg = small_config(tmp_path, method=method, max_steps=steps)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = TRAPOTrainer(model, tokenizer, rows, cfg).train()
+    result = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg).train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(1, steps + 1))
     last = lines[-1]
@@ -81,7 +81,7 @@ def make_sampler(model, tokenizer, schedule, reward, speculative=True, temperatu
 
 
 def prepared(trainer_cfg, tokenizer, model, rows):
-    trainer = TRAPOTrainer(model, tokenizer, rows, trainer_cfg)
+    trainer = TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=trainer_cfg)
     return trainer, trainer.items
 
 
@@ -94,7 +94,7 @@ def test_micro_groups_when_every_sample_fails(tmp_path, tokenizer, model, rows):
     for p in range(2):
         mine = [t for t in batch.trajectories if t.prompt_index == p]
         assert [t.level for t in mine] == [0, 0, 0, 0, 1, 1, 2, 3]
-        assert [t.prefix_loss for t in mine] == [False] * 4 + [True, False, True, True]
+        assert [t.trains_prefix for t in mine] == [False] * 4 + [True, False, True, True]
         first, second = items[p].expert_ids
         for t in mine:
             expert = second if t.group == 3 else first  # the last micro-group uses the second solution
@@ -112,7 +112,7 @@ def test_micro_groups_when_every_sample_succeeds(tmp_path, tokenizer, model, row
     trainer, items = prepared(small_config(tmp_path), tokenizer, model, rows)
     sampler = make_sampler(model, tokenizer, trainer.schedule, ones)
     batch = sampler.sample(items[:2], torch.Generator().manual_seed(0))
-    assert all(t.level == 0 and t.prefix_ids == [] and not t.prefix_loss for t in batch.trajectories)
+    assert all(t.level == 0 and t.prefix_ids == [] and not t.trains_prefix for t in batch.trajectories)
 
 
 def test_speculative_and_sequential_agree_under_greedy_decoding(tmp_path, tokenizer, model, rows):
@@ -145,7 +145,7 @@ def test_pipelined_samples_the_same_trajectories_as_sequential_and_speculative(
         sampler = make_sampler(model, tokenizer, trainer.schedule, half, mode=mode, batch_size=batch_size)
         batch = sampler.sample(items[:4], torch.Generator().manual_seed(11))
         out[mode] = [
-            (t.prompt_index, t.group, t.level, t.prefix_ids, t.completion_ids, t.reward, t.prefix_loss)
+            (t.prompt_index, t.group, t.level, t.prefix_ids, t.completion_ids, t.reward, t.trains_prefix)
             for t in batch.trajectories
         ]
     assert out["pipelined"] == out["sequential"] == out["speculative"]
@@ -178,9 +178,33 @@ def test_an_unknown_rollout_mode_is_refused(tokenizer, model):
 
 def test_token_masks_split_prefix_and_model_tokens(tokenizer):
     trajs = [
-        Trajectory(0, 1, 1, [5, 6, 7], [10, 11], [12, 13, 14], prefix_loss=True),
-        Trajectory(0, 1, 1, [5, 6], [10, 11], [12], prefix_loss=False),
-        Trajectory(0, 0, 0, [5], [], [20, 21], prefix_loss=False),
+        Trajectory(
+            prompt_index=0,
+            group=1,
+            level=1,
+            prompt_ids=[5, 6, 7],
+            prefix_ids=[10, 11],
+            completion_ids=[12, 13, 14],
+            trains_prefix=True,
+        ),
+        Trajectory(
+            prompt_index=0,
+            group=1,
+            level=1,
+            prompt_ids=[5, 6],
+            prefix_ids=[10, 11],
+            completion_ids=[12],
+            trains_prefix=False,
+        ),
+        Trajectory(
+            prompt_index=0,
+            group=0,
+            level=0,
+            prompt_ids=[5],
+            prefix_ids=[],
+            completion_ids=[20, 21],
+            trains_prefix=False,
+        ),
     ]
     b = build_token_batch(trajs, pad_id=0, device=torch.device("cpu"))
     assert b.input_ids.tolist()[0] == [5, 6, 7, 10, 11, 12, 13, 14]
@@ -201,8 +225,8 @@ def _logit_grad(batch, advantages, prefix_loss, entropy_coef=0.0):
         batch,
         advantages,
         ObjectiveWeights(prefix_loss=prefix_loss, entropy_coef=entropy_coef),
-        model_tokens=batch_reduction("constant", [batch.model_mask], 10),
-        prefix_tokens=batch_reduction("constant", [batch.prefix_mask], 10),
+        model_norm=batch_normaliser("constant", [batch.model_mask], 10),
+        prefix_norm=batch_normaliser("constant", [batch.prefix_mask], 10),
     )
     terms.total.backward()
     return logits.grad.abs().sum(-1)[:, :-1]  # per position (shifted like the masks)
@@ -210,8 +234,24 @@ def _logit_grad(batch, advantages, prefix_loss, entropy_coef=0.0):
 
 def test_trsft_acts_only_on_prefix_tokens_and_pg_only_on_model_tokens():
     trajs = [
-        Trajectory(0, 2, 2, [1, 2], [3, 4, 5], [6, 7], prefix_loss=True),
-        Trajectory(0, 0, 0, [1, 2], [], [8, 9, 10], prefix_loss=False),
+        Trajectory(
+            prompt_index=0,
+            group=2,
+            level=2,
+            prompt_ids=[1, 2],
+            prefix_ids=[3, 4, 5],
+            completion_ids=[6, 7],
+            trains_prefix=True,
+        ),
+        Trajectory(
+            prompt_index=0,
+            group=0,
+            level=0,
+            prompt_ids=[1, 2],
+            prefix_ids=[],
+            completion_ids=[8, 9, 10],
+            trains_prefix=False,
+        ),
     ]
     b = build_token_batch(trajs, pad_id=0, device=torch.device("cpu"))
     g = _logit_grad(b, torch.zeros(2), "trsft")  # zero advantage: only TrSFT moves anything
@@ -235,11 +275,18 @@ def test_bad_config_inputs(tmp_path):
 def test_long_prompts_are_skipped_and_counted_or_rejected_with_strict(tmp_path, tokenizer, model, rows):
     long_row = Example(prompt=[{"role": "user", "content": "1+" * 40 + "1"}], answer="41")
     data = [*rows, long_row]
-    trainer = TRAPOTrainer(model, tokenizer, data, small_config(tmp_path, max_prompt_length=20))
+    trainer = TRAPOTrainer(
+        model, processing_class=tokenizer, train_dataset=data, args=small_config(tmp_path, max_prompt_length=20)
+    )
     assert trainer.data_report.too_long == [len(rows)] and trainer.data_report.kept == len(rows)
     assert trainer.data_report.without_expert == 0
     with pytest.raises(ValueError, match=f"training row {len(rows)}: prompt has"):
-        TRAPOTrainer(model, tokenizer, data, small_config(tmp_path, max_prompt_length=20, strict=True))
+        TRAPOTrainer(
+            model,
+            processing_class=tokenizer,
+            train_dataset=data,
+            args=small_config(tmp_path, max_prompt_length=20, strict=True),
+        )
 
 
 def test_a_raising_reward_scores_zero_and_the_run_goes_on(tmp_path, tokenizer, model, rows):
@@ -249,7 +296,9 @@ def test_a_raising_reward_scores_zero_and_the_run_goes_on(tmp_path, tokenizer, m
         calls["n"] += 1
         raise RuntimeError("reward server down")
 
-    result = TRAPOTrainer(model, tokenizer, rows, small_config(tmp_path), reward_fn=flaky).train()
+    result = TRAPOTrainer(
+        model, processing_class=tokenizer, train_dataset=rows, args=small_config(tmp_path), reward_fn=flaky
+    ).train()
     assert calls["n"] > 0
     assert result.last_metrics["reward/mean"] == 0.0
 
@@ -259,16 +308,20 @@ def test_nonfinite_losses_skip_steps_then_stop(tmp_path, tokenizer, model, rows)
         model.model.norm.weight.fill_(float("nan"))
     cfg = small_config(tmp_path, method="sft", max_steps=10, max_nonfinite_steps=3)
     with pytest.raises(RuntimeError, match="3 steps in a row had a NaN/inf loss"):
-        TRAPOTrainer(model, tokenizer, rows, cfg).train()
+        TRAPOTrainer(model, processing_class=tokenizer, train_dataset=rows, args=cfg).train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["skipped_nonfinite"] for x in lines] == [1.0, 1.0, 1.0]
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokenizer, rows, make_model):
     def cfg(name):
-        return small_config(tmp_path / name, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1)
+        # sequential: 4 reward calls per step, so the interruption below lands in step 3 (pipelined rollouts
+        # call the reward once per set of finished micro-groups and sample the same trajectories)
+        return small_config(
+            tmp_path / name, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1, rollout_mode="sequential"
+        )
 
-    full = TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("full")).train()
+    full = TRAPOTrainer(make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=cfg("full")).train()
 
     from trapo.rewards import math_reward
 
@@ -281,11 +334,17 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokeni
         return [math_reward(c, e.answer) for c, e in zip(completions, examples, strict=True)]
 
     with pytest.raises(KeyboardInterrupt):
-        TRAPOTrainer(make_model(tokenizer), tokenizer, rows, cfg("cut"), reward_fn=interrupt_in_step_3).train()
+        TRAPOTrainer(
+            make_model(tokenizer),
+            processing_class=tokenizer,
+            train_dataset=rows,
+            args=cfg("cut"),
+            reward_fn=interrupt_in_step_3,
+        ).train()
     assert (tmp_path / "cut" / "run" / "checkpoint-2").is_dir()
-    resumed = TRAPOTrainer(make_model(tokenizer, seed=123), tokenizer, rows, cfg("cut")).train(
-        resume_from_checkpoint=True
-    )
+    resumed = TRAPOTrainer(
+        make_model(tokenizer, seed=123), processing_class=tokenizer, train_dataset=rows, args=cfg("cut")
+    ).train(resume_from_checkpoint=True)
     a = load_file(full.final_model_dir / "model.safetensors")
     b = load_file(resumed.final_model_dir / "model.safetensors")
     assert a.keys() == b.keys()
@@ -297,7 +356,9 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokeni
 
 def test_num_iterations_takes_one_optimizer_step_per_pass(tmp_path, tokenizer, model, rows):
     """num_iterations=2: two policy updates on the same rollouts (the second with ratio != 1)."""
-    trainer = TRAPOTrainer(model, tokenizer, rows, small_config(tmp_path, num_iterations=2))
+    trainer = TRAPOTrainer(
+        model, processing_class=tokenizer, train_dataset=rows, args=small_config(tmp_path, num_iterations=2)
+    )
     metrics = trainer.training_step(0)
     steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
     assert steps == {2}

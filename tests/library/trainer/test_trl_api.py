@@ -144,21 +144,26 @@ def test_reward_set_weights_nan_and_per_function_stats():
         reward_set(["Qwen/Qwen2.5-RM"])
 
 
-def test_the_former_positional_form_and_the_new_keywords_agree(tmp_path, tokenizer, make_model, make_rows):
+def test_the_former_positional_order_is_refused_with_trls_order(tmp_path, tokenizer, make_model, make_rows):
     from trapo import TRAPOConfig, TRAPOTrainer
 
-    cfg = TRAPOConfig(
-        method="grpo", max_steps=1, prompts_per_step=2, max_completion_length=12, output_dir=str(tmp_path / "a")
-    )
-    old = TRAPOTrainer(make_model(tokenizer), tokenizer, make_rows(), cfg).train()
-    cfg.output_dir = str(tmp_path / "b")
-    new = TRAPOTrainer(
-        model=make_model(tokenizer), args=cfg, train_dataset=make_rows(), processing_class=tokenizer
-    ).train()
-    from safetensors.torch import load_file
+    cfg = TRAPOConfig(method="grpo", max_steps=1, output_dir=str(tmp_path / "a"))
+    with pytest.raises(TypeError, match=r"args must be a TRAPOConfig, got list.*reward_funcs, args, train_dataset"):
+        TRAPOTrainer(make_model(tokenizer), tokenizer, make_rows(), cfg)
 
-    wa, wb = load_file(old.final_model_dir / "model.safetensors"), load_file(new.final_model_dir / "model.safetensors")
-    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+def test_eval_dataset_is_refused_not_ignored(tmp_path, tokenizer, make_model, make_rows):
+    from trapo import TRAPOConfig, TRAPOTrainer
+
+    cfg = TRAPOConfig(method="grpo", max_steps=1, output_dir=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match=r"eval_dataset is not supported.*trapo eval"):
+        TRAPOTrainer(
+            make_model(tokenizer),
+            args=cfg,
+            train_dataset=make_rows(),
+            eval_dataset=make_rows(),
+            processing_class=tokenizer,
+        )
 
 
 def test_beta_keeps_a_frozen_reference_placed_by_accelerate(tmp_path, tokenizer, make_model, make_rows):
@@ -188,13 +193,13 @@ def test_sharded_parameters_are_refused_not_trained_wrongly():
 
     from accelerate.utils import DistributedType
 
-    from trapo.trainer.loop import _check_not_sharded
+    from trapo.trainer.trainer import check_not_sharded
 
     with pytest.raises(NotImplementedError, match="FSDP is not supported: rollouts generate on the unwrapped model"):
-        _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.FSDP, state=None))
+        check_not_sharded(SimpleNamespace(distributed_type=DistributedType.FSDP, state=None))
     zero3 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
     with pytest.raises(NotImplementedError, match="DeepSpeed ZeRO-3 is not supported"):
-        _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero3))
+        check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero3))
     zero2 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2))
-    _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero2))
-    _check_not_sharded(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, state=None))
+    check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero2))
+    check_not_sharded(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, state=None))

@@ -1,0 +1,411 @@
+"""One optimizer step (Algorithm 1 of the paper): rollouts -> advantages -> the batch loss -> the update.
+
+An RL step samples this step's prompts with micro-group guidance (:mod:`trapo.trainer.rollouts`), turns the
+rewards into group-relative advantages (:func:`trapo.advantages.step_advantages`), backpropagates the batch
+loss (:func:`trapo.objective.trapo_loss`) one mini-batch at a time, and takes one optimizer step. An SFT step
+(``sft`` and the first stage of ``sft-then-grpo``) backpropagates the NLL of expert solutions instead.
+The run (:mod:`trapo.trainer.run`) calls :meth:`TrainingStep.training_step` and, once the step is logged,
+:meth:`TrainingStep.step_counted`; nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from trapo.advantages import step_advantages
+from trapo.losses import token_logprobs
+from trapo.objective import LossTerms, Normaliser, TokenBatch, batch_normaliser, sft_batch_loss, trapo_loss
+from trapo.rewards import FAILURE_KINDS, RewardSet
+from trapo.trainer import precision
+from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
+from trapo.trainer.metrics import Metrics
+from trapo.trainer.rollouts import RolloutBatch, Trajectory
+from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from trapo.config import TRAPOConfig
+    from trapo.guidance import MicroGroupSchedule
+    from trapo.objective import ObjectiveWeights
+    from trapo.rollout import RolloutEngine
+    from trapo.trainer import safety
+    from trapo.trainer.rollouts import GuidedSampler, PreparedExample
+
+
+class StepOutcome(enum.Enum):
+    """What became of a step's update."""
+
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"  # finite, but the update guard judged its size out of range
+    SKIPPED_NONFINITE = "skipped_nonfinite"  # NaN/inf loss or gradient
+
+
+@dataclass
+class MiniBatch:
+    """One forward/backward's share of the batch."""
+
+    tokens: TokenBatch
+    advantages: Tensor  # (rows,)
+    prompt_rows: Tensor  # (rows,): each row's prompt among the batch's distinct prompts (the shared cache)
+
+
+class LossNormalisers(NamedTuple):
+    """The ``Z`` of each loss term for the whole batch (:func:`trapo.objective.batch_normaliser`)."""
+
+    model: Normaliser
+    prefix: Normaliser
+    entropy: Normaliser | None  # over every response token (entropy_tokens="all"); None: ``model``
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (seed, step, process ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+class TrainingStep:
+    """The step half of :class:`~trapo.trainer.TRAPOTrainer`; its state is built by the trainer's ``__init__``."""
+
+    config: TRAPOConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    ref_model: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    tokenizer: object
+    engine: RolloutEngine
+    sampler: GuidedSampler
+    reward_fn: object
+    schedule: MicroGroupSchedule
+    weights: ObjectiveWeights
+    items: list[PreparedExample]
+    expert_items: list[int]
+    update_guard: safety.UpdateGuard
+    share_prompts: bool
+    totals: dict[str, int]
+    _signals: safety.SignalGuard
+    _uncounted_update: bool  # an optimizer step was applied but the run has not counted it yet
+    _pending_sizes: list[float]
+    _rollback_reason: str
+    _unapplied_in_a_row: int
+    _last_batch: RolloutBatch | None
+    _reward_error: str
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------ this step's data
+    def _indices(self, step: int, pool: Sequence[int]) -> list[int]:
+        """This process's rows for ``step``: epochs of seeded permutations of ``pool``, sliced by process."""
+        n, per_step = len(pool), self.config.prompts_per_step
+        out = []
+        for k in range(step * per_step, (step + 1) * per_step):
+            perm = np.random.default_rng(step_seed(self.config.seed, k // n, 7)).permutation(n)
+            out.append(pool[int(perm[k % n])])
+        return out[self.accelerator.process_index :: self.accelerator.num_processes]
+
+    def _generator(self, step: int) -> torch.Generator:
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(step_seed(self.config.seed, step, self.accelerator.process_index, 11))
+        return gen
+
+    def rollout(self, step: int) -> RolloutBatch:
+        """Sample and score this process's trajectories for ``step``."""
+        items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
+        return self.sampler.sample(items, self._generator(step))
+
+    def advantages(self, batch: RolloutBatch) -> torch.Tensor:
+        """Group-relative advantages of ``batch``'s trajectories, one per trajectory (§3)."""
+        trajs = batch.trajectories
+        return step_advantages(
+            torch.tensor([t.reward for t in trajs], dtype=torch.float32),
+            torch.tensor([t.prompt_index for t in trajs]),
+            torch.tensor([t.guided for t in trajs]),
+            scale_rewards=self.config.scale_rewards,
+            baseline=self.config.advantage_baseline,
+            reduce_sum=self._reduce_sum,
+        )
+
+    # ------------------------------------------------------------------ the batch loss
+    def _mini_batches(self, trajectories: Sequence[Trajectory], shared_prompt: bool = False) -> list[list[int]]:
+        """Indices of each mini-batch of a batch (at most ``mini_batch_size`` trajectories each, grouped by the
+        width of their rows so that padding costs little: :func:`trapo.trainer.batch.length_sorted_mini_batches`)."""
+        return length_sorted_mini_batches(
+            [row_length(t, shared_prompt) for t in trajectories], self.config.mini_batch_size
+        )
+
+    def _shares_prompts(self, trajectories: Sequence[Trajectory]) -> bool:
+        """Whether the update computes each distinct prompt once: where the model supports it and some
+        trajectories share a prompt (otherwise the prompt pass would be one forward more for nothing).
+        Only in one process: with several, DDP's gradient reduction expects one backward per forward."""
+        return (
+            self.share_prompts
+            and len({tuple(t.prompt_ids) for t in trajectories}) < len(trajectories)
+            and supports_shared_prompts(self.unwrapped)
+        )
+
+    def _split(self, trajs: Sequence[Trajectory], advantages: Tensor, shared: bool) -> list[MiniBatch]:
+        device, pad = self.accelerator.device, self.tokenizer.pad_token_id
+        _, prompt_of = distinct_prompts(trajs)
+        return [
+            MiniBatch(
+                build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared),
+                advantages[rows].to(device),
+                torch.tensor([prompt_of[j] for j in rows], device=device),
+            )
+            for rows in self._mini_batches(trajs, shared)
+        ]
+
+    def _normaliser(self, kind: str, masks: Sequence[Tensor]) -> Normaliser:
+        return batch_normaliser(
+            kind,
+            masks,
+            self.config.max_completion_length,
+            world_size=self.accelerator.num_processes,
+            reduce_sum=self._reduce_sum,
+            constant=self.config.loss_constant,
+        )
+
+    def _loss_normalisers(self, tokens: Sequence[TokenBatch]) -> LossNormalisers:
+        kind = self.config.loss_normalization
+        every_response_token = self.config.entropy_tokens == "all"
+        return LossNormalisers(
+            self._normaliser(kind, [b.model_mask for b in tokens]),
+            self._normaliser(kind, [b.prefix_mask for b in tokens]),
+            self._normaliser(kind, [b.response_mask for b in tokens]) if every_response_token else None,
+        )
+
+    def _logits(self, model: torch.nn.Module, mb: MiniBatch, cache: PromptCache | None) -> Tensor:
+        """The mini-batch's logits, in float32 (``--bf16``: computed under autocast, :mod:`.precision`)."""
+        b = mb.tokens
+        with precision.autocast(precision.compute_dtype(self.config.bf16), b.input_ids.device):
+            if cache is None:
+                return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
+            return cache.logits(model, b.input_ids, b.attention_mask, mb.prompt_rows).float()
+
+    def _prompt_cache(self, model: torch.nn.Module, prompts: list[list[int]] | None) -> PromptCache | None:
+        """The distinct prompts' KV cache on ``model`` (None on the plain path: ``prompts`` is None)."""
+        if prompts is None:
+            return None
+        device = self.accelerator.device
+        with precision.autocast(precision.compute_dtype(self.config.bf16), device):
+            return PromptCache.encode(model, prompts, self.tokenizer.pad_token_id, device)
+
+    @torch.no_grad()
+    def _fixed_logprobs(
+        self, model: torch.nn.Module, minis: Sequence[MiniBatch], prompts: list[list[int]] | None
+    ) -> list[Tensor]:
+        """``model``'s token log-probs on each mini-batch, without the gradient (the sampling policy's under
+        PPO-style reuse, the reference model's for the KL penalty)."""
+        cache = self._prompt_cache(model, prompts)
+        return [token_logprobs(self._logits(model, mb, cache)[:, :-1].float(), mb.tokens.labels) for mb in minis]
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DDP averages gradients once, on the last mini-batch's backward."""
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+
+    def update(self, batch: RolloutBatch, advantages: torch.Tensor, metrics: Metrics) -> None:
+        """Backpropagate the batch loss (:func:`trapo.objective.trapo_loss`) of ``batch`` with ``advantages``.
+
+        With ``num_iterations == 1`` (the paper) this accumulates the gradients of one pass over the batch
+        and leaves the optimizer step to the caller. With ``num_iterations = K > 1`` (PPO-style reuse of the
+        rollouts) it takes the first ``K - 1`` optimizer steps itself, one after each pass, with the ratio
+        taken to the policy that sampled the batch, and leaves the last pass's gradients to the caller.
+        Metrics describe the last pass. Where trajectories share prompts, each distinct prompt is computed
+        once per pass and its KV cache serves every trajectory of it (:mod:`trapo.trainer.shared_prompts`).
+        """
+        cfg, trajs = self.config, batch.trajectories
+        shared = self._shares_prompts(trajs)
+        prompts = distinct_prompts(trajs)[0] if shared else None
+        minis = self._split(trajs, advantages, shared)
+        norms = self._loss_normalisers([mb.tokens for mb in minis])
+        old: list[Tensor | None] = [None] * len(minis)
+        ref: list[Tensor | None] = [None] * len(minis)
+        if cfg.num_iterations > 1:  # only PPO-style reuse and the KL penalty need a pass without the gradient
+            old = [*self._fixed_logprobs(self.model, minis, prompts)]
+        if self.ref_model is not None:
+            ref = [*self._fixed_logprobs(self.ref_model, minis, prompts)]
+        for iteration in range(cfg.num_iterations):
+            if iteration > 0:  # PPO-style: one optimizer step per pass over the batch; the last is the caller's
+                self._apply_gradients(metrics)
+            cache = self._prompt_cache(self.model, prompts)
+            leaves = cache.detached() if cache is not None else None
+            for i, mb in enumerate(minis):
+                with self._gradient_sync(last=i == len(minis) - 1):
+                    terms = trapo_loss(
+                        self._logits(self.model, mb, leaves),
+                        mb.tokens,
+                        mb.advantages,
+                        self.weights,
+                        model_norm=norms.model,
+                        prefix_norm=norms.prefix,
+                        old_logprobs=old[i],
+                        ref_logprobs=ref[i],
+                        entropy_norm=norms.entropy,
+                    )
+                    if iteration == cfg.num_iterations - 1:
+                        self._record_loss(terms, mb.tokens, metrics)
+                    self.accelerator.backward(terms.total)
+            if cache is not None:
+                cache.backward(leaves)  # the mini-batches' gradient on the prompts' keys and values, once
+        self._record_batch(batch, metrics)
+
+    def sft_update(self, step: int, metrics: Metrics) -> None:
+        """Plain SFT on expert solutions for this step's prompts (the SFT baseline / first stage)."""
+        device, gen = self.accelerator.device, self._generator(step)
+        trajs = []
+        for i in self._indices(step, self.expert_items):
+            item = self.items[i]
+            expert = item.expert_ids[int(torch.randint(len(item.expert_ids), (1,), generator=gen))]
+            trajs.append(Trajectory.demonstration(item.prompt_ids, expert))
+        pad = self.tokenizer.pad_token_id
+        tokens = [build_token_batch([trajs[j] for j in rows], pad, device) for rows in self._mini_batches(trajs)]
+        expert_norm = self._normaliser(self.config.sft_normalization, [b.prefix_mask for b in tokens])
+        for i, b in enumerate(tokens):
+            with self._gradient_sync(last=i == len(tokens) - 1):
+                with precision.autocast(precision.compute_dtype(self.config.bf16), device):
+                    logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
+                loss = sft_batch_loss(logits, b, expert_norm)
+                metrics.add_total("loss/sft", float(loss.detach()))
+                metrics.add_total("loss/total", float(loss.detach()))
+                self.accelerator.backward(loss)
+        metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
+
+    # ------------------------------------------------------------------ metrics of the batch
+    def _record_loss(self, terms: LossTerms, b: TokenBatch, metrics: Metrics) -> None:
+        for name, value in (
+            ("loss/total", terms.total.detach()),
+            ("loss/policy", terms.policy),
+            ("loss/prefix", terms.prefix),
+            ("loss/entropy", terms.entropy),
+            ("loss/kl", terms.kl),
+        ):
+            metrics.add_total(name, float(value))
+        metrics.add(
+            "trust/prefix_below_alpha",
+            float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
+            float(b.prefix_mask.sum()),
+        )
+        if terms.token_entropy is not None:
+            metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
+            if self.config.entropy_tokens == "all":
+                metrics.add(
+                    "entropy/response", float(terms.token_entropy[b.response_mask].sum()), float(b.response_mask.sum())
+                )
+
+    def _record_batch(self, batch: RolloutBatch, metrics: Metrics) -> None:
+        trajs = batch.trajectories
+        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+        guided = torch.tensor([t.guided for t in trajs])
+        metrics.add("reward/mean", float(rewards.sum()), len(trajs))
+        metrics.add("reward/unguided", float(rewards[~guided].sum()), float((~guided).sum()))
+        metrics.add("reward/guided", float(rewards[guided].sum()), float(guided.sum()))
+        for level in range(len(self.schedule.sizes)):
+            metrics.add(f"guidance/level_{level}", sum(t.level == level for t in trajs), len(trajs))
+        generating = [t for t in trajs if t.completion_ids]
+        metrics.add("length/completion", sum(len(t.completion_ids) for t in generating), len(generating))
+        metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
+        metrics.add("length/prefix", sum(len(t.prefix_ids) for t in trajs if t.guided), float(guided.sum()))
+        metrics.add_total("reward/errors", batch.reward_errors)
+        metrics.add("reward/failed", batch.reward_errors, len(trajs))
+        for kind in FAILURE_KINDS:
+            metrics.add(f"reward/failed_{kind}", batch.reward_failures.get(kind, 0), len(trajs))
+        self._reward_error = batch.first_reward_error
+
+    # ------------------------------------------------------------------ the optimizer step
+    def _apply_gradients(self, metrics: Metrics) -> tuple[float, StepOutcome]:
+        """Clip and take an optimizer step on the accumulated gradients, unless the loss or the gradient is
+        NaN/inf (then the step is skipped) or the update guard rolls the step back (:class:`UpdateGuard`);
+        gradients are cleared either way. Returns (grad norm, what became of the update)."""
+        grad_norm = torch.tensor(0.0)
+        if self.config.max_grad_norm > 0:
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
+        outcome = StepOutcome.APPLIED if finite else StepOutcome.SKIPPED_NONFINITE
+        if finite and self.update_guard.enabled:
+            applied, size, reason = self.update_guard.judge(
+                self.optimizer, self.scheduler.get_last_lr()[0], self._reduce_sum
+            )
+            if applied:
+                self._pending_sizes.append(size)
+            else:
+                outcome, self._rollback_reason = StepOutcome.ROLLED_BACK, reason
+        if outcome is StepOutcome.APPLIED:
+            if not self._uncounted_update:
+                self._uncounted_update = True  # until the run counts the step, memory holds a half-finished one
+                self._signals.enter_critical()
+            self.optimizer.step()
+            self.engine.sync_weights(self.unwrapped)
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm), outcome
+
+    def step_counted(self) -> None:
+        """The step's update, scheduler step and logs are all in: the state is consistent again."""
+        for size in self._pending_sizes:
+            self.update_guard.accept(size)
+        self._pending_sizes = []
+        self._uncounted_update = False
+
+    def _reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return values
+        return self.accelerator.reduce(values.to(self.accelerator.device), reduction="sum").cpu()
+
+    def _rl_update(self, step: int, metrics: Metrics) -> int:
+        """Rollouts, advantages and the update's gradients for ``step``; returns the tokens generated."""
+        from transformers import TrainerState
+
+        self.sampler.trainer_state = TrainerState(global_step=step, max_steps=self.config.max_steps)
+        batch = self.rollout(step)
+        if isinstance(self.reward_fn, RewardSet):  # each reward on its own, as TRL logs them
+            for name, (total, count) in self.reward_fn.pop_stats().items():
+                metrics.add(f"rewards/{name}", total, count)
+        metrics.add("perf/generation_s", batch.generation_seconds, 1)
+        metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
+        self._last_batch = batch
+        self.update(batch, self.advantages(batch), metrics)
+        return batch.generated_tokens
+
+    def _count(self, outcome: StepOutcome) -> None:
+        if outcome is StepOutcome.APPLIED:
+            self.scheduler.step()
+            self._unapplied_in_a_row = 0
+        else:
+            self._unapplied_in_a_row += 1
+            self.totals["nonfinite_steps" if outcome is StepOutcome.SKIPPED_NONFINITE else "rolled_back_steps"] += 1
+
+    def training_step(self, step: int) -> dict[str, float]:
+        """One optimizer step; returns the metrics reduced over processes."""
+        if self._uncounted_update:  # the previous step was taken outside train(): it is complete now
+            self.step_counted()
+        metrics, t0 = Metrics(), time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        sft = step < self.config.sft_steps
+        generated = 0
+        if sft:
+            self.sft_update(step, metrics)
+        else:
+            generated = self._rl_update(step, metrics)
+        self._rollback_reason = ""
+        grad_norm, outcome = self._apply_gradients(metrics)
+        self._count(outcome)
+        metrics.add("grad_norm", grad_norm, 1)
+        metrics.add("perf/generated_tokens", generated, 1)
+        out = metrics.reduce(self.accelerator)
+        out["perf/step_s"] = time.perf_counter() - t0  # this process's wall time for the step
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        out["skipped_nonfinite"] = float(outcome is StepOutcome.SKIPPED_NONFINITE)
+        out["rolled_back"] = float(outcome is StepOutcome.ROLLED_BACK)
+        out["sft_step"] = float(sft)
+        return out
