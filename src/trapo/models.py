@@ -9,13 +9,14 @@ from pathlib import Path
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
-def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto"):
+def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype: str = "auto", **init_kwargs):  # noqa: C901 (one clear error per way a directory can be wrong)
     """``AutoModelForCausalLM`` and its tokenizer from a local directory (nothing is downloaded).
 
     A tokenizer whose ``tokenizer_config.json`` names ``TokenizersBackend`` / ``PreTrainedTokenizerFast``
     is loaded as exactly that: transformers 5's AutoTokenizer otherwise substitutes the model type's own
     tokenizer class (Qwen2Tokenizer for a Qwen2 model), which can re-tokenize a custom vocabulary
-    differently. ``device="auto"`` picks CUDA when available.
+    differently. ``device="auto"`` picks CUDA when available. ``init_kwargs`` (TRL's ``model_init_kwargs``,
+    ``trust_remote_code``) go to ``from_pretrained``; ``None`` values are left out.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
@@ -49,7 +50,10 @@ def load_model_and_tokenizer(path: str | os.PathLike, device: str = "cpu", dtype
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot load the tokenizer: {err}") from err
-    kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
+    kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    dtype = kwargs.pop("dtype", None) or dtype
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
     except (OSError, ValueError) as err:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import typing
 
 from trapo.cli.threads import add_threads_argument, apply_threads
 from trapo.config import TRAPOConfig, config_fields, read_yaml
-from trapo.methods import METHODS, get_method
+from trapo.config_trl import LORA_KEYWORDS, LORA_TYPES
+from trapo.methods import METHODS
 
 DESCRIPTION = (
     """\
 Post-train a causal LM (a local Hugging Face directory) with TRAPO or one of its baselines.
 
 Every TRAPOConfig field is a flag; every flag takes both spellings (--learning_rate or --learning-rate),
-bool flags work bare (--bf16), negative numbers need no '=' (--warmup_steps -1). Values come from, in order
+bool flags work bare (--bf16), negative numbers need no '=' (--entropy_coef -0.001). Values come from, in order
 of precedence: flags > --config YAML > the method's preset > defaults ("None" below: the method's preset,
 or unset). TRL's GRPOConfig names work with TRL's meaning (loss_type, scale_rewards, num_generations,
 per_device_train_batch_size, gradient_accumulation_steps, beta, epsilon, reward_weights).
@@ -39,11 +41,15 @@ An output directory belongs to one run: a new run refuses a directory holding an
 (same config apart from max_steps, logging, saving and reward limits) or --overwrite_output_dir; a lock file
 stops a second process. Checkpoints: every --save_steps steps and every --save_minutes minutes (default 10).
 
-Exit codes: 0 done; 2 a user error (nothing trained); 3 the run stopped itself (failing rewards, NaN/inf or
-rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step is saved); 143 / 138
-SIGTERM / SIGUSR1 (a checkpoint is saved at the next step boundary): rerun with --resume or --resume auto.
+Exit codes: 0 done; 2 a user error or a disk error (nothing trained or lost); 3 the run stopped itself
+(failing rewards, NaN/inf or rolled-back updates; a checkpoint is saved); 130 Ctrl-C (the last finished step
+is saved); 143 / 138 / 129 SIGTERM / SIGUSR1 / SIGHUP (a checkpoint is saved at the next step boundary):
+rerun with --resume, or --resume auto (which starts fresh, setting the earlier files aside in
+previous-TIME/, when the directory has no usable checkpoint).
 
 Several processes / GPUs:  accelerate launch --num_processes 2 [--cpu] -m trapo.cli train ...
+Sharded parameters (FSDP2): torchrun --nproc_per_node 8 -m trapo.cli train --fsdp full_shard ...
+  (CPU: ACCELERATE_USE_CPU=true torchrun ...; each process holds 1/N of the weights, gradients, AdamW state)
 """
 )
 
@@ -82,17 +88,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const="latest",
         default=None,
         help="Resume from the latest checkpoint in output_dir (falling back to the one before "
-        "when it is corrupt), or from the given checkpoint; 'auto': resume when output_dir "
-        "has a checkpoint, else start fresh.",
+        "when it is corrupt or holds NaN/inf weights), or from the given checkpoint; the config, the "
+        "data rows, the rewards and the expert key must be the run's. 'auto': resume when output_dir "
+        "has a usable checkpoint, else move its earlier files to previous-TIME/ and start fresh.",
     )
     parser.add_argument("--prompt-key", default="prompt", help="Field holding the prompt (dotted for nesting).")
     parser.add_argument("--answer-key", default="reward_model.ground_truth", help="Field holding the answer.")
+    parser.add_argument("--lora_r", "--lora-r", type=int, default=None, help="LoRA rank (0: train all weights).")
+    parser.add_argument("--lora_alpha", "--lora-alpha", type=int, default=None, help="LoRA alpha (16).")
     parser.add_argument(
-        "--expert-key",
-        default="extra_info.expert_solutions",
-        help="Field holding expert solutions: a list of strings (the first guides, a second serves "
-        "the last micro-group) or one string. When the default is absent, its aliases are "
-        "tried: target, expert_solutions, solutions, extra_info.answer_list (the authors').",
+        "--lora_target_modules",
+        "--lora-target-modules",
+        nargs="+",
+        default=None,
+        help="LoRA target modules: all-linear (the default) or module names.",
     )
     add_threads_argument(parser)
     parser.set_defaults(func=run, parser=parser)
@@ -111,29 +120,63 @@ def _typed_flag(argv: list[str], field: str) -> str | None:
     return None
 
 
-def _name_flags(message: str, argv: list[str]) -> str:
-    """``message`` with the config fields it names written as the flags the user typed."""
-    names = sorted(config_fields(), key=len, reverse=True)
+def _name_flags(message: str, argv: list[str], yaml: tuple[str, dict] | None = None) -> str:
+    """``message`` with the config fields it names written as the flags the user typed; a field that came
+    from the ``--config`` file (``yaml``: its path and values) is named with the file."""
+    names = sorted([*config_fields(), *LORA_KEYWORDS], key=len, reverse=True)  # lora_r ... are flags too
     for name in names:
         flag = _typed_flag(argv, name)
-        if flag and re.search(rf"(?<![\w-]){name}(?!\w)", message):
+        mentioned = re.search(rf"(?<![\w-]){name}(?!\w)", message)
+        if mentioned and not flag and yaml and name in yaml[1]:
+            return f"{yaml[0]}: field {name!r}: {message}"
+        if flag and mentioned:
             if "_" not in name:  # a plain word ("method") may be prose, not the field: name the flag in front only
                 return f"argument {flag}: {message}"
             return f"argument {flag}: " + re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
     return message
 
 
+def _check_yaml_strings(path: str, values: dict) -> None:
+    """A YAML string where a number or a bool belongs is converted as a flag would be (PyYAML reads ``1e-3``
+    as a string); one that does not convert is an error naming the file and the field, not argparse's."""
+    from transformers.hf_argparser import string_to_bool
+
+    hints = {**typing.get_type_hints(TRAPOConfig), **LORA_TYPES}
+    for name, value in values.items():
+        if name not in hints:
+            continue  # an unknown key: the config names it
+        kinds = {int, float, bool} & ({hints[name]} | set(typing.get_args(hints[name])))
+        if not isinstance(value, str) or not kinds or name == "scale_rewards":
+            continue
+        kind = bool if bool in kinds else float if float in kinds else int
+        try:
+            string_to_bool(value) if kind is bool else kind(value)
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            what = {bool: "true or false", float: "a number", int: "an integer"}[kind]
+            raise ValueError(f"{path}: field {name!r}: {name} must be {what}, got {value!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TRAPOConfig:
     """The config from flags layered over ``--config`` (flags win); errors name the flag the user typed."""
     parser = args.parser
+    yaml = None
     if args.config:
-        parser.set_defaults(**read_yaml(args.config))
+        yaml = (args.config, read_yaml(args.config))
+        _check_yaml_strings(*yaml)
+        parser.set_defaults(**yaml[1])
         args = parser.parse_args(args.argv[1:])
-    names = set(TRAPOConfig.__dataclass_fields__)
+    names = set(TRAPOConfig.__dataclass_fields__) | set(LORA_KEYWORDS)
     try:
-        return TRAPOConfig(**{k: v for k, v in vars(args).items() if k in names})
+        config = TRAPOConfig(
+            **{k: v for k, v in vars(args).items() if k in names and not (k in LORA_KEYWORDS and v is None)}
+        )
     except ValueError as err:
-        raise ValueError(_name_flags(str(err), getattr(args, "argv", []))) from None
+        raise ValueError(_name_flags(str(err), getattr(args, "argv", []), yaml)) from None
+    if config.engine == "vllm":  # before any work
+        from trapo.rollout.vllm import import_vllm
+
+        import_vllm()
+    return config
 
 
 def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None:
@@ -150,23 +193,31 @@ def _warn_unverifiable(unverifiable: dict[int, str], data, strict: bool) -> None
     print(f"warning: {message}")
 
 
+def _isolated(reward):
+    """A --reward runs in a worker process, so that its time bound holds for any code (the built-in math
+    reward bounds each check itself)."""
+    import dataclasses
+
+    return reward if reward.checks_math else dataclasses.replace(reward, process=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     apply_threads(getattr(args, "threads", None))
     from trapo.data import load_examples
+    from trapo.data.loaders import DEFAULT_EXPERT_KEY
     from trapo.models import load_model_and_tokenizer
-    from trapo.rewards import in_worker_process, load_reward
+    from trapo.rewards import load_reward
     from trapo.trainer import TRAPOTrainer
     from trapo.trainer.safety import EXIT_STOPPED, Preempted, TrainingStopped
 
-    config = config_from_args(args)
-    get_method(config.method)
+    config = config_from_args(args)  # TRAPOConfig checks the method; a missing vllm extra is said here
     data = load_examples(
         args.data,
         prompt_key=args.prompt_key,
         answer_key=args.answer_key,
-        expert_key=args.expert_key,
+        expert_key=config.expert_key or DEFAULT_EXPERT_KEY,
         strict=config.strict,
         split="train",
     )
@@ -176,18 +227,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--method {config.method} trains on expert solutions, but {problem}. --method grpo trains RL only."
         )
-    rewards = [in_worker_process(load_reward(spec)) for spec in args.reward or ()]
+    rewards = [_isolated(load_reward(spec)) for spec in args.reward or ("math",)]
     model, tokenizer = load_model_and_tokenizer(args.model)
-    if len(rewards) > 1 or (rewards and config.reward_weights is not None):
-        trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
-    else:
-        trainer = TRAPOTrainer(
-            model,
-            processing_class=tokenizer,
-            train_dataset=data,
-            args=config,
-            reward_fn=rewards[0] if rewards else None,
-        )
+    trainer = TRAPOTrainer(model, rewards, config, data, processing_class=tokenizer)
     _warn_unverifiable(trainer.data_report.unverifiable, data, config.strict)
     resume = None if args.resume is None else (True if args.resume == "latest" else args.resume)
     try:

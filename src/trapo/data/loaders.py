@@ -7,7 +7,8 @@ top-level column literally named with a dot wins).
 
 What each field may be:
 
-- prompt (``prompt_key``): chat messages ``[{"role", "content"}, ...]`` or a plain string (one user message).
+- prompt (``prompt_key``): chat messages ``[{"role", "content"}, ...]`` with at least one user message (the
+  problem is the last user message), or a plain string (one user message).
 - answer (``answer_key``): a string; a number (``42`` in JSONL) is turned into its string.
 - expert solutions (``expert_key``, optional): a list of strings, one string, or chat messages (the
   assistant messages' contents are taken: LUFFY's ``target`` column holds ``[{"role": "assistant", ...}]``).
@@ -29,33 +30,37 @@ Rows with a missing/empty answer or an empty/malformed prompt are skipped and li
 :attr:`LoadResult.skipped` (``strict=True`` turns the first one into a ``ValueError`` naming file, row and
 field). Rows are numbered from 0 in parquet files and by line number (from 1) in JSONL files. A column that
 no row has at all is an error naming the file, the column and the columns found.
+
+Reading files is :mod:`trapo.data.files`, one row's fields :mod:`trapo.data.fields`; this module turns rows
+into examples and reports what it skipped.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trapo.data import fields
+from trapo.data.fields import ALIASES, DEFAULT_ANSWER_KEY, DEFAULT_EXPERT_KEY, DEFAULT_PROMPT_KEY
+from trapo.data.files import expand_paths, read_rows, write_examples
 from trapo.data.schema import Example
 
-DEFAULT_PROMPT_KEY = "prompt"
-DEFAULT_ANSWER_KEY = "reward_model.ground_truth"
-DEFAULT_EXPERT_KEY = "extra_info.expert_solutions"
-ALIASES = {
-    DEFAULT_PROMPT_KEY: ("question", "problem"),
-    DEFAULT_ANSWER_KEY: ("answer", "ground_truth"),
-    DEFAULT_EXPERT_KEY: ("target", "expert_solutions", "solutions", "extra_info.answer_list"),
-}
-HF_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
-SUFFIXES = (".parquet", ".jsonl")
-_MISSING = object()
+__all__ = [
+    "ALIASES",
+    "DEFAULT_ANSWER_KEY",
+    "DEFAULT_EXPERT_KEY",
+    "DEFAULT_PROMPT_KEY",
+    "LoadResult",
+    "SkippedRow",
+    "examples_from_rows",
+    "load_examples",
+    "write_examples",
+]
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,9 @@ class LoadResult:
         if self.notes:
             text += " (" + "; ".join(self.notes) + ")"
         text += f"; {self.without_expert} without an expert solution"
+        read = sorted({k for k in self.expert_keys.values() if k})
+        if read:
+            text += f" (expert solutions from {', '.join(map(repr, read))})"
         if self.n_merged:
             text += f"; merged {self.n_merged} repeated rows (same prompt and answer)"
         if not self.skipped:
@@ -144,234 +152,73 @@ class LoadResult:
         return f"{text}; skipped {len(self.skipped)} rows: " + "; ".join(parts)
 
 
-def _get(row: dict, key: str) -> Any:
-    """The value at a dotted key, or _MISSING when the row does not have it."""
-    if key in row:
-        return row[key]
-    value: Any = row
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
+Converted = tuple[list[Example], list[SkippedRow], int, "str | None", list[str], list[tuple[str, int]]]
 
 
-def _column_names(rows: Sequence[dict], limit: int = 200) -> list[str]:
-    names: dict[str, None] = {}
-    for row in rows[:limit]:
-        for key, value in row.items():
-            names[key] = None
-            if isinstance(value, dict):
-                for sub in value:
-                    names[f"{key}.{sub}"] = None
-    return list(names)
+class _Rows:
+    """The rows of one file being converted, and the rows skipped so far (``strict``: the first is an error)."""
+
+    def __init__(self, file: str, strict: bool):
+        self.file, self.strict = file, strict
+        self.skipped: list[SkippedRow] = []
+
+    def skip(self, row: int, fld: str, reason: str) -> None:
+        entry = SkippedRow(self.file, row, fld, reason)
+        if self.strict:
+            raise ValueError(str(entry))
+        self.skipped.append(entry)
+
+    def objects(self, raw: Sequence[tuple[int, Any]]) -> list[tuple[int, dict]]:
+        """The rows that are JSON objects; the others skipped."""
+        rows = []
+        for number, row in raw:
+            if isinstance(row, json.JSONDecodeError):
+                self.skip(number, "<row>", f"is not valid JSON ({row.msg})")
+            elif not isinstance(row, dict):
+                self.skip(number, "<row>", f"is a JSON {type(row).__name__}, not an object")
+            else:
+                rows.append((number, row))
+        return rows
 
 
-def _resolve_key(rows: Sequence[dict], key: str, default: str, file: str, required: bool) -> str | None:
-    """The key to read: ``key`` itself, or (for a default key absent from every row) its first alias present."""
-
-    def present(k: str) -> bool:
-        return any(_get(r, k) is not _MISSING for r in rows)
-
-    if present(key):
-        return key
-    if key == default:
-        for alias in ALIASES.get(default, ()):
-            if present(alias):
-                return alias
-    if not required:
-        return None
-    aliases = f" (nor its aliases {', '.join(ALIASES[key])})" if key == default and key in ALIASES else ""
-    raise ValueError(f"{file}: no column {key!r}{aliases}; columns found: {', '.join(_column_names(rows)) or 'none'}")
+def _keys(dicts: Sequence[dict], file: str, prompt_key: str, answer_key: str | None, expert_key: str | None):
+    """The (prompt, answer, expert) keys to read from these rows (defaults fall back to their aliases)."""
+    p_key = fields.resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
+    a_key = (
+        fields.resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
+        if answer_key
+        else fields.resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False)
+    )
+    e_key = fields.resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
+    return p_key, a_key, e_key
 
 
-def _read_parquet(path: Path) -> list[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as err:
-        raise ValueError(f"{path}: cannot read as parquet: {err}") from err
-    return list(enumerate(table.to_pylist()))
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read: {err}") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as err:
-            rows.append((number, err))
-    return rows
-
-
-SPLIT_NAMES = ("train", "val", "validation", "valid", "dev", "test", "eval")
-
-
-def _split_of(stem: str) -> str | None:
-    """The split a file name says it holds (``train``, ``val_skills``, ``test-00000-of-00002`` ...), or None."""
-    head = stem.lower().replace("-", "_").split("_")[0]
-    return head if head in SPLIT_NAMES else None
-
-
-def _directory_files(path: Path, split: str | None, notes: list[str]) -> list[Path]:
-    """The data files of a directory: one format per name (parquet over JSONL: ``trapo data make`` writes
-    both), and with ``split``, only the files of that split when the names say which split they hold."""
-    found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    if not found:
-        raise ValueError(f"{path}: directory has no *.parquet or *.jsonl files")
-    stems = {p.stem for p in found if p.suffix == ".parquet"}
-    twins = [p for p in found if p.suffix == ".jsonl" and p.stem in stems]
-    if twins:
-        notes.append(
-            f"{len(twins)} JSONL file(s) in {path.name}/ skipped as copies of the parquet files of the same name"
-        )
-        found = [p for p in found if p not in twins]
-    if split is None:
-        return found
-    splits = {p: _split_of(p.stem) for p in found}
-    if not any(splits.values()):
-        return found  # names say nothing about splits: every file is data
-    chosen = [p for p in found if splits[p] == split]
-    if not chosen:
-        named = sorted({s for s in splits.values() if s})
-        raise ValueError(
-            f"{path}: directory has no {split} files (it has {', '.join(named)} splits: "
-            f"{', '.join(p.name for p in found)}); pass the files to use"
-        )
-    others = [p.name for p in found if p not in chosen]
-    if others:
-        notes.append(f"used the {split} file(s) of {path.name}/ only, not {', '.join(others)}")
-    return chosen
-
-
-def _expand(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], split: str | None = None, notes: list[str] | None = None
-) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    notes = [] if notes is None else notes
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if _is_hf_disk(path):
-            files.append(path)
-        elif path.is_dir():
-            files.extend(_directory_files(path, split, notes))
-        elif not path.exists():
-            hub = (
-                f"; {str(raw)!r} looks like a Hugging Face Hub data set id: trapo reads local data only. On a "
-                'machine with internet, download it first: python -c "import datasets; '
-                f"datasets.load_dataset('{raw}', split='train').save_to_disk('DIR')\" and pass DIR"
-                if str(raw).count("/") == 1 and not str(raw).startswith((".", "/")) and not path.suffix
-                else ""
-            )
-            raise FileNotFoundError(f"{path}: no such file or directory{hub}")
-        elif path.suffix not in SUFFIXES:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
-        else:
-            files.append(path)
-    if not files:
-        raise ValueError("no data files given")
-    return files
-
-
-def _prompt(value: Any) -> tuple[list[dict[str, str]] | None, str]:
-    """(messages, "") or (None, why not)."""
-    if value is None or value is _MISSING:
-        return None, "is missing"
-    if isinstance(value, str):
-        return ([{"role": "user", "content": value}], "") if value.strip() else (None, "is empty")
-    if not isinstance(value, (list, tuple)):
-        return None, f"must be chat messages or a string, got {type(value).__name__}"
-    messages = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            return None, f"message {i} is not a {{'role': str, 'content': str}} dict"
-        messages.append({"role": m["role"], "content": m["content"]})
-    if not any(m["content"].strip() for m in messages):
-        return None, "is empty"
-    return messages, ""
-
-
-def _answer(value: Any) -> tuple[str | None, str]:
-    if value is None or value is _MISSING:
-        return None, "is missing"
-    if isinstance(value, bool):
-        return None, "must be a string or a number, got bool"
-    if isinstance(value, (int, float)):
-        return (str(value), "") if math.isfinite(value) else (None, f"is not finite ({value})")
-    if not isinstance(value, str):
-        return None, f"must be a string or a number, got {type(value).__name__}"
-    return (value, "") if value.strip() else (None, "is empty")
-
-
-def _experts(value: Any) -> tuple[tuple[str, ...] | None, str]:
-    if value is None or value is _MISSING:
-        return (), ""
-    if isinstance(value, str):
-        return ((value,) if value.strip() else ()), ""
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        return None, f"must be a list of strings, a string or chat messages, got {type(value).__name__}"
-    out = []
-    for i, item in enumerate(value):
-        if isinstance(item, dict):  # chat messages: keep the assistant's
-            if item.get("role", "assistant") == "assistant" and isinstance(item.get("content"), str):
-                out.append(item["content"])
-        elif isinstance(item, str):
-            out.append(item)
-        else:
-            return None, f"item {i} is a {type(item).__name__}, not a string"
-    return tuple(s for s in out if s.strip()), ""
-
-
-def _meta(row: dict, expert_key: str | None) -> dict[str, Any]:
-    extra = row.get("extra_info")
-    if not isinstance(extra, dict):
-        return {}
-    leaf = expert_key.split(".", 1)[1] if expert_key and expert_key.startswith("extra_info.") else None
-    return {k: v for k, v in extra.items() if v is not None and k != leaf}
-
-
-def _read_hf_disk(path: Path) -> list[tuple[int, Any]]:
-    """Rows of a ``save_to_disk`` directory (a ``DatasetDict``: its ``train`` split, else its only one)."""
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError(
-            f"{path} was written by datasets.save_to_disk; reading it needs the `datasets` package: "
-            "pip install 'trapo[hf]'"
-        ) from err
-    data = datasets.load_from_disk(str(path))
-    if isinstance(data, datasets.DatasetDict):
-        if "train" not in data and len(data) != 1:
-            raise ValueError(
-                f"{path}: a DatasetDict with splits {list(data)} and no 'train'; pass one split's directory"
-            )
-        data = data["train"] if "train" in data else next(iter(data.values()))
-    return list(enumerate(data.to_list()))
-
-
-def _is_hf_disk(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in HF_DATASET_FILES)
-
-
-def _load_file(
-    path: Path, prompt_key: str, answer_key: str, expert_key: str | None, strict: bool
-) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
-    if _is_hf_disk(path):
-        raw = _read_hf_disk(path)
-    else:
-        raw = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
-    return _convert(raw, str(path), path.stem, prompt_key, answer_key, expert_key, strict)
+def _example(
+    rows: _Rows, number: int, row: dict, keys: tuple[str, str | None, str | None], answer_required: bool, stem: str
+) -> Example | None:
+    """One row as an :class:`Example`, or None (the row is skipped, with the field and the reason)."""
+    p_key, a_key, e_key = keys
+    prompt, why = fields.prompt(fields.get(row, p_key))
+    if prompt is None:
+        return rows.skip(number, p_key, why)
+    answer, why = fields.answer(fields.get(row, a_key)) if a_key else ("", "")
+    if answer is None:
+        if answer_required:
+            return rows.skip(number, a_key, why)
+        answer = ""
+    experts, why = fields.experts(fields.get(row, e_key)) if e_key else ((), "")
+    if experts is None:
+        return rows.skip(number, e_key, why)
+    source = row.get("data_source")
+    return Example(
+        prompt=prompt,
+        answer=answer,
+        expert_solutions=experts,
+        data_source=source if isinstance(source, str) and source else stem,
+        meta=fields.meta(row, e_key),
+        columns={k: v for k, v in row.items() if k != p_key.split(".")[0]},
+        origin=f"{rows.file}:{number}",
+    )
 
 
 def _convert(
@@ -382,66 +229,22 @@ def _convert(
     answer_key: str | None,
     expert_key: str | None,
     strict: bool,
-) -> tuple[list[Example], list[SkippedRow], int, str | None, list[str], list[tuple[str, int]]]:
-    """Rows (numbered) to examples: (examples, skipped, rows read, expert key read, columns found).
+) -> Converted:
+    """Rows (numbered) to examples: (examples, skipped, rows read, expert key read, columns found, origins).
     ``answer_key=None``: the answer is optional (a TRL data set whose reward reads its own columns)."""
-    skipped: list[SkippedRow] = []
-
-    def skip(row: int, fld: str, reason: str) -> None:
-        entry = SkippedRow(file, row, fld, reason)
-        if strict:
-            raise ValueError(str(entry))
-        skipped.append(entry)
-
-    rows: list[tuple[int, dict]] = []
-    for number, row in raw:
-        if isinstance(row, json.JSONDecodeError):
-            skip(number, "<row>", f"is not valid JSON ({row.msg})")
-        elif not isinstance(row, dict):
-            skip(number, "<row>", f"is a JSON {type(row).__name__}, not an object")
-        else:
-            rows.append((number, row))
-    if not rows:
-        return [], skipped, len(raw), None, [], []
-    dicts = [r for _, r in rows]
-    p_key = _resolve_key(dicts, prompt_key, DEFAULT_PROMPT_KEY, file, required=True)
-    a_key = (
-        _resolve_key(dicts, answer_key, DEFAULT_ANSWER_KEY, file, required=True)
-        if answer_key
-        else _resolve_key(dicts, DEFAULT_ANSWER_KEY, DEFAULT_ANSWER_KEY, file, required=False)
-    )
-    e_key = _resolve_key(dicts, expert_key, DEFAULT_EXPERT_KEY, file, required=False) if expert_key else None
-
+    rows = _Rows(file, strict)
+    objects = rows.objects(raw)
+    if not objects:
+        return [], rows.skipped, len(raw), None, [], []
+    dicts = [r for _, r in objects]
+    keys = _keys(dicts, file, prompt_key, answer_key, expert_key)
     examples, origins = [], []
-    for number, row in rows:
-        prompt, why = _prompt(_get(row, p_key))
-        if prompt is None:
-            skip(number, p_key, why)
-            continue
-        answer, why = _answer(_get(row, a_key)) if a_key else ("", "")
-        if answer is None:
-            if answer_key:
-                skip(number, a_key, why)
-                continue
-            answer = ""
-        experts, why = _experts(_get(row, e_key)) if e_key else ((), "")
-        if experts is None:
-            skip(number, e_key, why)
-            continue
-        source = row.get("data_source")
-        examples.append(
-            Example(
-                prompt=prompt,
-                answer=answer,
-                expert_solutions=experts,
-                data_source=source if isinstance(source, str) and source else stem,
-                meta=_meta(row, e_key),
-                columns={k: v for k, v in row.items() if k != p_key.split(".")[0]},
-                origin=f"{file}:{number}",
-            )
-        )
-        origins.append((file, number))
-    return examples, skipped, len(raw), e_key, _column_names(dicts), origins
+    for number, row in objects:
+        example = _example(rows, number, row, keys, bool(answer_key), stem)
+        if example is not None:
+            examples.append(example)
+            origins.append((file, number))
+    return examples, rows.skipped, len(raw), keys[2], fields.column_names(dicts), origins
 
 
 def examples_from_rows(
@@ -522,9 +325,9 @@ def load_examples(
         ValueError: an unreadable file, a column no row has, a bad row under ``strict``, or no examples at all.
     """
     result = LoadResult(examples=[], expert_key=expert_key)
-    for path in _expand(paths, split, result.notes):
-        examples, skipped, n_rows, e_key, columns, origins = _load_file(
-            path, prompt_key, answer_key, expert_key, strict
+    for path in expand_paths(paths, split, result.notes):
+        examples, skipped, n_rows, e_key, columns, origins = _convert(
+            read_rows(path), str(path), path.stem, prompt_key, answer_key, expert_key, strict
         )
         result.expert_keys[str(path)] = e_key
         result.columns[str(path)] = columns
@@ -538,30 +341,3 @@ def load_examples(
     if not result.examples:
         raise ValueError(f"no usable examples in {', '.join(result.files)}: {result.summary()}")
     return result
-
-
-def write_examples(examples: Iterable[Example], path: str | os.PathLike) -> Path:
-    """Write examples as verl rows (:meth:`Example.to_verl_row`) to ``.parquet`` or ``.jsonl``, atomically
-    (a temporary file in the same directory, then a rename). Returns the path."""
-    path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .parquet or .jsonl)")
-    rows = [ex.to_verl_row() for ex in examples]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            os.close(fd)
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

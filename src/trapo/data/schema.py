@@ -34,8 +34,10 @@ class Example:
 
     @property
     def prompt_text(self) -> str:
-        """The last user message (what a plain-text model would be shown)."""
-        return self.prompt[-1]["content"] if self.prompt else ""
+        """The last user message (what a plain-text model would be shown): a system or assistant message after
+        it is not the problem. ``""`` when there is no user message (the loaders skip such rows)."""
+        users = [m["content"] for m in self.prompt if m.get("role") == "user"]
+        return users[-1] if users else ""
 
     def to_verl_row(self, index: int | None = None, split: str | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = dict(self.meta)

@@ -1,96 +1,94 @@
-"""Bring the reward functions users already have: one interface for the trainer, adapters for the rest.
+"""Call the reward functions users already have, whatever their signature.
 
-The trainer calls a :data:`RewardFunction`: ``fn(completions, examples) -> list[float]``, one score per
-completion, where ``examples[i]`` is the problem ``completions[i]`` answers. :func:`as_reward_function`
-wraps the three signatures found in the wild:
+Four signatures (``kind``), detected from the parameter names by :func:`detect_kind`:
 
 - ``per_sample``: ``fn(completion: str, ground_truth: str) -> float`` (like :func:`math_reward`);
-- ``trl``: TRL's ``fn(prompts, completions, **kwargs) -> list[float]``, called with the keywords TRL passes:
-  ``prompts``, ``completions``, ``completion_ids`` (token ids of each completion: expert prefix + the model's
-  continuation, where the completion is a :class:`Completion`), ``trainer_state`` (a
-  ``transformers.TrainerState``: ``global_step``, ``max_steps``), and the data set's other columns as lists
-  (:attr:`Example.columns`: every column of the row but the prompt), after ours: ``ground_truth``,
-  ``answer`` and ``solution`` (all three the example's answer), ``data_source``, ``extra_info`` (the verl
-  ``extra_info`` dict) and ``expert_solutions``; a row's own column of the same name wins. A function
-  without ``**kwargs`` gets only the keywords it names. ``None`` scores (TRL's "not applicable") become NaN,
-  which :func:`score_rewards` counts and zeroes;
-- ``verl``: ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict`` (a dict's
-  ``"score"`` is used), called once per completion;
-- ``batch``: already a :data:`RewardFunction` (parameters named like ``completions, examples``).
+- ``trl``: TRL's ``fn(prompts, completions, **kwargs) -> list[float]``, or any subset of TRL's keywords
+  (:data:`TRL_KEYWORDS`) and data set columns, with or without ``**kwargs``. It gets what TRL passes:
+  ``prompts``, ``completions``, ``completion_ids`` (token ids of each completion: expert prefix + the
+  model's continuation, where the completion is a :class:`Completion`), ``trainer_state`` (a
+  ``transformers.TrainerState``), ``log_extra(column, values)`` and ``log_metric(name, value)``, and the
+  data set's other columns as lists (:attr:`Example.columns`), after ours: ``ground_truth``, ``answer``
+  and ``solution`` (the example's answer), ``data_source``, ``extra_info`` (the verl dict) and
+  ``expert_solutions``; a row's own column of the same name wins. A function without ``**kwargs`` gets
+  only the keywords it names;
+- ``verl``: ``compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict`` (a
+  dict's ``"score"`` is used), called once per completion;
+- ``batch``: ``fn(completions, examples) -> list[float]`` (trapo's own form).
 
-The layer below data: examples are used by duck typing (``.answer``, ``.prompt``, ``.data_source``,
-``.to_verl_row()``), :class:`trapo.data.Example` is imported for type hints only.
+Any of them may be ``async def`` (:func:`is_async`): :func:`call_reward` then returns an awaitable, which
+:mod:`trapo.rewards.scoring` runs concurrently with the other rewards. ``None`` scores (TRL's "not
+applicable") become NaN. The layer below data: examples are used by duck typing (``.answer``, ``.prompt``,
+``.data_source``, ``.to_verl_row()``).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import asyncio
+import functools
 import inspect
-import logging
 import math
 import numbers
-import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-from trapo.rewards.math_answers import check_answer
-from trapo.rewards.timeout import CallTimeout, ProcessCaller, WorkerError, call_with_timeout
 
 if TYPE_CHECKING:
     from trapo.data.schema import Example
 
-logger = logging.getLogger(__name__)
-
-RewardFunction = Callable[[list[str], list["Example"]], list[float]]
 RewardKind = Literal["per_sample", "trl", "verl", "batch"]
 KINDS: tuple[str, ...] = ("per_sample", "trl", "verl", "batch")
+# What TRL passes every reward besides the data set's columns.
+TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
 
-_SIGNATURES_HELP = (
+SIGNATURES_HELP = (
     "supported reward signatures: per-sample fn(completion, ground_truth) -> float; "
-    "TRL fn(prompts, completions, **columns) -> list[float]; "
+    "TRL fn(prompts, completions, **kwargs) -> list[float] (any of TRL's keywords: "
+    f"{', '.join(TRL_KEYWORDS)}, or data set columns); "
     "verl compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict; "
     "batch fn(completions, examples) -> list[float]. Pass kind=... to choose explicitly"
 )
 
 
-def _parameters(fn: Callable) -> tuple[list[str], bool]:
-    """Names of ``fn``'s named parameters and whether it takes ``**kwargs``."""
+def _signature(fn: Callable) -> inspect.Signature:
     try:
-        params = inspect.signature(fn).parameters.values()
+        return inspect.signature(fn)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"cannot read the signature of reward {fn!r}: {err}; {_SIGNATURES_HELP}") from err
+        raise ValueError(f"cannot read the signature of reward {fn!r}: {err}; {SIGNATURES_HELP}") from err
+
+
+def parameters(fn: Callable) -> tuple[list[str], bool]:
+    """Names of ``fn``'s named parameters and whether it takes ``**kwargs``."""
+    params = _signature(fn).parameters.values()
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
+def is_async(fn: Callable) -> bool:
+    """Whether calling ``fn`` returns a coroutine (``async def``, a partial of one, or an async ``__call__``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
 def detect_kind(fn: Callable) -> RewardKind:
     """Which signature ``fn`` has, from its parameter names (see the module docstring)."""
-    if getattr(fn, "_trapo_reward_kind", None) == "batch":
-        return "batch"
-    names, _ = _parameters(fn)
+    names, takes_kwargs = parameters(fn)
     name_set = set(names)
     if {"data_source", "solution_str", "ground_truth"} <= name_set:
         return "verl"
-    if "completions" in name_set and ("prompts" in name_set or "examples" not in name_set):
-        return "trl"
-    if "examples" in name_set:
+    if "examples" in name_set and "prompts" not in name_set:
         return "batch"
+    if name_set & set(TRL_KEYWORDS) or takes_kwargs:
+        return "trl"
     positional = [
         p
-        for p in inspect.signature(fn).parameters.values()
+        for p in _signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
     if len(positional) == 2:
         return "per_sample"
-    raise ValueError(f"cannot tell the signature of reward {getattr(fn, '__name__', fn)!r} {names}; {_SIGNATURES_HELP}")
-
-
-# Ways a reward can fail to score an item, as counted per step (``reward/failed_<kind>``).
-FAILURE_KINDS = ("error", "timeout", "nan", "non_number", "unverifiable")
+    raise ValueError(f"cannot tell the signature of reward {getattr(fn, '__name__', fn)!r} {names}; {SIGNATURES_HELP}")
 
 
 class RewardTypeError(TypeError):
@@ -101,7 +99,7 @@ class ScoreCountError(ValueError):
     """A reward returned a different number of scores than completions: it is broken, not flaky."""
 
 
-def _counted(scores: list, n: int, who: str) -> list:
+def counted(scores: list, n: int, who: str) -> list:
     """``scores`` when there is one per completion, else :class:`ScoreCountError` naming ``who``."""
     if len(scores) != n:
         raise ScoreCountError(f"{who} returned {len(scores)} scores for {n} completions")
@@ -109,11 +107,9 @@ def _counted(scores: list, n: int, who: str) -> list:
 
 
 class FailedScore(float):
-    """A score of 0.0 that records why the item could not be scored (``kind`` in :data:`FAILURE_KINDS`).
-
-    The built-in math reward returns one for a ground truth it cannot verify; a reward of any signature
-    may return one too. It counts as a reward failure, not as a wrong answer.
-    """
+    """A score of 0.0 that records why the item could not be scored (``kind``: a failure kind such as
+    ``unverifiable``). The built-in math reward returns one for a ground truth it cannot verify; a reward
+    of any signature may return one too. It counts as a reward failure, not as a wrong answer."""
 
     kind: str
     detail: str
@@ -127,9 +123,8 @@ class FailedScore(float):
         return (FailedScore, (self.kind, self.detail))
 
 
-def _score(value: Any) -> float:
-    if value is None:
-        return math.nan
+def to_score(value: Any) -> float:
+    """One returned value as a float: ``None`` -> NaN, a dict's ``"score"``, a :class:`FailedScore` kept."""
     if isinstance(value, FailedScore):
         return value
     if isinstance(value, dict):
@@ -141,6 +136,13 @@ def _score(value: Any) -> float:
     if isinstance(value, str) or (not isinstance(value, numbers.Real | bool) and not hasattr(value, "__float__")):
         raise RewardTypeError(f"the reward returned a {type(value).__name__} ({str(value)[:40]!r}), not a number")
     return float(value)
+
+
+def to_scores(values: Any, n: int, who: str = "the reward") -> list[float]:
+    """A call's return value as ``n`` floats (:func:`to_score` each), or an error saying what is wrong."""
+    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+        raise RewardTypeError(f"{who} returned a {type(values).__name__}, not a list of {n} scores")
+    return counted([to_score(v) for v in values], n, who)
 
 
 class Completion(str):
@@ -163,12 +165,32 @@ class Completion(str):
         return (Completion, (str(self), self.token_ids, self.trainer_state))
 
 
-def _check_lengths(completions: Sequence[str], examples: Sequence[Example]) -> None:
-    if len(completions) != len(examples):
-        raise ValueError(f"got {len(completions)} completions but {len(examples)} examples")
+@dataclass
+class RewardLog:
+    """What rewards logged during calls: TRL's ``log_metric(name, value)`` (averaged over the step, as TRL
+    does) and ``log_extra(column, values)`` (one value per completion of the call, as TRL's completions
+    table). Plain data, so that a reward run in a worker process sends it back with its scores."""
+
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict[str, list] = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics.setdefault(name, []).append(float(value))
+
+    def log_extra(self, column: str, values: list) -> None:
+        self.extra.setdefault(column, []).extend(values)
+
+    def merge(self, other: RewardLog) -> None:
+        for name, values in other.metrics.items():
+            self.metrics.setdefault(name, []).extend(values)
+        for column, values in other.extra.items():
+            self.extra.setdefault(column, []).extend(values)
 
 
-def _columns(completions: Sequence[str], examples: Sequence[Example], conversational: bool) -> dict[str, list]:
+def trl_columns(
+    completions: Sequence[str], examples: Sequence[Example], conversational: bool, log: RewardLog
+) -> dict[str, Any]:
+    """Every keyword TRL would pass a reward for these completions (see the module docstring)."""
     answers = [e.answer for e in examples]
     if conversational:
         prompts: list = [list(e.prompt) for e in examples]
@@ -193,329 +215,55 @@ def _columns(completions: Sequence[str], examples: Sequence[Example], conversati
         "completions": texts,
         "completion_ids": [getattr(c, "token_ids", None) for c in completions],
         "trainer_state": state,
+        "log_extra": log.log_extra,
+        "log_metric": log.log_metric,
     }
 
 
-def as_reward_function(fn: Callable, kind: RewardKind | None = None, *, conversational: bool = False) -> RewardFunction:
-    """Wrap ``fn`` as a :data:`RewardFunction` (``kind`` detected from the signature unless given).
-
-    ``conversational`` (TRL only): pass prompts and completions as chat messages instead of text.
-    """
-    if not callable(fn):
-        raise ValueError(f"reward must be callable, got {type(fn).__name__}")
-    if kind is None:
-        kind = detect_kind(fn)
-    if kind not in KINDS:
-        raise ValueError(f"unknown reward kind {kind!r}; choose one of {', '.join(KINDS)}")
-    name = getattr(fn, "__name__", type(fn).__name__)
-
+def call_reward(
+    fn: Callable,
+    kind: RewardKind,
+    completions: Sequence[str],
+    examples: Sequence[Example],
+    *,
+    conversational: bool = False,
+    log: RewardLog | None = None,
+) -> Any:
+    """Call ``fn`` (of signature ``kind``) on a batch; returns what it returned (for a per-item kind, the
+    list of its values), or an awaitable of that for an ``async`` reward."""
+    if len(completions) != len(examples):
+        raise ValueError(f"got {len(completions)} completions but {len(examples)} examples")
+    pairs = list(zip(completions, examples, strict=True))
     if kind == "batch":
-
-        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
-            _check_lengths(completions, examples)
-            return [_score(v) for v in fn(completions, examples)]
-
-    elif kind == "per_sample":
-
-        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
-            _check_lengths(completions, examples)
-            return [_score(fn(c, e.answer)) for c, e in zip(completions, examples, strict=True)]
-
-    elif kind == "verl":
-
-        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
-            _check_lengths(completions, examples)
-            return [
-                _score(
-                    fn(
-                        data_source=e.data_source,
-                        solution_str=c,
-                        ground_truth=e.answer,
-                        extra_info=e.to_verl_row()["extra_info"],
-                    )
-                )
-                for c, e in zip(completions, examples, strict=True)
-            ]
-
-    else:  # trl
-        names, takes_kwargs = _parameters(fn)
-
-        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
-            _check_lengths(completions, examples)
-            columns = _columns(completions, examples, conversational)
-            if not takes_kwargs:
-                columns = {k: v for k, v in columns.items() if k in names}
-            scores = _counted(list(fn(**columns)), len(completions), f"reward {name!r}")
-            return [_score(v) for v in scores]
-
-    wrapped.__name__ = name
-    wrapped.__doc__ = f"{name} ({kind} reward) as a trapo RewardFunction."
-    wrapped._trapo_reward_kind = "batch"  # wrapping twice is a no-op
-    return wrapped
+        return fn(list(completions), list(examples))
+    if kind == "per_sample":
+        return _gathered([fn(c, e.answer) for c, e in pairs])
+    if kind == "verl":
+        return _gathered([_verl_call(fn, c, e) for c, e in pairs])
+    if kind != "trl":
+        raise ValueError(f"unknown reward kind {kind!r}; choose one of {', '.join(KINDS)}")
+    names, takes_kwargs = parameters(fn)
+    columns = trl_columns(completions, examples, conversational, log if log is not None else RewardLog())
+    if not takes_kwargs:
+        columns = {k: v for k, v in columns.items() if k in names}
+    return fn(**columns)
 
 
-@dataclass
-class RewardScores:
-    """What :func:`score_rewards` made of one reward call: a score per item (failures score 0.0), the
-    failures by kind (:data:`FAILURE_KINDS`) and the first failure's message."""
-
-    scores: list[float]
-    failures: Counter = field(default_factory=Counter)
-    first_error: str = ""
-
-    @property
-    def n_failed(self) -> int:
-        return sum(self.failures.values())
+def _verl_call(fn: Callable, completion: str, example: Example) -> Any:
+    return fn(
+        data_source=example.data_source,
+        solution_str=completion,
+        ground_truth=example.answer,
+        extra_info=example.to_verl_row()["extra_info"],
+    )
 
 
-def _kind_of(err: BaseException) -> str:
-    if isinstance(err, CallTimeout):
-        return "timeout"
-    if isinstance(err, RewardTypeError) or (isinstance(err, WorkerError) and str(err).startswith("RewardTypeError")):
-        return "non_number"
-    return "error"
+def _gathered(values: list) -> Any:
+    """``values``, or one awaitable of them all where the reward is async (one coroutine per item)."""
+    if values and inspect.isawaitable(values[0]):
 
+        async def gather() -> list:
+            return list(await asyncio.gather(*values))
 
-def _as_scores(values: Any, n: int) -> list[float]:
-    if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
-        raise RewardTypeError(f"the reward returned a {type(values).__name__}, not a list of {n} scores")
-    return _counted([_score(v) for v in values], n, "the reward")
-
-
-def score_rewards(fn: RewardFunction, completions: list[str], examples: list[Example]) -> RewardScores:
-    """Score a batch without letting the reward crash training, and say what failed.
-
-    The batch is scored in one call. If that raises, every item is scored on its own (an item that raises
-    fails); if it times out or returns the wrong number of scores, every item fails (no second try: a
-    hanging reward costs one bound per call, and a reward that returns one score for N completions is
-    broken, not flaky). Failed items score 0.0: NaN/inf/None, non-numbers, errors, timeouts and
-    :class:`FailedScore` items (e.g. unverifiable ground truths).
-    """
-    _check_lengths(completions, examples)
-    result = RewardScores([])
-
-    def fail(kind: str, message: str) -> float:
-        result.failures[kind] += 1
-        result.first_error = result.first_error or message
-        return 0.0
-
-    n = len(completions)
-    try:
-        raw: list[float] = _as_scores(fn(completions, examples), n)
-    except Exception as err:
-        message = f"{type(err).__name__}: {err}" if not isinstance(err, WorkerError) else str(err)
-        if message.startswith(f"{ScoreCountError.__name__}:"):  # here or in a worker: broken, not flaky
-            result.scores = [fail("error", message) for _ in range(n)]
-            return result
-        logger.debug("reward failed on a batch of %d (%s); scoring item by item", n, message)
-        raw = []
-        for i, (c, e) in enumerate(zip(completions, examples, strict=True)):
-            try:
-                raw.extend(_as_scores(fn([c], [e]), 1))
-            except CallTimeout as item_err:  # the rest would cost a bound each: they fail without a call
-                raw.extend(FailedScore("timeout", f"CallTimeout: {item_err}") for _ in range(n - i))
-                break
-            except Exception as item_err:
-                raw.append(
-                    FailedScore(
-                        _kind_of(item_err),
-                        str(item_err)
-                        if isinstance(item_err, WorkerError)
-                        else f"{type(item_err).__name__}: {item_err}",
-                    )
-                )
-    except CallTimeout as err:
-        result.scores = [fail("timeout", f"the reward call {err}") for _ in range(n)]
-        return result
-    for v in raw:
-        if isinstance(v, FailedScore):
-            result.scores.append(fail(v.kind, v.detail or v.kind))
-        elif not math.isfinite(v):
-            result.scores.append(fail("nan", f"the reward returned {v}"))
-        else:
-            result.scores.append(float(v))
-    return result
-
-
-class RewardSet:
-    """Several rewards as one :data:`RewardFunction`: their weighted sum (TRL's ``reward_funcs`` with
-    ``reward_weights``), each also recorded on its own for the logs (:meth:`pop_stats`).
-
-    As in TRL, a function's ``None`` (NaN) for an item leaves it out of that item's sum; an item where every
-    function gives NaN scores NaN, and an item any function marks as failed (:class:`FailedScore`) keeps
-    that mark: both count as reward failures and score 0 (:func:`score_rewards`).
-    """
-
-    _trapo_reward_kind = "batch"
-
-    def __init__(
-        self,
-        functions: Sequence[RewardFunction],
-        weights: Sequence[float] | None = None,
-        names: Sequence[str] | None = None,
-    ):
-        if not functions:
-            raise ValueError("reward_funcs is empty; pass at least one reward function")
-        weights = [1.0] * len(functions) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(functions):
-            raise ValueError(f"reward_weights has {len(weights)} weights for {len(functions)} reward functions")
-        self.functions, self.weights = list(functions), weights
-        base = list(names) if names else [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(functions)]
-        self.names = [n if base.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(base)]
-        self.__name__ = "+".join(self.names)
-        self._sums: dict[str, float] = {n: 0.0 for n in self.names}
-        self._counts: dict[str, float] = {n: 0.0 for n in self.names}
-
-    def __call__(self, completions: list[str], examples: list[Example]) -> list[float]:
-        _check_lengths(completions, examples)
-        per_function = []
-        for fn, name in zip(self.functions, self.names, strict=True):
-            per_function.append(
-                _counted([_score(v) for v in fn(completions, examples)], len(completions), f"reward {name!r}")
-            )
-        for name, scores in zip(self.names, per_function, strict=True):  # recorded once every function succeeded
-            scored = [v for v in scores if math.isfinite(v) and not isinstance(v, FailedScore)]
-            self._sums[name] += sum(scored)
-            self._counts[name] += len(scored)
-        out: list[float] = []
-        for i in range(len(completions)):
-            failed = next((s[i] for s in per_function if isinstance(s[i], FailedScore)), None)
-            parts = [w * s[i] for w, s in zip(self.weights, per_function, strict=True) if not math.isnan(s[i])]
-            out.append(failed if failed is not None else sum(parts) if parts else math.nan)
-        return out
-
-    def pop_stats(self) -> dict[str, tuple[float, float]]:
-        """``name -> (sum of finite scores, their count)`` since the last call; resets."""
-        stats = {n: (self._sums[n], self._counts[n]) for n in self.names}
-        self._sums = {n: 0.0 for n in self.names}
-        self._counts = {n: 0.0 for n in self.names}
-        return stats
-
-
-def reward_set(reward_funcs: Any, weights: Sequence[float] | None = None, *, conversational: bool = False) -> RewardSet:
-    """TRL's ``reward_funcs`` (one or a list of: a callable in any supported signature, a built-in name
-    such as ``"math"``, ``"module:function"`` or ``"file.py:function"``) as a :class:`RewardSet`."""
-    items = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-    functions = []
-    for item in items:
-        if isinstance(item, str):
-            if item not in BUILTIN_REWARDS and ":" not in item:
-                raise ValueError(
-                    f"reward {item!r}: reward models (a model id in reward_funcs) are not supported; "
-                    "pass a function, a built-in name (math) or 'module:function'"
-                )
-            functions.append(load_reward(item))
-        elif callable(item) and not hasattr(item, "forward"):
-            wrapped = as_reward_function(item, conversational=conversational)
-            for flag in ("_trapo_process", "_trapo_builtin"):  # how the trainer bounds it (bounded_reward)
-                if getattr(item, flag, False):
-                    setattr(wrapped, flag, True)
-            functions.append(wrapped)
-        else:
-            raise ValueError(f"reward {type(item).__name__}: reward models are not supported; pass a function")
-    return RewardSet(functions, weights)
-
-
-def bounded_reward(fn: RewardFunction, timeout_s: float, *, process: bool = False) -> RewardFunction:
-    """``fn`` with a wall-clock bound of ``timeout_s`` per call (raising :class:`CallTimeout`).
-
-    ``process=True`` runs it in a forked worker process (:class:`ProcessCaller`): the bound then holds for
-    any code (sleeps, C extensions, a hung socket) and from any thread. Otherwise it runs in-process under
-    :func:`call_with_timeout` (Python code only). The built-in math reward bounds each check itself and is
-    returned unchanged.
-    """
-    if timeout_s <= 0 or getattr(fn, "_trapo_builtin", False):
-        return fn
-    if process:
-        caller = ProcessCaller(fn)
-
-        def in_worker(completions: list[str], examples: list[Example]) -> list[float]:
-            return caller(list(completions), list(examples), timeout_s=timeout_s)
-
-        in_worker._trapo_caller = caller
-        wrapped = in_worker
-    else:
-
-        def wrapped(completions: list[str], examples: list[Example]) -> list[float]:
-            return call_with_timeout(lambda: fn(completions, examples), timeout_s)
-
-    wrapped.__name__ = getattr(fn, "__name__", "reward")
-    wrapped._trapo_reward_kind = "batch"
-    return wrapped
-
-
-def in_worker_process(fn: RewardFunction) -> RewardFunction:
-    """Mark ``fn`` to be run in a worker process by the trainer (what ``trapo train --reward`` does)."""
-    fn._trapo_process = True
-    return fn
-
-
-def _math_scores(completions: list[str], examples: list[Example]) -> list[float]:
-    out: list[float] = []
-    for c, e in zip(completions, examples, strict=True):
-        verdict = check_answer(c, e.answer)
-        if verdict.status == "unverifiable_ground_truth":
-            out.append(FailedScore("unverifiable", verdict.detail))
-        else:
-            out.append(verdict.score)
-    return out
-
-
-def default_reward() -> RewardFunction:
-    """:func:`math_reward` as a :data:`RewardFunction`; an unverifiable ground truth scores a
-    :class:`FailedScore` (0.0, counted as a reward failure) instead of a silent 0.0."""
-    fn = as_reward_function(_math_scores, kind="batch")
-    fn.__name__ = "math_reward"
-    fn._trapo_builtin = True
-    return fn
-
-
-BUILTIN_REWARDS = {"math": default_reward}
-
-
-def _load_file(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"reward file {str(path)!r} does not exist")
-    module_name = f"trapo_user_reward_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import reward file {str(path)!r} (is it a .py file?)")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        del sys.modules[module_name]
-        raise ValueError(f"importing reward file {str(path)!r} failed: {type(err).__name__}: {err}") from err
-    return module
-
-
-def load_reward(spec: str, kind: RewardKind | None = None) -> RewardFunction:
-    """Load a reward from ``"module:function"``, ``"path/to/file.py:function"`` or a built-in name (``"math"``).
-
-    The loaded callable goes through :func:`as_reward_function` (``kind`` as there).
-    """
-    if spec in BUILTIN_REWARDS:
-        return BUILTIN_REWARDS[spec]()
-    if ":" not in spec:
-        raise ValueError(
-            f"reward {spec!r}: expected 'module:function', 'path/to/file.py:function' "
-            f"or a built-in ({', '.join(BUILTIN_REWARDS)})"
-        )
-    where, attr = spec.rsplit(":", 1)
-    if not where or not attr:
-        raise ValueError(f"reward {spec!r}: both the module (or file) and the function name are needed")
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        module = _load_file(Path(where))
-    else:
-        try:
-            module = importlib.import_module(where)
-        except ModuleNotFoundError as err:
-            raise ValueError(f"reward {spec!r}: cannot import module {where!r} ({err})") from err
-    if not hasattr(module, attr):
-        available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ValueError(f"reward {spec!r}: {where!r} has no attribute {attr!r}; callables there: {available}")
-    fn = getattr(module, attr)
-    if not callable(fn):
-        raise ValueError(f"reward {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
-    return as_reward_function(fn, kind=kind)
+        return gather()
+    return values

@@ -102,6 +102,7 @@ def _serve(fn: Callable, conn) -> None:
     import os
     import signal as _signal
 
+    os.setpgid(0, 0)  # its own process group: a timeout ends the worker and every process it started
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for name in ("SIGTERM", "SIGUSR1"):
         if hasattr(_signal, name):
@@ -129,7 +130,8 @@ class ProcessCaller:
     """Call ``fn`` in a forked worker process with a hard wall-clock bound, from any thread.
 
     The worker is started on the first call (``fork``: it inherits ``fn`` and everything it closes over) and
-    serves calls until one runs past its bound; then it is killed, :class:`CallTimeout` is raised, and the
+    serves calls until one runs past its bound; then it is killed with every process it started (the worker
+    leads its own process group), :class:`CallTimeout` is raised, and the
     next call starts a new one. Arguments and results are pickled. A single call costs a round trip through
     a pipe (well under a millisecond for a batch of short completions); a restart costs a fork.
     """
@@ -151,7 +153,13 @@ class ProcessCaller:
         self._conn = parent
 
     def close(self) -> None:
+        """End the worker and the processes it started (its process group), then reap it."""
         if self._proc is not None:
+            import os
+            import signal as _signal
+
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, _signal.SIGKILL)
             if self._proc.is_alive():
                 self._proc.kill()
             self._proc.join(timeout=5)

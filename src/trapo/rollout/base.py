@@ -10,9 +10,9 @@ Two ways in, one contract:
   ``speculative`` rollouts, evaluation).
 - :meth:`RolloutEngine.open_stream`: continuous batching (``pipelined`` rollouts). :meth:`RolloutStream.submit`
   adds a request while others decode; :meth:`RolloutStream.step` advances decoding and returns the requests
-  that finished. The default stream generates whatever was submitted in one ``generate`` call per step (no
-  overlap, still correct); an engine that can add rows to a running batch (``HFEngine``; vLLM's
-  ``LLMEngine.add_request`` / ``step``) overrides ``open_stream``.
+  that finished. The default stream generates whatever was submitted in one ``generate_with_logprobs`` call
+  per step (no overlap, still correct; ``VLLMEngine`` uses it, with its log-probs); an engine that can add
+  rows to a running batch (``HFEngine``; for vLLM, ``LLMEngine.add_request`` / ``step``) overrides it.
 
 Seeds: a request's ``seed`` names its own random stream, so its continuation is a function of (prompt,
 budget, seed, weights) alone, not of the rows it was batched with or when it joined. With seeds, a stream and
@@ -38,8 +38,8 @@ class SamplingParams:
     top_k: int = 0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # NaN fails too
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -69,6 +69,20 @@ class RolloutEngine(ABC):
         from its own stream, whatever else is in the batch.
         """
 
+    def generate_with_logprobs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        """:meth:`generate`, plus the engine's own log-prob of every token it sampled (one list per
+        continuation), or None where the engine does not report them (this default: the engine is the
+        trainer's model, whose log-probs the update computes anyway)."""
+        per_row = {} if seeds is None else {"seeds": seeds}  # an engine written before per-row seeds takes none
+        return self.generate(prompts, max_new_tokens, sampling, generator, **per_row), None
+
     def open_stream(self, sampling: SamplingParams | None = None) -> RolloutStream:
         """A :class:`RolloutStream` on this engine. The default runs one :meth:`generate` per step over the
         requests submitted since the last one; engines with continuous batching override it."""
@@ -88,9 +102,10 @@ class RolloutStream(ABC):
         ``seed``; ``key`` (unique among unfinished requests) names it in :meth:`step`'s answer."""
 
     @abstractmethod
-    def step(self) -> list[tuple[Hashable, list[int]]]:
+    def step(self) -> list[tuple[Hashable, list[int], list[float] | None]]:
         """Advance decoding (at least one token for every running request, or admit queued ones) and return
-        ``(key, continuation)`` for each request that finished, in no particular order."""
+        ``(key, continuation, log-probs)`` for each request that finished, in no particular order (log-probs as
+        :meth:`RolloutEngine.generate_with_logprobs` gives them, None where the engine reports none)."""
 
     @property
     @abstractmethod
@@ -109,13 +124,15 @@ class BatchedStream(RolloutStream):
     def submit(self, key: Hashable, prompt: Sequence[int], max_new_tokens: int, seed: int) -> None:
         self.pending.append((key, prompt, max_new_tokens, seed))
 
-    def step(self) -> list[tuple[Hashable, list[int]]]:
+    def step(self) -> list[tuple[Hashable, list[int], list[float] | None]]:
         batch, self.pending = self.pending, []
         if not batch:
             return []
         keys, prompts, budgets, seeds = zip(*batch, strict=True)
-        outputs = self.engine.generate(list(prompts), list(budgets), self.sampling, seeds=list(seeds))
-        return list(zip(keys, outputs, strict=True))
+        outputs, logprobs = self.engine.generate_with_logprobs(
+            list(prompts), list(budgets), self.sampling, seeds=list(seeds)
+        )
+        return list(zip(keys, outputs, logprobs or [None] * len(keys), strict=True))
 
     @property
     def busy(self) -> bool:

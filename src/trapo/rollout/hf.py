@@ -135,7 +135,7 @@ class HFEngine(RolloutEngine):
             stream.submit(i, prompt, budget, None if seeds is None else seeds[i])
         out: list[list[int]] = [[] for _ in prompts]
         while stream.busy:
-            for i, ids in stream.step():
+            for i, ids, _ in stream.step():
                 out[i] = ids
         return out
 
@@ -170,7 +170,7 @@ class HFStream(RolloutStream):
         self.extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         self.cache_arg = _cache_argument(self.model)
         self.queue: list[_Request] = []
-        self.finished: list[tuple[Hashable, list[int]]] = []
+        self.finished: list[tuple[Hashable, list[int], None]] = []  # no log-probs: the trainer computes them
         self.seeded: bool | None = None
         self._reset()
 
@@ -203,13 +203,13 @@ class HFStream(RolloutStream):
         if max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
         if max_new_tokens == 0:  # an empty continuation
-            self.finished.append((key, []))
+            self.finished.append((key, [], None))
             if self.progress is not None:
                 self.progress(1, 0)
             return
         self.queue.append(_Request(key, list(prompt), int(max_new_tokens), int(seed or 0)))
 
-    def step(self) -> list[tuple[Hashable, list[int]]]:
+    def step(self) -> list[tuple[Hashable, list[int], None]]:
         """See :meth:`RolloutStream.step`."""
         was_training = self.model.training
         if was_training:
@@ -267,7 +267,7 @@ class HFStream(RolloutStream):
             self.outputs[self.keys[slot]].append(token)
         for slot in slots[done].tolist():
             key, self.keys[slot] = self.keys[slot], None
-            self.finished.append((key, self.outputs.pop(key)))
+            self.finished.append((key, self.outputs.pop(key), None))
         if self.progress is not None:
             self.progress(int(done.sum()), len(slots))
 

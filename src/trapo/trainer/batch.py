@@ -73,7 +73,8 @@ def build_token_batch(
 ) -> TokenBatch:
     """``prompt + prefix + completion`` of each trajectory, right-padded, with the prefix mask (expert tokens
     of trajectories flagged ``prefix_loss``), the model mask (generated tokens) and the response mask (both
-    kinds, every trajectory) on next-token positions. With ``shared_prompt`` a row starts at the prompt's
+    kinds, every trajectory) on next-token positions, and the engine's log-probs of the generated tokens where
+    the trajectories carry them (``sampling_logprobs``). With ``shared_prompt`` a row starts at the prompt's
     last token (its head comes from a :class:`~trapo.trainer.shared_prompts.PromptCache`)."""
     n = len(trajectories)
     width = max(row_length(t, shared_prompt) for t in trajectories)
@@ -82,6 +83,8 @@ def build_token_batch(
     prefix = torch.zeros((n, width - 1), dtype=torch.bool)
     model = torch.zeros((n, width - 1), dtype=torch.bool)
     response = torch.zeros((n, width - 1), dtype=torch.bool)
+    engine_logprobs = any(t.sampling_logprobs is not None for t in trajectories)
+    sampling = torch.zeros((n, width - 1), dtype=torch.float32) if engine_logprobs else None
     for row, t in enumerate(trajectories):
         prompt = t.prompt_ids[-1:] if shared_prompt else t.prompt_ids
         seq = prompt + t.response_ids
@@ -92,5 +95,17 @@ def build_token_batch(
             prefix[row, start : start + len(t.prefix_ids)] = True
         model[row, start + len(t.prefix_ids) : start + len(t.response_ids)] = True
         response[row, start : start + len(t.response_ids)] = True
+        if sampling is not None and t.completion_ids:
+            if t.sampling_logprobs is None or len(t.sampling_logprobs) != len(t.completion_ids):
+                raise ValueError("the rollout engine gave log-probs for some generated tokens but not for all")
+            sampling[row, start + len(t.prefix_ids) : start + len(t.response_ids)] = torch.tensor(t.sampling_logprobs)
     ids, attn = ids.to(device), attn.to(device)
-    return TokenBatch(ids, attn, ids[:, 1:], prefix.to(device), model.to(device), response.to(device))
+    return TokenBatch(
+        ids,
+        attn,
+        ids[:, 1:],
+        prefix.to(device),
+        model.to(device),
+        response.to(device),
+        None if sampling is None else sampling.to(device),
+    )

@@ -20,6 +20,7 @@ from trapo.data import (
     expert_text,
     load_examples,
 )
+from trapo.data.loaders import DEFAULT_EXPERT_KEY
 from trapo.rewards.math_answers import ground_truth_problem
 from trapo.trainer.rollouts import PreparedExample
 
@@ -39,6 +40,7 @@ class DataReport:
     context: int | None = None
     think_kept: int = 0  # expert solutions with a <think> block used whole (expert_think="keep")
     unverifiable: dict[int, str] = field(default_factory=dict)  # row -> why the reward cannot check its answer
+    expert_keys: list[str] = field(default_factory=list)  # the columns expert solutions were read from
 
     def _where(self, rows: list[int]) -> str:
         shown = ", ".join(self.origins.get(r, f"row {r}") for r in rows[:5])
@@ -46,6 +48,8 @@ class DataReport:
 
     def summary(self) -> str:
         text = f"{self.kept}/{self.rows} rows kept; {self.without_expert} without an expert solution (RL only)"
+        if self.expert_keys:
+            text += f"; expert solutions from {', '.join(map(repr, self.expert_keys))}"
         if self.too_long:
             text += f"; {len(self.too_long)} skipped as longer than max_prompt_length ({self._where(self.too_long)})"
         if self.over_context:
@@ -142,10 +146,14 @@ def prepare_examples(
     return items, report
 
 
-def as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], LoadResult | None, bool]:
-    """(examples, the load result where this loaded them, whether rewards get chat messages as TRL would)."""
+def as_examples(
+    dataset: Any, strict: bool = False, expert_key: str | None = None
+) -> tuple[list[Example], LoadResult | None, bool]:
+    """(examples, the load result where this loaded them, whether rewards get chat messages as TRL would);
+    ``expert_key``: the expert-solution column (default: :data:`DEFAULT_EXPERT_KEY` or its one alias present)."""
+    expert_key = expert_key or DEFAULT_EXPERT_KEY
     if isinstance(dataset, (str, os.PathLike)):
-        loaded = load_examples(dataset, strict=strict)
+        loaded = load_examples(dataset, strict=strict, expert_key=expert_key)
         return loaded.examples, loaded, False
     if isinstance(dataset, LoadResult):
         return dataset.examples, dataset, False
@@ -164,7 +172,7 @@ def as_examples(dataset: Any, strict: bool = False) -> tuple[list[Example], Load
         return rows, None, False
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise ValueError("train_dataset must hold dict rows (or trapo.data.Example records)")
-    loaded = examples_from_rows(rows, strict=strict)
+    loaded = examples_from_rows(rows, strict=strict, expert_key=expert_key)
     first = rows[0].get("prompt")
     return loaded.examples, loaded, isinstance(first, list)
 

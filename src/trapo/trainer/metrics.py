@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
+
+from trapo.rewards import FAILURE_KINDS
+from trapo.trainer.trl_surface import group_reward_stats
+
+if TYPE_CHECKING:
+    from trapo.trainer.rollouts import RolloutBatch
 
 
 class Metrics:
@@ -77,3 +83,51 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl`` (one per logged step; empty when the run logged none)."""
     path = Path(output_dir) / "metrics.jsonl"
     return [row for _, row in _jsonl_rows(path)] if path.is_file() else []
+
+
+def log_samples(batch: Any, tokenizer: Any, step: int, path: Path) -> None:
+    """Append the first prompt's trajectories of ``batch`` (a ``RolloutBatch``; None: nothing) to ``path``
+    (``samples.jsonl``), decoded: prompt, group, level, prefix, continuation, reward and what rewards logged."""
+    if batch is None:
+        return
+    decode = tokenizer.decode
+    rows = [
+        {
+            "step": step,
+            "prompt": decode(t.prompt_ids, skip_special_tokens=True),
+            "group": t.group,
+            "level": t.level,
+            "prefix": decode(t.prefix_ids, skip_special_tokens=True),
+            "continuation": decode(t.completion_ids, skip_special_tokens=True),
+            "reward": t.reward,
+            **t.logged,
+        }
+        for t in batch.trajectories
+        if t.prompt_index == 0
+    ]
+    append_jsonl(path, rows)
+
+
+def record_batch(batch: RolloutBatch, metrics: Metrics, eos: int, n_levels: int) -> None:
+    """A rollout batch's rewards (also under TRL's names), guidance levels, lengths and reward failures."""
+    trajs = batch.trajectories
+    rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
+    guided = torch.tensor([t.guided for t in trajs])
+    metrics.add("reward/mean", float(rewards.sum()), len(trajs))
+    std_sum, groups, zero_std = group_reward_stats(rewards, torch.tensor([t.prompt_index for t in trajs]))
+    metrics.add("reward_std", std_sum, groups)  # TRL's names
+    metrics.add("frac_reward_zero_std", zero_std, groups)
+    metrics.add("completions/clipped_ratio", sum(t.response_ids[-1:] != [eos] for t in trajs), len(trajs))
+    metrics.add("perf/input_tokens", sum(len(t.prompt_ids) + len(t.response_ids) for t in trajs), 1)
+    metrics.add("reward/unguided", float(rewards[~guided].sum()), float((~guided).sum()))
+    metrics.add("reward/guided", float(rewards[guided].sum()), float(guided.sum()))
+    for level in range(n_levels):
+        metrics.add(f"guidance/level_{level}", sum(t.level == level for t in trajs), len(trajs))
+    generating = [t for t in trajs if t.completion_ids]
+    metrics.add("length/completion", sum(len(t.completion_ids) for t in generating), len(generating))
+    metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
+    metrics.add("length/prefix", sum(len(t.prefix_ids) for t in trajs if t.guided), float(guided.sum()))
+    metrics.add_total("reward/errors", batch.reward_errors)
+    metrics.add("reward/failed", batch.reward_errors, len(trajs))
+    for kind in FAILURE_KINDS:
+        metrics.add(f"reward/failed_{kind}", batch.reward_failures.get(kind, 0), len(trajs))

@@ -33,7 +33,7 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardFunction, score_rewards
+from trapo.rewards import Completion, RewardSet, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
 from trapo.rollout.sampling import row_seed
 
@@ -63,6 +63,8 @@ class Trajectory:
     completion_ids: list[int] = field(default_factory=list)
     trains_prefix: bool = False
     reward: float = 0.0
+    logged: dict = field(default_factory=dict)  # what the rewards logged for it (TRL's log_extra columns)
+    sampling_logprobs: list[float] | None = None  # the engine's log-prob of each completion token, if it gives them
 
     @classmethod
     def demonstration(cls, prompt_ids: list[int], expert_ids: list[int]) -> Trajectory:
@@ -111,7 +113,7 @@ class GuidedSampler:
         self,
         engine: RolloutEngine,
         tokenizer,
-        reward_fn: RewardFunction,
+        reward_fn: RewardSet,
         schedule: MicroGroupSchedule,
         *,
         boundary_ids: set[int],
@@ -135,7 +137,8 @@ class GuidedSampler:
             raise ValueError(f"rollout mode must be one of {', '.join(ROLLOUT_MODES)}, got {self.mode!r}")
         self.speculative = self.mode == "speculative"
         # engines written before per-row seeds sample from the step's generator instead
-        self._seeds = "seeds" in inspect.signature(engine.generate).parameters
+        method = getattr(engine, "generate_with_logprobs", engine.generate)
+        self._seeds = "seeds" in inspect.signature(method).parameters
         self.prefix_strict = prefix_strict
         self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
@@ -178,21 +181,29 @@ class GuidedSampler:
         base: int,
         generator: torch.Generator,
         prefix_of: Callable[[_Request], list[int]],
-    ) -> dict[_Request, list[int]]:
+    ) -> dict[_Request, tuple[list[int], list[float] | None]]:
+        """Each request's continuation ids and the engine's log-probs of them (None where it gives none)."""
         todo = [r for r in requests if self._generates(r.level)]
         if not todo:
             return {}
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
         budgets = [self._budget(p) for p in prefixes]
-        if self._seeds:
-            seeds = [self._seed(base, r) for r in todo]
-            outputs = self.engine.generate(prompts, budgets, self.sampling, seeds=seeds)
-        else:
-            outputs = self.engine.generate(prompts, budgets, self.sampling, generator)
-        return dict(zip(todo, outputs, strict=True))
+        seeds = {"seeds": [self._seed(base, r) for r in todo]} if self._seeds else {}
+        if hasattr(self.engine, "generate_with_logprobs"):
+            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator, **seeds)
+        else:  # an engine written against the bare interface
+            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator, **seeds), None
+        return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
-    def _trajectory(self, item: PreparedExample, r: _Request, prefix: list[int], completion: list[int]) -> Trajectory:
+    def _trajectory(
+        self,
+        item: PreparedExample,
+        r: _Request,
+        prefix: list[int],
+        completion: list[int],
+        logprobs: list[float] | None = None,
+    ) -> Trajectory:
         return Trajectory(
             prompt_index=r.prompt,
             group=r.group,
@@ -201,6 +212,7 @@ class GuidedSampler:
             prefix_ids=prefix,
             completion_ids=completion,
             trains_prefix=r.level > 0 and r.member < self.schedule.prefix_loss_counts[r.group],
+            sampling_logprobs=logprobs,
         )
 
     def _requests(self, item: PreparedExample, p: int, g: int, returns: list[float]) -> list[_Request]:
@@ -208,8 +220,11 @@ class GuidedSampler:
         level = self.schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
         return [_Request(p, g, level, m) for m in range(self.schedule.sizes[g])]
 
-    def _score(self, trajs: list[Trajectory], items: Sequence[PreparedExample], batch: RolloutBatch) -> None:
-        """Reward every trajectory of ``trajs`` (prefix + continuation), counting failures in ``batch``."""
+    def _score(
+        self, trajs: list[Trajectory], items: Sequence[PreparedExample], batch: RolloutBatch, returns: list[float]
+    ) -> None:
+        """Reward every trajectory of ``trajs`` (prefix + continuation) and keep what the rewards logged for it,
+        counting failures in ``batch``; the prompts' cumulative ``returns`` grow."""
         texts = [
             Completion(
                 self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
@@ -219,8 +234,10 @@ class GuidedSampler:
         scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajs])
         batch.reward_failures.update(scored.failures)
         batch.first_reward_error = batch.first_reward_error or scored.first_error
-        for traj, reward in zip(trajs, scored.scores, strict=True):
-            traj.reward = float(reward)
+        for i, traj in enumerate(trajs):
+            traj.reward = float(scored.scores[i])
+            traj.logged = {column: values[i] for column, values in scored.extra.items()}
+            returns[traj.prompt_index] += traj.reward
 
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
@@ -246,7 +263,7 @@ class GuidedSampler:
     def _sample_rounds(self, items, base, generator, prefix_of, batch: RolloutBatch) -> None:
         """sequential / speculative: micro-group ``g`` of every prompt, then ``g + 1``."""
         start = time.perf_counter()
-        pool: dict[_Request, list[int]] = {}
+        pool: dict[_Request, tuple[list[int], list[float] | None]] = {}
         if self.speculative:
             every = [
                 _Request(p, g, level, m)
@@ -256,7 +273,7 @@ class GuidedSampler:
                 for m in range(size)
             ]
             pool = self._generate(items, every, base, generator, prefix_of)
-            batch.generated_tokens = sum(len(v) for v in pool.values())
+            batch.generated_tokens = sum(len(ids) for ids, _ in pool.values())
         batch.generation_seconds = time.perf_counter() - start
         returns = [0.0] * len(items)
         for g in range(len(self.schedule.sizes)):
@@ -265,52 +282,62 @@ class GuidedSampler:
                 t0 = time.perf_counter()
                 pool = self._generate(items, chosen, base, generator, prefix_of)
                 batch.generation_seconds += time.perf_counter() - t0
-            group = [self._trajectory(items[r.prompt], r, prefix_of(r), pool.get(r, [])) for r in chosen]
-            self._score(group, items, batch)
-            for traj in group:
-                returns[traj.prompt_index] += traj.reward
+            group = [self._trajectory(items[r.prompt], r, prefix_of(r), *pool.get(r, ([], None))) for r in chosen]
+            self._score(group, items, batch, returns)
             batch.trajectories.extend(group)
 
     def _sample_pipelined(self, items, base, prefix_of, batch: RolloutBatch) -> None:
         """pipelined: each prompt's next micro-group joins the engine's running batch once its last is scored."""
         stream = self.engine.open_stream(self.sampling)
+        run = _Pipeline(self, items, base, prefix_of, stream)
         returns = [0.0] * len(items)
-        groups: dict[tuple[int, int], list[Trajectory]] = {}  # (prompt, group) -> its trajectories
-        waiting: dict[tuple[int, int], int] = {}  # continuations still being generated
-        ready: list[tuple[int, int]] = []
-
-        def start(p: int, g: int) -> None:
-            requests = self._requests(items[p], p, g, returns)
-            groups[p, g] = [self._trajectory(items[p], r, prefix_of(r), []) for r in requests]
-            waiting[p, g] = 0
-            for r, traj in zip(requests, groups[p, g], strict=True):
-                if self._generates(r.level):
-                    stream.submit(
-                        r, items[p].prompt_ids + traj.prefix_ids, self._budget(traj.prefix_ids), self._seed(base, r)
-                    )
-                    waiting[p, g] += 1
-            if not waiting[p, g]:  # a whole expert solution: nothing to generate
-                ready.append((p, g))
-
         for p in range(len(items)):
-            start(p, 0)
-        while ready or stream.busy:
-            if not ready:
+            run.start(p, 0, returns)
+        while run.ready or stream.busy:
+            if not run.ready:
                 t0 = time.perf_counter()
-                for r, ids in stream.step():
-                    groups[r.prompt, r.group][r.member].completion_ids = ids
-                    waiting[r.prompt, r.group] -= 1
-                    if not waiting[r.prompt, r.group]:
-                        ready.append((r.prompt, r.group))
+                run.collect()
                 batch.generation_seconds += time.perf_counter() - t0
                 continue
-            scored, ready = ready, []
-            trajs = [t for key in scored for t in groups.pop(key)]
-            self._score(trajs, items, batch)
-            for traj in trajs:
-                returns[traj.prompt_index] += traj.reward
+            scored, run.ready = run.ready, []
+            trajs = [t for key in scored for t in run.groups.pop(key)]
+            self._score(trajs, items, batch, returns)
             batch.trajectories.extend(trajs)
             for p, g in scored:
                 if g + 1 < len(self.schedule.sizes):
-                    start(p, g + 1)
+                    run.start(p, g + 1, returns)
         batch.trajectories.sort(key=lambda t: (t.group, t.prompt_index))  # the order of the other modes
+
+
+class _Pipeline:
+    """Pipelined rollouts' bookkeeping: each started (prompt, micro-group)'s trajectories, how many of them are
+    still decoding, and the groups ready to be scored."""
+
+    def __init__(self, sampler: GuidedSampler, items: Sequence[PreparedExample], base: int, prefix_of, stream):
+        self.sampler, self.items, self.base, self.prefix_of, self.stream = sampler, items, base, prefix_of, stream
+        self.groups: dict[tuple[int, int], list[Trajectory]] = {}  # (prompt, group) -> its trajectories
+        self.waiting: dict[tuple[int, int], int] = {}  # continuations still being generated
+        self.ready: list[tuple[int, int]] = []
+
+    def start(self, p: int, g: int, returns: list[float]) -> None:
+        """Submit micro-group ``g`` of prompt ``p``, its level from the prompt's return so far."""
+        s, item = self.sampler, self.items[p]
+        requests = s._requests(item, p, g, returns)
+        self.groups[p, g] = [s._trajectory(item, r, self.prefix_of(r), []) for r in requests]
+        self.waiting[p, g] = 0
+        for r, traj in zip(requests, self.groups[p, g], strict=True):
+            if s._generates(r.level):
+                budget = s._budget(traj.prefix_ids)
+                self.stream.submit(r, item.prompt_ids + traj.prefix_ids, budget, s._seed(self.base, r))
+                self.waiting[p, g] += 1
+        if not self.waiting[p, g]:  # a whole expert solution: nothing to generate
+            self.ready.append((p, g))
+
+    def collect(self) -> None:
+        """One step of the stream: finished continuations go to their trajectories; complete groups are ready."""
+        for r, ids, logprobs in self.stream.step():
+            traj = self.groups[r.prompt, r.group][r.member]
+            traj.completion_ids, traj.sampling_logprobs = ids, logprobs
+            self.waiting[r.prompt, r.group] -= 1
+            if not self.waiting[r.prompt, r.group]:
+                self.ready.append((r.prompt, r.group))

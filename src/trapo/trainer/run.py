@@ -7,6 +7,7 @@ update the run has not counted (then a crash must not be saved over the last che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,17 +19,22 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from trapo.atomic import atomic_directory
+from trapo.config_trl import defaults_notice
 from trapo.trainer import checkpoint as ckpt
-from trapo.trainer import safety
-from trapo.trainer.metrics import append_jsonl, truncate_jsonl
+from trapo.trainer import precision, resume, safety, sharding
+from trapo.trainer.metrics import append_jsonl, log_samples, truncate_jsonl
+from trapo.trainer.trl_surface import console_line, is_logging_step, tracker_kwargs
 
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
 
     from trapo.config import TRAPOConfig
+    from trapo.rewards import RewardSet
+    from trapo.rollout import RolloutEngine
     from trapo.trainer.data_prep import DataReport
     from trapo.trainer.rollouts import RolloutBatch
+    from trapo.trainer.trl_surface import Callbacks
 
 
 @dataclass
@@ -61,8 +67,16 @@ class TrainingRun:
     _reward_error: str
     _last_batch: RolloutBatch | None
     _uncounted_update: bool
+    callbacks: Callbacks
+    state: Any
+    reward_fn: RewardSet
+    fingerprint: dict[str, Any]  # data, rewards, expert key (trapo.trainer.resume)
+    input_dtype: torch.dtype  # the dtype the model came in: final/'s by default (trapo.trainer.precision)
 
     unwrapped: torch.nn.Module
+    model: torch.nn.Module
+    fsdp: bool
+    engine: RolloutEngine
 
     def training_step(self, step: int) -> dict[str, float]:
         """One step (the step half's); returns its metrics."""
@@ -80,11 +94,12 @@ class TrainingRun:
         """Run to ``config.max_steps``.
 
         ``resume_from_checkpoint``: True (the latest complete checkpoint in output_dir, falling back to the
-        one before when it is unreadable), a checkpoint path, or ``"auto"`` (resume when output_dir has a
-        checkpoint, else start fresh). A fresh run refuses an output_dir holding another run unless
-        ``config.overwrite_output_dir``; a resumed one refuses a different config (see :mod:`.safety`).
+        one before when it is unreadable or holds NaN/inf weights), a checkpoint path, or ``"auto"`` (resume
+        when output_dir has a usable checkpoint, else set its earlier files aside and start fresh). A fresh
+        run refuses an output_dir holding another run unless ``config.overwrite_output_dir``; a resumed one
+        refuses a different config or other inputs (see :mod:`.safety`, :mod:`.resume`).
 
-        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1,
+        Raises :class:`~trapo.trainer.safety.Preempted` after saving a checkpoint on SIGTERM / SIGUSR1 / SIGHUP,
         :class:`~trapo.trainer.safety.TrainingStopped` when the run stops itself (failing rewards, NaN/inf,
         rolled-back updates), ``KeyboardInterrupt`` on Ctrl-C (after saving the last finished step).
         """
@@ -109,18 +124,26 @@ class TrainingRun:
                     f"removed {len(removed)} unfinished temporary directories left by a killed run: "
                     f"{', '.join(removed[:3])}"
                 )
-        if resume_from_checkpoint == "auto":
-            resume_from_checkpoint = True if ckpt.checkpoints(out) else None
-            if resume_from_checkpoint is None:
-                acc.print(f"--resume auto: no checkpoint in {out}; starting fresh")
-        if resume_from_checkpoint:
-            self._resume(resume_from_checkpoint)
-        else:
-            self._claim_output_dir()
+        auto = resume_from_checkpoint == "auto"
+        if auto and not ckpt.checkpoints(out):
+            resume.start_afresh(acc, out, f"no checkpoint in {out}", self.is_main)
+        elif resume_from_checkpoint:
+            try:
+                return self._resume(self._load_checkpoint(True if auto else resume_from_checkpoint))
+            except resume.NoUsableCheckpoint as err:
+                if not auto:
+                    raise
+                resume.start_afresh(acc, out, str(err), self.is_main)
+        self._claim_output_dir()
 
-    def _resume(self, which: str | bool) -> None:
-        out = self.output_dir
-        path, state = self._load_checkpoint(which)
+    def _resume(self, loaded: tuple[Path, dict[str, Any]]) -> None:
+        out, (path, state) = self.output_dir, loaded
+        if int(state["step"]) > self.config.max_steps:
+            raise ValueError(
+                f"max_steps {self.config.max_steps} is below the step of the checkpoint resumed ({path.name}, "
+                f"step {state['step']}): the run is already past it. Pass max_steps >= {state['step']}"
+            )
+        self.engine.sync_weights(self.unwrapped)  # an engine with its own copy of the weights (vLLM) gets these
         self.step = int(state["step"])
         self.totals.update(state.get("totals", {}))
         self.update_guard.history = [float(x) for x in state.get("update_history", [])]
@@ -170,45 +193,58 @@ class TrainingRun:
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             differences = safety.config_differences(stored.get("config", {}), self.config.to_dict())
-            if differences:
+            inputs = resume.fingerprint_differences(stored.get("fingerprint"), self.fingerprint)
+            if differences or inputs:
+                what = [f"a different config ({'; '.join(differences)})"] if differences else []
+                what += [f"other inputs ({'; '.join(inputs)})"] if inputs else []
                 raise ValueError(
-                    f"cannot resume {path}: it was trained with a different config ({'; '.join(differences)}). "
+                    f"cannot resume {path}: it was trained with {' and '.join(what)}. "
                     "Use the same settings (only max_steps, logging, saving and reward limits may change), "
                     "or start a new run with --overwrite_output_dir / another --output_dir"
                 )
             try:
-                ckpt.load_weights(self.unwrapped, path)
-                state = ckpt.load_training_state(path, self.optimizer, self.scheduler)
-            except Exception as err:  # a truncated or garbled file: fall back to the previous checkpoint
+                if self.fsdp:
+                    state = sharding.load_checkpoint(self.model, self.optimizer, self.scheduler, path)
+                else:
+                    blob = ckpt.read_training_state(path)  # read everything before changing anything
+                    ckpt.load_weights(self.unwrapped, path)  # refuses NaN/inf weights
+                    state = ckpt.load_training_state(path, self.optimizer, self.scheduler, blob)
+            except Exception as err:  # a truncated, garbled or NaN checkpoint: fall back to the previous one
                 failures.append(f"{path.name}: {type(err).__name__}: {str(err)[:200]}")
                 self.accelerator.print(f"warning: {path} is corrupt ({failures[-1]}); trying the one before")
                 continue
             if failures:
                 self.accelerator.print(f"resuming from {path.name} instead of the corrupt newer checkpoint(s)")
             return path, state
-        raise ValueError(f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}")
+        raise resume.NoUsableCheckpoint(
+            f"no readable checkpoint to resume from in {self.output_dir}: {'; '.join(failures)}"
+        )
 
     # ------------------------------------------------------------------ the loop
     def _train(self, resume_from_checkpoint: str | bool | None) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         self._start(resume_from_checkpoint)
-        if cfg.report_to != "none":
-            acc.init_trackers(
-                "trapo", config={k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
-            )
+        if cfg.report_to:
+            acc.init_trackers(**tracker_kwargs(cfg))
         acc.print(f"data: {self.data_report.summary()}")
-        bar = tqdm(
-            total=cfg.max_steps, initial=self.step, disable=not self.is_main, desc=f"{cfg.method}", dynamic_ncols=True
-        )
+        if defaults_notice(cfg):
+            acc.print(defaults_notice(cfg))
+        self.state.global_step = self.step
+        self.callbacks.fire("on_train_begin")
+        disable = not self.is_main or bool(cfg.disable_tqdm)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=disable, desc=f"{cfg.method}", dynamic_ncols=True)
         last: dict[str, float] = {}
         last_save = time.monotonic()
         with self._signals:
             try:
-                while self.step < cfg.max_steps:
+                while self.step < cfg.max_steps and not self.callbacks.should_stop:
+                    self.callbacks.fire("on_step_begin")
                     last = self.training_step(self.step)
-                    self.step += 1
+                    self.step = self.state.global_step = self.step + 1
+                    self.state.epoch, self.state.num_input_tokens_seen = last["epoch"], int(last["num_tokens"])
                     self._log_step(last, bar)
                     self._check_stop(last)
+                    self.callbacks.fire("on_step_end")
                     last_save = self._save_when_due(last_save)
             except safety.Preempted:
                 raise
@@ -221,32 +257,37 @@ class TrainingRun:
 
     def _log_step(self, last: dict[str, float], bar: Any) -> None:
         """Write the step's metrics and samples, count it, then show it."""
-        cfg = self.config
+        cfg, logs = self.config, is_logging_step(self.config, self.step)
         if self.is_main:
-            if self.step % cfg.logging_steps == 0 or self.step == cfg.max_steps:
+            if logs:
                 append_jsonl(self.output_dir / "metrics.jsonl", [{"step": self.step, **last}])
-            if cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0 and not last["sft_step"]:
-                self._log_samples()
+            samples = cfg.sample_log_steps and self.step % cfg.sample_log_steps == 0
+            if (samples or (logs and cfg.log_completions)) and not last["sft_step"]:
+                log_samples(self._last_batch, self.tokenizer, self.step, self.output_dir / "samples.jsonl")
         self.step_counted()
         self._signals.leave_critical()  # a Ctrl-C held during the update is raised here
         if self.is_main:
             self._report_problems(last, bar)
             bar.set_postfix({k: f"{last[k]:.3g}" for k in ("reward/unguided", "loss/total", "entropy") if k in last})
             bar.update(1)
-        if cfg.report_to != "none":
+            if logs:
+                bar.write(console_line(self.step, cfg.max_steps, last))
+        if logs:
+            self.callbacks.log(self.step, last)
+        if cfg.report_to:
             self.accelerator.log(last, step=self.step)
 
     def _save_when_due(self, last_save: float) -> float:
-        """Checkpoint and stop on SIGTERM / SIGUSR1; checkpoint every save_steps / save_minutes. Returns the
+        """Checkpoint and stop on SIGTERM / SIGUSR1 / SIGHUP; checkpoint every save_steps / save_minutes. Returns the
         time of the last save."""
         cfg, stop = self.config, self._signals.stop_signal
         if self._any_process(stop is not None):
             self.save_checkpoint()
             raise safety.Preempted(stop or signal.SIGTERM, self.step, self.output_dir)
-        due = bool(cfg.save_steps and self.step % cfg.save_steps == 0) or bool(
-            cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes
-        )
-        if self.step < cfg.max_steps and self._any_process(due):
+        due = cfg.save_strategy == "steps" and bool(cfg.save_steps and self.step % cfg.save_steps == 0)
+        due = due or bool(cfg.save_minutes and time.monotonic() - last_save >= 60 * cfg.save_minutes)
+        if self.step < cfg.max_steps and (self._any_process(due) or self.callbacks.control.should_save):
+            self.callbacks.control.should_save = False
             self.save_checkpoint()
             return time.monotonic()
         return last_save
@@ -259,7 +300,7 @@ class TrainingRun:
                 f"\ninterrupted in the middle of an update: not saving it; the last checkpoint in "
                 f"{self.output_dir} is the place to --resume from"
             )
-        elif self.step > 0:
+        elif self.step > 0 and not resume.nonfinite_weights(self.unwrapped):  # NaN weights: the error stands
             self.save_checkpoint()
             what = "stopped" if isinstance(err, safety.TrainingStopped) else "interrupted"
             self.accelerator.print(
@@ -281,7 +322,8 @@ class TrainingRun:
                 "Lower learning_rate or check the data and reward"
             )
         final = self.save_final()
-        if self.config.report_to != "none":
+        self.callbacks.fire("on_train_end")
+        if self.config.report_to:
             self.accelerator.end_training()
         return TrainResult(self.output_dir, final, self.step, last)
 
@@ -339,61 +381,56 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ outputs
     def save_checkpoint(self) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            ckpt.save_checkpoint(
-                self.output_dir,
-                self.step,
-                self.unwrapped,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                {
-                    "totals": dict(self.totals),
-                    "config": self.config.to_dict(),
-                    "update_history": self.update_guard.history,
-                },
-                keep=self.config.save_total_limit,
+        bad = resume.nonfinite_weights(self.unwrapped)
+        if bad:  # never written over (nor pruning) a sound checkpoint
+            raise safety.TrainingStopped(
+                f"the weights hold NaN/inf at step {self.step} ({', '.join(bad)}); not saved, no checkpoint "
+                f"pruned: --resume continues from the last sound one in {self.output_dir}"
             )
         self.accelerator.wait_for_everyone()
+        state = {
+            "totals": dict(self.totals),
+            "config": self.config.to_dict(),
+            "update_history": self.update_guard.history,
+            "fingerprint": self.fingerprint,
+        }
+        parts = (self.output_dir, self.step, self.unwrapped, self.tokenizer, self.optimizer, self.scheduler, state)
+        if self.fsdp:  # every process takes part: the weights are gathered, the optimizer state written sharded
+            sharding.save_checkpoint(*parts, keep=self.config.save_total_limit, is_main=self.is_main)
+        elif self.is_main:
+            ckpt.save_checkpoint(*parts, keep=self.config.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        self.callbacks.fire("on_save")
 
-    def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
-        """Save the model and tokenizer (TRL's name): to ``output_dir``, default ``args.output_dir``."""
-        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir)
+    def save_model(self, output_dir: str | os.PathLike | None = None, merged: bool = False) -> Path:
+        """Save the model and tokenizer to ``output_dir`` (default ``args.output_dir``), as TRL does: a LoRA
+        run saves its adapter (``merged=True``: the model with LoRA merged in). A directory that exists (the
+        run's own output_dir) gets the files beside what it holds; a new one is written whole or not at all."""
+        return self.save_final(Path(output_dir) if output_dir is not None else self.output_dir, merged=merged)
 
-    def save_final(self, final: Path | None = None) -> Path:
-        """The trained model (LoRA merged in) with its tokenizer, loadable with ``from_pretrained``; written
-        through a temporary directory renamed at the end (default: ``output_dir/final``)."""
+    def end(self) -> None:
+        """Release what the run holds beyond ``train()``: the reward worker processes (TRL's ``end()``)."""
+        self.reward_fn.close()
+
+    def save_final(self, final: Path | None = None, merged: bool = True) -> Path:
+        """The trained model (LoRA merged in unless ``merged=False``: then the adapter) with its tokenizer,
+        loadable with ``from_pretrained`` (default: ``output_dir/final``, written through a temporary directory
+        renamed at the end)."""
         final = final if final is not None else self.output_dir / "final"
         self.accelerator.wait_for_everyone()
+        weights = sharding.full_state_dict(self.model) if self.fsdp else None  # gathered to the main process
         if self.is_main:
             model = self.unwrapped
-            if hasattr(model, "merge_and_unload"):
+            if merged and hasattr(model, "merge_and_unload"):
                 import copy
 
                 model = copy.deepcopy(model).merge_and_unload()
-            with atomic_directory(final) as tmp:
-                model.save_pretrained(tmp)
-                self.tokenizer.save_pretrained(tmp)
+            dtype = precision.resolve_save_dtype(self.config.save_dtype, self.input_dtype)
+            with contextlib.nullcontext(final) if final.is_dir() else atomic_directory(final) as target:
+                if weights is None:
+                    precision.save_pretrained_as(model, target, dtype)
+                else:  # --fsdp: the gathered whole state dict, in float32
+                    model.save_pretrained(target, state_dict=weights)
+                self.tokenizer.save_pretrained(target)
         self.accelerator.wait_for_everyone()
         return final
-
-    def _log_samples(self) -> None:
-        batch = self._last_batch
-        if batch is None:
-            return
-        decode = self.tokenizer.decode
-        rows = [
-            {
-                "step": self.step,
-                "prompt": decode(t.prompt_ids, skip_special_tokens=True),
-                "group": t.group,
-                "level": t.level,
-                "prefix": decode(t.prefix_ids, skip_special_tokens=True),
-                "continuation": decode(t.completion_ids, skip_special_tokens=True),
-                "reward": t.reward,
-            }
-            for t in batch.trajectories
-            if t.prompt_index == 0
-        ]
-        append_jsonl(self.output_dir / "samples.jsonl", rows)

@@ -3,9 +3,10 @@
 - The output directory belongs to one run (:mod:`trapo.trainer.run` applies these). A fresh run refuses a
   directory that holds another run's files (:func:`run_files`) unless ``overwrite_output_dir``
   (:func:`clear_run`); a resumed run must have the stored config (:func:`config_differences`, apart from
-  :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``, holding the PID and host: :func:`acquire_lock`)
-  stops a second process; a lock left by a dead process on this host is taken over.
-- :class:`SignalGuard`: SIGTERM and SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) ask
+  :data:`MAY_CHANGE_ON_RESUME`). A lock file (``.trapo.lock``: an ``flock`` naming the PID and host, see
+  :mod:`trapo.locking`; :func:`acquire_lock`) stops a second process; the lock of a process that ended is free.
+- :class:`SignalGuard`: SIGTERM, SIGUSR1 (what Slurm, Kubernetes and ``timeout`` send before the end) and
+  SIGHUP (a closed terminal or ssh session) ask
   the loop to checkpoint and stop at the next step boundary; SIGINT (Ctrl-C) raises ``KeyboardInterrupt`` as
   usual, except inside the few lines between the optimizer step and the step counter, where it waits for
   their end (so a checkpoint never holds an update its step count does not).
@@ -16,18 +17,18 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from trapo.locking import FileLock
+from trapo.trainer.sharding import local
 
 LOCK_FILE = ".trapo.lock"
 RUN_FILES = ("run_config.json", "metrics.jsonl", "samples.jsonl", "final")
@@ -51,12 +52,13 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "update_guard_factor",
         "max_update_ratio",
         "strict",
+        "save_dtype",
     }
 )
 # Exit codes of ``trapo train`` besides 0 (done) and 2 (a user error, nothing trained).
 EXIT_STOPPED = 3  # the run stopped itself (rewards failing, NaN/inf, every step rolled back); see the message
 EXIT_INTERRUPTED = 130  # Ctrl-C: the last finished step was saved
-# SIGTERM / SIGUSR1: 128 + the signal number (143 / 138), after saving a checkpoint.
+# SIGTERM / SIGUSR1 / SIGHUP: 128 + the signal number (143 / 138 / 129), after saving a checkpoint.
 
 
 class TrainingStopped(RuntimeError):
@@ -64,7 +66,7 @@ class TrainingStopped(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM / SIGUSR1 arrived; a checkpoint was saved at the step boundary that followed."""
+    """SIGTERM / SIGUSR1 / SIGHUP arrived; a checkpoint was saved at the step boundary that followed."""
 
     def __init__(self, signum: int, step: int, output_dir: Path):
         self.signum, self.step, self.output_dir = signum, step, output_dir
@@ -80,50 +82,21 @@ class Preempted(Exception):
 
 
 # ---------------------------------------------------------------------------------------- the directory
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_LOCKS: dict[Path, FileLock] = {}
 
 
 def acquire_lock(output_dir: Path) -> Path:
-    """Create ``output_dir/.trapo.lock`` for this process; ``FileExistsError`` when a live process holds it."""
-    lock = output_dir / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and (host != me["host"] or _pid_alive(pid)) and pid != me["pid"]:
-                raise FileExistsError(
-                    f"{output_dir} is in use by another trapo process (pid {pid} on {host}; lock file {lock}). "
-                    "Use another --output_dir, or wait for that run to end"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone (or the file is unreadable)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return lock
-    raise FileExistsError(f"could not take the lock {lock}")
+    """Lock ``output_dir`` for this process (:class:`trapo.locking.FileLock` on ``output_dir/.trapo.lock``);
+    ``FileExistsError`` naming the holder's host and PID when another process holds it."""
+    lock = FileLock(output_dir / LOCK_FILE, f"{output_dir}").acquire()
+    _LOCKS[lock.path] = lock
+    return lock.path
 
 
 def release_lock(output_dir: Path) -> None:
-    lock = output_dir / LOCK_FILE
-    try:
-        holder = json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return
-    if holder.get("pid") == os.getpid():
-        lock.unlink(missing_ok=True)
+    lock = _LOCKS.pop(output_dir / LOCK_FILE, None)
+    if lock is not None:
+        lock.release()
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -170,7 +143,9 @@ def check_output_dir(output_dir: Path) -> None:
 class SignalGuard:
     """Installs the handlers (main thread only) for the length of a ``with`` block; see the module docstring."""
 
-    STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+    STOP_SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGHUP") if hasattr(signal, name)
+    )  # SIGHUP: the terminal or ssh session went away
 
     def __init__(self) -> None:
         self.stop_signal: int | None = None
@@ -248,10 +223,11 @@ class UpdateGuard:
                 state = optimizer.state.get(p, {})
                 step = float(state["step"]) + 1 if "step" in state else 1.0
                 bc1, bc2 = 1 - b1**step, math.sqrt(1 - b2**step)
-                w, g = p.detach().reshape(-1), p.grad.detach().reshape(-1)
+                # this process's slice where parameters are sharded (--fsdp); ``reduce`` adds the slices up
+                w, g = local(p.detach()).reshape(-1), local(p.grad.detach()).reshape(-1)
                 m_old, v_old = state.get("exp_avg"), state.get("exp_avg_sq")
-                m_old = m_old.reshape(-1) if m_old is not None else None
-                v_old = v_old.reshape(-1) if v_old is not None else None
+                m_old = local(m_old).reshape(-1) if m_old is not None else None
+                v_old = local(v_old).reshape(-1) if v_old is not None else None
                 for i in range(0, w.numel(), self.chunk):
                     sl = slice(i, i + self.chunk)
                     gc, wc = g[sl].float(), w[sl].float()

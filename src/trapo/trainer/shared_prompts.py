@@ -33,7 +33,7 @@ def supports_shared_prompts(model: torch.nn.Module) -> bool:
     gradient checkpointing (which turns the cache off in training)."""
     if DynamicCache is None or getattr(model, "config", None) is None:
         return False
-    return not getattr(model, "is_gradient_checkpointing", False) and is_full_attention(model)
+    return not _checkpointing(model) and is_full_attention(model)
 
 
 def distinct_prompts(trajectories: Sequence[Trajectory]) -> tuple[list[list[int]], list[int]]:
@@ -117,3 +117,10 @@ class PromptCache:
             use_cache=True,
             **{_cache_argument(model): cache},
         ).logits
+
+
+def _checkpointing(model: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on (transformers >= 5.20 renamed the flag)."""
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))

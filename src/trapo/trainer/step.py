@@ -25,12 +25,14 @@ from torch import Tensor
 from trapo.advantages import step_advantages
 from trapo.losses import token_logprobs
 from trapo.objective import LossTerms, Normaliser, TokenBatch, batch_normaliser, sft_batch_loss, trapo_loss
-from trapo.rewards import FAILURE_KINDS, RewardSet
-from trapo.trainer import precision
+from trapo.rewards import RewardSet
+from trapo.trainer import precision, sharding
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
-from trapo.trainer.metrics import Metrics
+from trapo.trainer.engines import record_importance_weights, record_sync
+from trapo.trainer.metrics import Metrics, record_batch
 from trapo.trainer.rollouts import RolloutBatch, Trajectory
 from trapo.trainer.shared_prompts import PromptCache, distinct_prompts, supports_shared_prompts
+from trapo.trainer.trl_surface import clip_fractions, with_trl_names
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -68,6 +70,14 @@ class LossNormalisers(NamedTuple):
     entropy: Normaliser | None  # over every response token (entropy_tokens="all"); None: ``model``
 
 
+def mask_truncated(tokens: TokenBatch, trajs: Sequence[Trajectory], eos: int) -> None:
+    """TRL's ``mask_truncated_completions``: a continuation cut at the token budget (no EOS) is left out of the
+    policy loss and the entropy (its generated tokens leave the model mask); its expert prefix still trains."""
+    for row, t in enumerate(trajs):
+        if t.completion_ids and t.completion_ids[-1] != eos:
+            tokens.model_mask[row] = False
+
+
 def step_seed(*parts: int) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (seed, step, process ...)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
@@ -85,7 +95,7 @@ class TrainingStep:
     tokenizer: object
     engine: RolloutEngine
     sampler: GuidedSampler
-    reward_fn: object
+    reward_fn: RewardSet
     schedule: MicroGroupSchedule
     weights: ObjectiveWeights
     items: list[PreparedExample]
@@ -100,6 +110,9 @@ class TrainingStep:
     _unapplied_in_a_row: int
     _last_batch: RolloutBatch | None
     _reward_error: str
+
+    fsdp: bool  # parameters sharded with torch's FSDP2 (trapo.trainer.sharding)
+    _local_fraction: float  # under fsdp: this process's share of the parameter elements
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -123,7 +136,8 @@ class TrainingStep:
     def rollout(self, step: int) -> RolloutBatch:
         """Sample and score this process's trajectories for ``step``."""
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
-        return self.sampler.sample(items, self._generator(step))
+        with sharding.gathered(self.model) if self.fsdp else contextlib.nullcontext():  # decode without collectives
+            return self.sampler.sample(items, self._generator(step))
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:
         """Group-relative advantages of ``batch``'s trajectories, one per trajectory (§3)."""
@@ -158,14 +172,14 @@ class TrainingStep:
     def _split(self, trajs: Sequence[Trajectory], advantages: Tensor, shared: bool) -> list[MiniBatch]:
         device, pad = self.accelerator.device, self.tokenizer.pad_token_id
         _, prompt_of = distinct_prompts(trajs)
-        return [
-            MiniBatch(
-                build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared),
-                advantages[rows].to(device),
-                torch.tensor([prompt_of[j] for j in rows], device=device),
-            )
-            for rows in self._mini_batches(trajs, shared)
-        ]
+        minis = []
+        for rows in self._mini_batches(trajs, shared):
+            tokens = build_token_batch([trajs[j] for j in rows], pad, device, shared_prompt=shared)
+            if self.config.mask_truncated_completions:
+                mask_truncated(tokens, [trajs[j] for j in rows], self.tokenizer.eos_token_id)
+            prompt_rows = torch.tensor([prompt_of[j] for j in rows], device=device)
+            minis.append(MiniBatch(tokens, advantages[rows].to(device), prompt_rows))
+        return minis
 
     def _normaliser(self, kind: str, masks: Sequence[Tensor]) -> Normaliser:
         return batch_normaliser(
@@ -204,12 +218,27 @@ class TrainingStep:
 
     @torch.no_grad()
     def _fixed_logprobs(
-        self, model: torch.nn.Module, minis: Sequence[MiniBatch], prompts: list[list[int]] | None
+        self, model: torch.nn.Module, minis: Sequence[MiniBatch], prompts: list[list[int]] | None, idle: int = 0
     ) -> list[Tensor]:
         """``model``'s token log-probs on each mini-batch, without the gradient (the sampling policy's under
-        PPO-style reuse, the reference model's for the KL penalty)."""
+        PPO-style reuse, the reference model's for the KL penalty), then ``idle`` passes (:meth:`_idle_count`)."""
         cache = self._prompt_cache(model, prompts)
-        return [token_logprobs(self._logits(model, mb, cache)[:, :-1].float(), mb.tokens.labels) for mb in minis]
+        out = [token_logprobs(self._logits(model, mb, cache)[:, :-1].float(), mb.tokens.labels) for mb in minis]
+        self._idle_passes(model, idle, backward=False)
+        return out
+
+    def _idle_count(self, n: int) -> int:
+        """Passes to run beyond this process's ``n`` mini-batches: under ``--fsdp`` every pass gathers parameters
+        with every other process, so all run as many as the busiest one (0 unless sharded). Every process calls
+        this before its first pass."""
+        return sharding.pass_count(n, self.accelerator.device) - n if self.fsdp else 0
+
+    def _idle_passes(self, model: torch.nn.Module, count: int, backward: bool) -> None:
+        """``count`` zero-loss passes (:func:`sharding.idle_loss`): the collectives without a gradient."""
+        for _ in range(count):
+            loss = sharding.idle_loss(model, self.tokenizer.pad_token_id, self.accelerator.device)
+            if backward:
+                self.accelerator.backward(loss)
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """DDP averages gradients once, on the last mini-batch's backward."""
@@ -230,12 +259,13 @@ class TrainingStep:
         prompts = distinct_prompts(trajs)[0] if shared else None
         minis = self._split(trajs, advantages, shared)
         norms = self._loss_normalisers([mb.tokens for mb in minis])
+        idle = self._idle_count(len(minis))
         old: list[Tensor | None] = [None] * len(minis)
         ref: list[Tensor | None] = [None] * len(minis)
         if cfg.num_iterations > 1:  # only PPO-style reuse and the KL penalty need a pass without the gradient
-            old = [*self._fixed_logprobs(self.model, minis, prompts)]
+            old = [*self._fixed_logprobs(self.model, minis, prompts, idle)]
         if self.ref_model is not None:
-            ref = [*self._fixed_logprobs(self.ref_model, minis, prompts)]
+            ref = [*self._fixed_logprobs(self.ref_model, minis, prompts, idle)]
         for iteration in range(cfg.num_iterations):
             if iteration > 0:  # PPO-style: one optimizer step per pass over the batch; the last is the caller's
                 self._apply_gradients(metrics)
@@ -256,7 +286,9 @@ class TrainingStep:
                     )
                     if iteration == cfg.num_iterations - 1:
                         self._record_loss(terms, mb.tokens, metrics)
+                        self._record_clipping(terms, mb, old[i], metrics)
                     self.accelerator.backward(terms.total)
+            self._idle_passes(self.model, idle, backward=True)
             if cache is not None:
                 cache.backward(leaves)  # the mini-batches' gradient on the prompts' keys and values, once
         self._record_batch(batch, metrics)
@@ -272,6 +304,7 @@ class TrainingStep:
         pad = self.tokenizer.pad_token_id
         tokens = [build_token_batch([trajs[j] for j in rows], pad, device) for rows in self._mini_batches(trajs)]
         expert_norm = self._normaliser(self.config.sft_normalization, [b.prefix_mask for b in tokens])
+        idle = self._idle_count(len(tokens))
         for i, b in enumerate(tokens):
             with self._gradient_sync(last=i == len(tokens) - 1):
                 with precision.autocast(precision.compute_dtype(self.config.bf16), device):
@@ -280,7 +313,9 @@ class TrainingStep:
                 metrics.add_total("loss/sft", float(loss.detach()))
                 metrics.add_total("loss/total", float(loss.detach()))
                 self.accelerator.backward(loss)
+        self._idle_passes(self.model, idle, backward=True)
         metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
+        metrics.add("perf/input_tokens", sum(len(t.prompt_ids) + len(t.response_ids) for t in trajs), 1)
 
     # ------------------------------------------------------------------ metrics of the batch
     def _record_loss(self, terms: LossTerms, b: TokenBatch, metrics: Metrics) -> None:
@@ -297,6 +332,7 @@ class TrainingStep:
             float((terms.logprobs.exp()[b.prefix_mask] < self.config.trsft_alpha).sum()),
             float(b.prefix_mask.sum()),
         )
+        record_importance_weights(terms, b, metrics)
         if terms.token_entropy is not None:
             metrics.add("entropy", float(terms.token_entropy[b.model_mask].sum()), float(b.model_mask.sum()))
             if self.config.entropy_tokens == "all":
@@ -304,23 +340,16 @@ class TrainingStep:
                     "entropy/response", float(terms.token_entropy[b.response_mask].sum()), float(b.response_mask.sum())
                 )
 
+    def _record_clipping(self, terms: LossTerms, mb: MiniBatch, old: Tensor | None, metrics: Metrics) -> None:
+        """TRL's clip_ratio/* over the model's tokens."""
+        w = self.weights
+        for name, (clipped, n) in clip_fractions(
+            terms.logprobs, old, mb.advantages, mb.tokens.model_mask, w.epsilon, w.epsilon_high
+        ).items():
+            metrics.add(name, clipped, n)
+
     def _record_batch(self, batch: RolloutBatch, metrics: Metrics) -> None:
-        trajs = batch.trajectories
-        rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
-        guided = torch.tensor([t.guided for t in trajs])
-        metrics.add("reward/mean", float(rewards.sum()), len(trajs))
-        metrics.add("reward/unguided", float(rewards[~guided].sum()), float((~guided).sum()))
-        metrics.add("reward/guided", float(rewards[guided].sum()), float(guided.sum()))
-        for level in range(len(self.schedule.sizes)):
-            metrics.add(f"guidance/level_{level}", sum(t.level == level for t in trajs), len(trajs))
-        generating = [t for t in trajs if t.completion_ids]
-        metrics.add("length/completion", sum(len(t.completion_ids) for t in generating), len(generating))
-        metrics.add("length/response", sum(len(t.response_ids) for t in trajs), len(trajs))
-        metrics.add("length/prefix", sum(len(t.prefix_ids) for t in trajs if t.guided), float(guided.sum()))
-        metrics.add_total("reward/errors", batch.reward_errors)
-        metrics.add("reward/failed", batch.reward_errors, len(trajs))
-        for kind in FAILURE_KINDS:
-            metrics.add(f"reward/failed_{kind}", batch.reward_failures.get(kind, 0), len(trajs))
+        record_batch(batch, metrics, self.tokenizer.eos_token_id, len(self.schedule.sizes))
         self._reward_error = batch.first_reward_error
 
     # ------------------------------------------------------------------ the optimizer step
@@ -330,7 +359,8 @@ class TrainingStep:
         gradients are cleared either way. Returns (grad norm, what became of the update)."""
         grad_norm = torch.tensor(0.0)
         if self.config.max_grad_norm > 0:
-            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            clip = sharding.clip_grad_norm if self.fsdp else self.accelerator.clip_grad_norm_
+            grad_norm = clip(self.model.parameters(), self.config.max_grad_norm)
         finite = bool(torch.isfinite(torch.as_tensor(grad_norm)).all()) and math.isfinite(metrics.sums["loss/total"])
         outcome = StepOutcome.APPLIED if finite else StepOutcome.SKIPPED_NONFINITE
         if finite and self.update_guard.enabled:
@@ -347,6 +377,7 @@ class TrainingStep:
                 self._signals.enter_critical()
             self.optimizer.step()
             self.engine.sync_weights(self.unwrapped)
+            record_sync(self.engine, metrics)
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm), outcome
 
@@ -368,9 +399,11 @@ class TrainingStep:
 
         self.sampler.trainer_state = TrainerState(global_step=step, max_steps=self.config.max_steps)
         batch = self.rollout(step)
-        if isinstance(self.reward_fn, RewardSet):  # each reward on its own, as TRL logs them
-            for name, (total, count) in self.reward_fn.pop_stats().items():
-                metrics.add(f"rewards/{name}", total, count)
+        for name, stats in self.reward_fn.pop_stats().items():  # each reward on its own, as TRL logs them
+            metrics.add(f"rewards/{name}", stats.total, stats.count)
+            metrics.add(f"rewards/{name}/sq", stats.squares, stats.count)
+        for name, (total, count) in self.reward_fn.pop_metrics().items():  # what rewards logged (log_metric)
+            metrics.add(name, total, count)
         metrics.add("perf/generation_s", batch.generation_seconds, 1)
         metrics.add("perf/tokens_per_s", batch.generated_tokens, batch.generation_seconds)
         self._last_batch = batch
@@ -402,10 +435,15 @@ class TrainingStep:
         self._count(outcome)
         metrics.add("grad_norm", grad_norm, 1)
         metrics.add("perf/generated_tokens", generated, 1)
+        if self.fsdp:  # this process's share of the parameter elements, averaged over processes
+            metrics.add("fsdp/local_param_fraction", self._local_fraction, 1)
         out = metrics.reduce(self.accelerator)
+        self.totals["num_tokens"] += round(out.pop("perf/input_tokens", 0.0) * self.accelerator.num_processes)
+        out["num_tokens"] = float(self.totals["num_tokens"])  # TRL's: tokens seen so far, prompts included
+        out["epoch"] = (step + 1) * self.config.prompts_per_step / len(self.items)
         out["perf/step_s"] = time.perf_counter() - t0  # this process's wall time for the step
         out["lr"] = self.scheduler.get_last_lr()[0]
         out["skipped_nonfinite"] = float(outcome is StepOutcome.SKIPPED_NONFINITE)
         out["rolled_back"] = float(outcome is StepOutcome.ROLLED_BACK)
         out["sft_step"] = float(sft)
-        return out
+        return with_trl_names(out, self.reward_fn.names)

@@ -15,6 +15,7 @@ COMMAND = "compare"
 
 DEFAULT_DATA = "artifacts/data"
 DEFAULT_BASE = "artifacts/base"
+DEFAULT_STEP_COST = "docs/results/step_cost.json"
 # The report goes into the runs directory unless --out or --publish says otherwise.
 REPORT_SUBDIR = "report"
 QUICK_REPORT_SUBDIR = "report-quick"
@@ -31,13 +32,19 @@ Where the report goes: by default into the runs directory, RUNS_DIR/report (RUNS
 --quick), next to the runs it summarizes; --out DIR writes it to DIR; --publish writes it over the
 committed results in docs/results/compare (docs/results/compare_quick with --quick).
 
-Protocol: (1) per method, one run per learning rate of the grid at the first seed; the rate with the best
-in-domain VALIDATION accuracy is chosen (never the test split). (2) every seed at that rate, the same number
-of optimizer steps for every method (sft has no rollouts, so its steps are cheap). (3) final models on the
-test tiers and retained skills, a pass@k subset (k = 1..16), checkpoints on validation (curves); the base
-model gets a row. Tables: equal optimizer steps, equal wall-clock (each run at its last checkpoint within
-the longest full GRPO run's training time), a paired per-seed comparison against TRAPO, training time,
-share of prefix tokens below alpha, of degenerate outputs and of outputs in the expert's style.
+Protocol: (1) per method, one run per learning rate of the grid at the sweep seed (--sweep-seed, default 0);
+the rate with the best in-domain VALIDATION accuracy is chosen (never the test split); while the best rate is
+at an edge of the grid, a rate half a decade beyond it is added (--lr-extensions). (2) every test seed
+(--seeds, default 1 2 3: none of them chose the rate) at that rate, the same number of optimizer steps for
+every method (sft has no rollouts, so its steps are cheap). (3) final models on the test tiers and retained
+skills, a pass@k set (k = 1..16), checkpoints on validation (curves); the base model gets a row; every
+evaluation keeps its per-problem outcomes. Report: the paper's four claims first, each with a paired
+bootstrap 95% interval over test problems and seeds and a verdict by the interval rule; then claims 2 and 3
+at a matched learning rate and in-domain level, equal optimizer steps, equal wall-clock (each run at its
+last checkpoint within the longest full GRPO run's training time) and equal time from the interleaved
+step-cost benchmark (--step-cost), the validation gain over the last 20% of steps, leakage-robust averages,
+every sweep run's in-domain and retained accuracy, the retained-vs-in-domain trade-off plot, training
+time, share of prefix tokens below alpha, of degenerate outputs and of outputs in the expert's style.
 
 Resumable: every run is cached in --runs-dir under a hash of its config, the base model and the data. A
 finished run is reused, an interrupted one (Ctrl-C included) resumes from its last checkpoint, and
@@ -46,13 +53,16 @@ evaluations are cached too, so rerunning the same command continues where it sto
 
 How long (2 shared CPU cores, one torch thread each): --quick took 1.9 minutes (21 runs of 6 steps and 74
 small evaluations) with the data and base model present; building a missing base model adds about 23
-minutes (3000 pre-training steps). The full default (7 methods x 3 learning rates, then 2 more seeds each:
-35 runs of 200 steps; each final model evaluated on 2700 test problems, a 200-problem x 16-sample pass@k set
-and 5 checkpoints on 600 validation problems) took 204 CPU-minutes of training (per step: 0.24 s for sft,
-1.6 s for GRPO, 1.9 s for LUFFY, 3.0 s for TRAPO, as the models learn to write their steps out) plus 36 of
-evaluation: 105 minutes of wall time with the methods split over two or three processes sharing one
---runs-dir (e.g. `--methods trapo trapo-sft` in one, the rest in another), then one all-method invocation
-that reads the cache and writes the report (3 minutes). Or run it in pieces: `--time-budget 50` repeatedly.
+minutes (3000 pre-training steps). The first full comparison (7 methods x 3 learning rates, then 2 more
+seeds each: 35 runs of 200 steps; each final model evaluated on 2700 test problems, a 200-problem x
+16-sample pass@k set and 5 checkpoints on 600 validation problems) took 204 CPU-minutes of training (per
+step: 0.24 s for sft, 1.6 s for GRPO, 1.9 s for LUFFY, 3.0 s for TRAPO, as the models learn to write their
+steps out) plus 36 of evaluation: 105 minutes of wall time with the methods split over two or three
+processes sharing one --runs-dir (e.g. `--methods trapo trapo-sft` in one, the rest in another), then one
+all-method invocation that reads the cache and writes the report (3 minutes). Today's default needs more
+(not yet timed): a sweep seed apart from 3 test seeds (7 more runs), up to 2 added rates per method, a
+pass@k set of all 1500 in-domain test problems (7.5x the samples) and 10 checkpoints per run on
+validation. Run it in pieces: `--sweep-only` first, `--time-budget 50` repeatedly.
 
 If --data or --base do not exist they are built with the default recipes (`trapo data make`, `trapo base`).
 """
@@ -106,6 +116,20 @@ def register(subparsers) -> None:
         metavar="METHOD=LR[,LR...]",
         help="learning-rate grid of one method (repeatable; overrides --lrs for it)",
     )
+    parser.add_argument(
+        "--sweep-seed",
+        type=int,
+        default=None,
+        help=f"seed of the learning-rate sweep; -1: the first of --seeds, which then also tests "
+        f"({defaults('sweep_seed')})",
+    )
+    parser.add_argument(
+        "--lr-extensions",
+        type=int,
+        default=None,
+        help="rates added, one half-decade at a time, beyond the edge of a grid whose best rate is at that "
+        f"edge ({defaults('lr_extensions')})",
+    )
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps per run ({defaults('max_steps')})")
     parser.add_argument(
         "--prompts-per-step", type=int, default=None, help=f"prompts per step ({defaults('prompts_per_step')})"
@@ -151,6 +175,13 @@ def register(subparsers) -> None:
         help=f"test problems per tier in the pass@k set ({defaults('n_passk_per_tier')})",
     )
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where runs are cached")
+    parser.add_argument(
+        "--step-cost",
+        default=DEFAULT_STEP_COST,
+        metavar="JSON",
+        help="interleaved step-cost benchmark (benchmarks/step_cost.py) whose ratios give the equal-time view; "
+        "'none' (or a missing file) leaves that view out",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--out",
@@ -187,6 +218,12 @@ def register(subparsers) -> None:
         "machine extra threads make steps many times slower); 0: torch's default",
     )
     parser.add_argument("--status", action="store_true", help="print how many runs are done and exit")
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="stage 1 only: train and validate the learning-rate sweeps, print each rate's in-domain and "
+        "retained validation accuracy and exit (no test evaluations, no report)",
+    )
     parser.add_argument(
         "--no-progress",
         action="store_true",
@@ -230,7 +267,7 @@ def report_dir(args: argparse.Namespace) -> Path:
     return Path(args.runs_dir) / (QUICK_REPORT_SUBDIR if args.quick else REPORT_SUBDIR)
 
 
-def spec_from_args(args: argparse.Namespace):
+def spec_from_args(args: argparse.Namespace):  # noqa: C901 (one branch per optional flag)
     """The :class:`~trapo_lab.compare.CompareSpec` the flags describe."""
     from dataclasses import replace
 
@@ -251,6 +288,10 @@ def spec_from_args(args: argparse.Namespace):
     values = {"methods": methods, "lr_grid": {m: grid[m] for m in methods}}
     if args.seeds:
         values["seeds"] = tuple(args.seeds)
+    if args.sweep_seed is not None:
+        values["sweep_seed"] = None if args.sweep_seed < 0 else args.sweep_seed
+    if args.lr_extensions is not None:
+        values["lr_extensions"] = args.lr_extensions
     if args.steps is not None:
         values["max_steps"] = args.steps
         values["curve_points"] = min(base.curve_points, args.steps)
@@ -277,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
+    from trapo.trainer.safety import Preempted
     from trapo_lab.compare import Comparison, StopRequested, ensure_inputs, write_report
 
     started = time.perf_counter()
@@ -290,8 +332,14 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = report_dir(args)
     data_dir, base_dir = ensure_inputs(args.data, args.base, progress=not args.no_progress)
+    step_cost = None if args.step_cost == "none" or not Path(args.step_cost).is_file() else args.step_cost
     comparison = Comparison(
-        spec, data_dir=data_dir, base_dir=base_dir, runs_dir=args.runs_dir, progress=not args.no_progress
+        spec,
+        data_dir=data_dir,
+        base_dir=base_dir,
+        runs_dir=args.runs_dir,
+        progress=not args.no_progress,
+        step_cost=step_cost,
     )
     status = comparison.status()
     print(f"compare: {status['runs_done']}/{status['runs_total']} runs finished in {args.runs_dir}")
@@ -300,10 +348,12 @@ def run(args: argparse.Namespace) -> int:
             chosen = entry["chosen_lr"] or "not chosen yet"
             print(f"  {method:14s} {entry['runs_done']}/{entry['runs_total']} runs, learning rate {chosen}")
         return 0
+    budget = {"max_runs": args.max_runs, "time_budget_s": None if args.time_budget is None else 60 * args.time_budget}
     try:
-        result = comparison.run(
-            max_runs=args.max_runs, time_budget_s=None if args.time_budget is None else 60 * args.time_budget
-        )
+        if args.sweep_only:
+            _print_sweeps(comparison.run_sweeps(**budget))
+            return 0
+        result = comparison.run(**budget)
     except StopRequested as stop:
         status = comparison.status()
         print(
@@ -311,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
             "Rerun the same command to continue."
         )
         return EXIT_STOPPED
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Preempted):  # Ctrl-C; `kill PID` (the trainer checkpoints, then raises Preempted)
         print(
             "\ncompare: interrupted. Finished runs and the current run's checkpoint are kept; rerun the same "
             "command to resume.",
@@ -340,11 +390,22 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_table(result.summary)
     print(
-        f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, 4 PNGs); "
+        f"compare: report in {paths['results.md']} (+ results.json, dynamics.json, PNGs); "
         f"{len(comparison.trained_runs)} runs trained and {comparison.evaluations_computed} evaluations computed in "
         f"{wall / 60:.1f} min"
     )
     return 0
+
+
+def _print_sweeps(selection: dict) -> None:
+    from trapo_lab.compare.cache import format_lr
+    from trapo_lab.compare.report import pct
+
+    for method, entry in selection.items():
+        cells = [f"{lr}: {pct(v)} / {pct(entry['retained'][lr])}" for lr, v in entry["scores"].items()]
+        edge = " (at an edge)" if entry["at_edge"] else ""
+        chosen = format_lr(entry["chosen"])
+        print(f"{method:14s} chosen {chosen}{edge}; in-domain / retained (validation %): {'; '.join(cells)}")
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -352,7 +413,12 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def _print_table(summary: dict) -> None:
+    from trapo_lab.compare.claims import claims_table
     from trapo_lab.compare.report import mean_std_cell
+    from trapo_lab.compare.report_claims import interval
+
+    for claim in claims_table(summary):
+        print(f"claim {claim['claim']}: {claim['verdict']:13s} 95% {interval(claim['ci95']):>16s}  {claim['text']}")
 
     print(
         f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   (test accuracy %, mean ± std over seeds)"

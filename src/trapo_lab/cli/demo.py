@@ -60,6 +60,7 @@ def comparison_line(results_json: Path) -> str:
     """One line on what the published full comparison found (its first claim, with the command that
     reproduces it), read from its ``results.json``; a pointer to ``trapo compare`` when there is none."""
     from trapo_lab.compare.claims import claims_table
+    from trapo_lab.compare.report_claims import interval, points
 
     if not results_json.is_file():
         return (
@@ -67,13 +68,18 @@ def comparison_line(results_json: Path) -> str:
             "(docs/results/compare/results.md in the repository)."
         )
     summary = json.loads(results_json.read_text())
-    claims = claims_table(summary)
+    claims = summary.get("claims") or claims_table(summary)
     if not claims:
-        return f"{results_json} has no TRAPO-vs-baseline claims."
+        return (
+            f"{results_json} was written before per-problem outcomes were kept, so it has no claims with "
+            "intervals: `trapo compare --publish` rewrites it from the run cache."
+        )
     first = claims[0]
+    against = (first.get("deciding") or "–").split(" vs ")[-1]
     return (
         f"The full comparison ({results_json.parent / 'results.md'}; reproduce: `{summary.get('command')}`): "
-        f"{first['claim']}: {first['verdict']} ({first['evidence'].split(';')[0]})."
+        f"claim 1 ({first['text']}): {first['verdict']}, d vs {against} {points(first.get('d'), True)} "
+        f"{interval(first.get('ci95'))}."
     )
 
 

@@ -68,6 +68,31 @@ def select_lr(val_scores: dict[float, float | None]) -> float:
     return max(sorted(val_scores), key=lambda lr: -math.inf if val_scores[lr] is None else val_scores[lr])
 
 
+def ladder_rate(lr: float, direction: int) -> float:
+    """The next learning rate above (``direction`` +1) or below (-1) ``lr`` on the half-decade ladder
+    1, 3, 10, 30, ... × 10^e: ``1e-4`` → ``3e-4`` (up) or ``3e-5`` (down); ``3e-4`` → ``1e-3`` (up)."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    exponent = math.floor(math.log10(lr)) - 1
+    ladder = [float(f"{m}e{e}") for e in range(exponent - 1, exponent + 3) for m in (1, 3)]
+    if direction > 0:
+        return min(r for r in ladder if r > lr * (1 + 1e-9))
+    return max(r for r in ladder if r < lr * (1 - 1e-9))
+
+
+def grid_extension(scores: dict[float, float | None]) -> float | None:
+    """The rate to add to a learning-rate grid so that the chosen rate (:func:`select_lr`) can become
+    interior: one rung above when the top rate is chosen, one below when the bottom is (a grid of one rate
+    extends upward); None when the chosen rate is already interior."""
+    rates = sorted(scores)
+    chosen = select_lr(scores)
+    if chosen == rates[-1]:
+        return ladder_rate(chosen, 1)
+    if chosen == rates[0]:
+        return ladder_rate(chosen, -1)
+    return None
+
+
 def cumulative_seconds(step_seconds: dict[int, float], steps: Iterable[int]) -> dict[int, float]:
     """Training time up to and including each of ``steps``: the sum of ``step_seconds[t]`` for t <= step."""
     out, total, wanted = {}, 0.0, sorted(set(steps))

@@ -14,6 +14,7 @@ invalidate caches on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from trapo.config import TRAPOConfig
+from trapo.config_trl import LORA_KEYWORDS, TRLFields
 from trapo.data import Example
 
 from .spec import CompareSpec
@@ -66,6 +68,20 @@ ADDED_FIELDS = {
     "loss_type": None,
     "loss_constant": None,
     "reward_weights": None,
+    "expert_key": None,
+    "save_dtype": "auto",
+    "fsdp": "",
+    "engine": "hf",
+    "vllm_gpu_memory_utilization": 0.3,
+    "vllm_kv_cache_gib": None,
+    "vllm_dtype": "auto",
+    "vllm_enforce_eager": None,
+    "vllm_max_model_length": None,
+    "vllm_importance_sampling_correction": True,
+    "vllm_importance_sampling_mode": "sequence_mask",
+    "vllm_importance_sampling_clip_max": 3.0,
+    # TRL's GRPOConfig fields taken since (trapo.config_trl.TRLFields), at their defaults
+    **{f.name: f.default for f in dataclasses.fields(TRLFields)},
 }
 # Fields whose values changed spelling since FORMAT was set: hashed as they were spelt then.
 FORMER_VALUES = {"scale_rewards": {"none": False, "group": True}}
@@ -188,9 +204,13 @@ class RunCache:
         )
 
     def run_hash(self, key: RunKey) -> str:
+        values = self.config_for(key).to_dict()
+        # the LoRA settings, one `lora` field since, hashed as the three fields they were
+        lora = values.pop("lora")
+        values.update({name: lora[key] for name, key in LORA_KEYWORDS.items()})
         config = {
             FORMER_FIELD_NAMES.get(k, k): FORMER_VALUES[k].get(v, v) if k in FORMER_VALUES else v
-            for k, v in self.config_for(key).to_dict().items()
+            for k, v in values.items()
             if k not in NON_SEMANTIC_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
         }
         return json_digest(FORMAT, config, self.base_identity, self.train_identity)[:10]

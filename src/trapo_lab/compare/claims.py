@@ -1,189 +1,188 @@
-"""The paper's four claims, each answered from a finished comparison's summary with a verdict (pure functions).
+"""The paper's four claims, each answered from a finished comparison's per-problem outcomes with a 95%
+interval and a verdict (pure functions of the summary).
 
 The paper (TRAPO.md, "Claims") says, in our miniature's terms:
 
 1. TRAPO's in-domain average is at least the best baseline's (SFT, GRPO, SFT-then-GRPO, LUFFY).
-2. TRAPO keeps the retained skills near GRPO's and well above SFT's (imitation costs general ability; the
-   trust region and RL on the model's own tokens are what keep it).
+2. TRAPO keeps the retained skills near GRPO's (within ±2 points) and well above SFT's (by more than 5).
 3. TrSFT vs plain SFT on the same prefixes (``trapo`` vs ``trapo-sft``): less collapse (fewer degenerate
    outputs), less style switching (fewer outputs in the expert's form), more retained skill.
-4. TRAPO's pass@k curve lies above every baseline's.
+4. TRAPO's pass@k curve lies above every baseline's: the area under the curve (pass@1..pass@K averaged,
+   per problem) on every test problem of the in-domain tiers.
 
-A verdict comes from the per-seed paired differences ``d_s`` (TRAPO minus the other, same seed), with the
-same rule everywhere (:func:`verdict`): **holds** when ``d_s`` is on the claimed side on every seed,
-**fails** when it is on the other side on every seed, **within noise** otherwise. With three seeds this is a
-sign test of the crudest kind; the numbers beside each verdict say how large the differences are. A claim
-with several parts holds when every part holds, fails when any part fails, and is within noise otherwise.
+Every part is a paired difference ``d`` (TRAPO minus the other, or the other minus TRAPO for a
+lower-is-better measure, so that positive always favours TRAPO) with a bootstrap 95% interval over problems
+(within each tier or skill) and test seeds (:func:`~trapo_lab.compare.stats.paired_bootstrap`), judged by
+the interval rule (:func:`~trapo_lab.compare.stats.interval_verdict`). A claim of several parts holds when
+every part holds and fails when any part fails (:func:`~trapo_lab.compare.stats.combine`); its ``ci95`` is
+the deciding part's (the one with the smallest margin among the parts that share the claim's verdict).
+
+Claims 2 and 3 are also read at matched settings (:func:`matched_readings`): each pair at the same learning
+rate (the sweep runs, validation split, one seed: interval over problems only), and retained skill at the
+same in-domain level (read off each method's trade-off curve; no interval). The paper's claim is the first
+reading (each method at its own best setting); the matched readings say how much of it is the method's
+and how much its learning rate's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .aggregate import PAIRED_AGAINST, paired_differences
+import numpy as np
+
+from . import readings
+from .aggregate import PAIRED_AGAINST
+from .stats import (
+    ABOVE,
+    FAILS,
+    HOLDS,
+    MISSING,
+    NEAR,
+    NOISE,
+    combine,
+    decode_counts,
+    interval_margin,
+    interval_verdict,
+    paired_bootstrap,
+    passk_area,
+)
+
+__all__ = ["FAILS", "HOLDS", "MISSING", "NOISE", "claims_table", "combine", "matched_readings"]
 
 BASELINES = ("sft", "grpo", "sft-then-grpo", "luffy")
 PLAIN_SFT_ABLATION = "trapo-sft"
-# "Near GRPO's" retained skill (claim 2): TRAPO may be this far below GRPO (a fraction: 2 accuracy points).
-NEAR_MARGIN = 0.02
-
-HOLDS, FAILS, NOISE, MISSING = "holds", "fails", "within noise", "not measured"
-
-
-def verdict(diffs: Iterable[float], margin: float = 0.0) -> str:
-    """``holds`` if ``d + margin > 0`` for every per-seed difference ``d``, ``fails`` if ``d + margin < 0`` for
-    every one, ``within noise`` otherwise (and ``not measured`` without differences)."""
-    shifted = [d + margin for d in diffs]
-    if not shifted:
-        return MISSING
-    if all(d > 0 for d in shifted):
-        return HOLDS
-    if all(d < 0 for d in shifted):
-        return FAILS
-    return NOISE
+NEAR_MARGIN = 0.02  # "near GRPO's" retained skill: |d| < 2 points
+WELL_ABOVE = 0.05  # "well above SFT's": d > 5 points
+CLAIMS = {
+    1: "TRAPO's in-domain average ≥ the best baseline's",
+    2: "TRAPO keeps the retained skills near GRPO's (±2 points) and well above SFT's (> +5)",
+    3: "TrSFT vs plain SFT on prefixes (trapo vs trapo-sft): less collapse, less style switching, more retained",
+    4: "TRAPO's pass@k curve above every baseline's (area under pass@1..K, all in-domain test problems)",
+}
 
 
-def combine(verdicts: Sequence[str]) -> str:
-    """One verdict for a claim of several parts: fails if any part fails, holds if all hold, else noise."""
-    if not verdicts or MISSING in verdicts:
-        return MISSING
-    if FAILS in verdicts:
-        return FAILS
-    if all(v == HOLDS for v in verdicts):
-        return HOLDS
-    return NOISE
+def scores(summary: dict[str, Any], split: str, method: str, groups: Sequence[str], measure: str = "correct"):
+    """Per seed, per group, the per-problem scores of ``method`` in ``summary["outcomes"][split]``: counts
+    divided by the samples per problem, or (``measure="passk_area"``) the area under the pass@k curve."""
+    n = summary["outcome_counts"][split]
+    out = {}
+    for seed, per_group in summary["outcomes"][split].get(method, {}).items():
+        if measure == "passk_area":
+            out[seed] = {g: passk_area(decode_counts(per_group[g]["correct"]).astype(int), n) for g in groups}
+        else:
+            out[seed] = {g: decode_counts(per_group[g][measure]) / n for g in groups}
+    return out
 
 
-def _per_seed(summary: dict[str, Any], method: str, column: str) -> dict[int, float]:
-    rows = summary["equal_steps"][method]["per_seed"]
-    return {int(s): r[column] for s, r in rows.items() if r.get(column) is not None}
-
-
-def _paired(
-    summary: dict[str, Any], better: str, worse: str, column: str, *, lower_is_better: bool = False
+def part(
+    summary: dict[str, Any],
+    other: str,
+    groups: Sequence[str],
+    *,
+    split: str = "test",
+    measure: str = "correct",
+    shape: str = ABOVE,
+    bound: float = 0.0,
+    lower_is_better: bool = False,
+    what: str = "in-domain accuracy",
 ) -> dict[str, Any]:
-    """Paired differences on ``column`` oriented so that positive means ``better`` is better."""
-    a, b = _per_seed(summary, better, column), _per_seed(summary, worse, column)
-    return paired_differences(b, a) if lower_is_better else paired_differences(a, b)
-
-
-def _points(stats: dict[str, Any]) -> str:
-    """``mean ± std`` of a fraction, in points."""
-    if stats.get("mean") is None:
-        return "–"
-    std = "" if stats.get("std") is None else f" ± {100 * stats['std']:.1f}"
-    return f"{100 * stats['mean']:.1f}{std}"
-
-
-def _delta(p: dict[str, Any]) -> str:
-    if not p["n"]:
-        return "–"
-    std = "" if p["std"] is None else f" ± {100 * p['std']:.1f}"
-    return f"{100 * p['mean']:+.1f}{std} ({p['wins']}/{p['n']} seeds)"
-
-
-def _claim_in_domain(summary: dict[str, Any], baselines: Sequence[str]) -> dict[str, Any]:
-    steps = summary["equal_steps"]
-    pairs = {b: _paired(summary, PAIRED_AGAINST, b, "in_domain") for b in baselines}
-    best = max(baselines, key=lambda b: steps[b]["summary"]["in_domain"]["mean"] or -1.0)
-    parts = [
-        f"TRAPO {_points(steps[PAIRED_AGAINST]['summary']['in_domain'])}, best baseline {best} "
-        f"{_points(steps[best]['summary']['in_domain'])}"
-    ]
-    parts += [f"d vs {b}: {_delta(p)}" for b, p in pairs.items()]
+    """One paired comparison of TRAPO against ``other`` on ``what`` (a label): d (positive favours TRAPO),
+    its interval, verdict."""
+    mine, theirs = (scores(summary, split, m, groups, measure) for m in (PAIRED_AGAINST, other))
+    boot = paired_bootstrap(theirs, mine) if lower_is_better else paired_bootstrap(mine, theirs)
+    verdict = interval_verdict(boot["ci95"], shape, bound)
     return {
-        "claim": "TRAPO's in-domain average ≥ the best baseline's",
-        "evidence": "; ".join(parts),
-        "verdict": combine([verdict(p["diffs"].values()) for p in pairs.values()]),
+        "against": other,
+        "measure": measure if split != "passk" else "passk_area",
+        "what": what,
+        "lower_is_better": lower_is_better,
+        "rule": f"{shape} {'±' if shape == NEAR else '+'}{100 * bound:g} points",
+        **boot,
+        "verdict": verdict,
+        "margin": None if boot["ci95"] is None else interval_margin(boot["ci95"], shape, bound),
     }
 
 
-def _claim_retained(summary: dict[str, Any]) -> dict[str, Any]:
-    steps = summary["equal_steps"]
-    have = [m for m in ("grpo", "sft") if m in steps]
-    if len(have) < 2 or not summary.get("retained"):
-        return {
-            "claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's",
-            "evidence": "needs grpo, sft and the retained skills",
-            "verdict": MISSING,
-        }
-    near = _paired(summary, PAIRED_AGAINST, "grpo", "retained")
-    above = _paired(summary, PAIRED_AGAINST, "sft", "retained")
-    retained = {m: _points(steps[m]["summary"]["retained"]) for m in (PAIRED_AGAINST, "grpo", "sft")}
-    evidence = (
-        f"retained: TRAPO {retained[PAIRED_AGAINST]}, GRPO {retained['grpo']}, SFT {retained['sft']}; "
-        f"d vs GRPO {_delta(near)} (near: d > −{100 * NEAR_MARGIN:.0f} on every seed); "
-        f"d vs SFT {_delta(above)}"
-    )
+def claim_entry(number: int, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A claim's entry: its parts, the combined verdict, and the deciding part's interval."""
+    verdict = combine([p["verdict"] for p in parts])
+    same = [p for p in parts if p["verdict"] == verdict and p["margin"] is not None]
+    deciding = min(same, key=lambda p: p["margin"]) if same else None
     return {
-        "claim": "TRAPO keeps the retained skills near GRPO's and well above SFT's",
-        "evidence": evidence,
-        "verdict": combine([verdict(near["diffs"].values(), NEAR_MARGIN), verdict(above["diffs"].values())]),
-    }
-
-
-def _claim_trust_region(summary: dict[str, Any]) -> dict[str, Any]:
-    claim = "TrSFT vs plain SFT on prefixes (trapo vs trapo-sft): less collapse, less style switching, more retained"
-    if PLAIN_SFT_ABLATION not in summary["equal_steps"]:
-        return {"claim": claim, "evidence": f"needs {PLAIN_SFT_ABLATION}", "verdict": MISSING}
-    steps = summary["equal_steps"]
-    measures = [
-        ("degenerate", "no \\boxed (collapse)", True),
-        ("expert_style", "expert-style outputs", True),
-        ("retained", "retained", False),
-    ]
-    parts, verdicts = [], []
-    for column, label, lower in measures:
-        p = _paired(summary, PAIRED_AGAINST, PLAIN_SFT_ABLATION, column, lower_is_better=lower)
-        verdicts.append(verdict(p["diffs"].values()))
-        parts.append(
-            f"{label}: {_points(steps[PAIRED_AGAINST]['summary'][column])} vs "
-            f"{_points(steps[PLAIN_SFT_ABLATION]['summary'][column])} ({verdicts[-1]})"
-        )
-    return {"claim": claim, "evidence": "; ".join(parts), "verdict": combine(verdicts)}
-
-
-def _claim_passk(summary: dict[str, Any], baselines: Sequence[str]) -> dict[str, Any]:
-    claim = "TRAPO's pass@k curve above every baseline's"
-    passk = summary.get("passk", {})
-    if PAIRED_AGAINST not in passk or "per_seed" not in passk[PAIRED_AGAINST]:
-        return {"claim": claim, "evidence": "no per-seed pass@k curves", "verdict": MISSING}
-    ks = passk[PAIRED_AGAINST]["k"]
-    ends = sorted({0, len(ks) - 1})  # pass@1 and pass@k_max
-    parts, verdicts = [], []
-    for b in baselines:
-        for i in ends:
-            ref = {int(s): c[i] for s, c in passk[PAIRED_AGAINST]["per_seed"].items() if c[i] is not None}
-            other = {int(s): c[i] for s, c in passk[b]["per_seed"].items() if c[i] is not None}
-            p = paired_differences(ref, other)
-            verdicts.append(verdict(p["diffs"].values()))
-        crossing = [
-            k
-            for k, t, o in zip(ks, passk[PAIRED_AGAINST]["mean"], passk[b]["mean"], strict=True)
-            if t is not None and o is not None and t < o
-        ]
-        parts.append(f"{b}: mean curve below TRAPO's at {len(ks) - len(crossing)}/{len(ks)} k")
-    t = passk[PAIRED_AGAINST]["mean"]
-    head = f"TRAPO pass@1 {100 * t[0]:.1f}, pass@{ks[-1]} {100 * t[-1]:.1f}" if None not in (t[0], t[-1]) else ""
-    return {
-        "claim": claim,
-        "evidence": "; ".join([head, *parts]).strip("; "),
-        "verdict": combine(verdicts),
-        "rule": "paired per seed at k = 1 and k = max, against every baseline",
+        "claim": number,
+        "text": CLAIMS[number],
+        "verdict": verdict,
+        "ci95": None if deciding is None else deciding["ci95"],
+        "d": None if deciding is None else deciding["d"],
+        "deciding": None if deciding is None else f"{deciding['what']} vs {deciding['against']}",
+        "seeds": sorted({s for p in parts for s in p["seeds"]}, key=str),
+        "problems": {g: n for p in parts for g, n in p["problems"].items()},
+        "parts": parts,
     }
 
 
 def claims_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """The four claims with their evidence and verdict, from a comparison summary (needs TRAPO and at least
-    one baseline; a claim whose methods were not run is ``not measured``)."""
-    steps = summary["equal_steps"]
-    baselines = [b for b in BASELINES if b in steps]
-    if PAIRED_AGAINST not in steps or not baselines:
+    """The four claims (module docstring), from a summary with per-problem ``outcomes``; a claim whose
+    methods or outcomes are missing is ``not measured``. Empty without TRAPO or any baseline."""
+    methods = set(summary.get("outcomes", {}).get("test", {}))
+    baselines = [b for b in BASELINES if b in methods]
+    if PAIRED_AGAINST not in methods or not baselines:
         return []
-    return [
-        _claim_in_domain(summary, baselines),
-        _claim_retained(summary),
-        _claim_trust_region(summary),
-        _claim_passk(summary, baselines),
-    ]
+    tiers, skills = summary["in_domain"], summary.get("retained") or []
+    out = [claim_entry(1, [part(summary, b, tiers) for b in baselines])]
+    if {"grpo", "sft"} <= methods and skills:
+        retained = dict(what="retained accuracy")
+        near = part(summary, "grpo", skills, shape=NEAR, bound=NEAR_MARGIN, **retained)
+        out.append(claim_entry(2, [near, part(summary, "sft", skills, bound=WELL_ABOVE, **retained)]))
+    else:
+        out.append({"claim": 2, "text": CLAIMS[2], "verdict": MISSING, "ci95": None, "parts": []})
+    if PLAIN_SFT_ABLATION in methods:
+        lower = dict(lower_is_better=True)
+        trust = [
+            part(summary, PLAIN_SFT_ABLATION, tiers, measure="degenerate", what="share without \\boxed", **lower),
+            part(summary, PLAIN_SFT_ABLATION, tiers, measure="expert_style", what="expert-style share", **lower),
+            *([part(summary, PLAIN_SFT_ABLATION, skills, what="retained accuracy")] if skills else []),
+        ]
+        out.append(claim_entry(3, trust))
+    else:
+        out.append({"claim": 3, "text": CLAIMS[3], "verdict": MISSING, "ci95": None, "parts": []})
+    if summary.get("outcomes", {}).get("passk"):
+        area = dict(split="passk", measure="passk_area", what="pass@k area")
+        out.append(claim_entry(4, [part(summary, b, tiers, **area) for b in baselines]))
+    return out
+
+
+def matched_readings(summary: dict[str, Any]) -> dict[str, Any]:
+    """Claims 2 and 3 at matched settings: per common learning rate (sweep runs, validation), the retained
+    differences with their intervals and verdicts; and retained skill at a matched in-domain level."""
+    sweep = summary.get("outcomes", {}).get("val_sweep", {})
+    skills = summary.get("retained") or []
+    pairs = [("grpo", NEAR, NEAR_MARGIN, 2), ("sft", ABOVE, WELL_ABOVE, 2), (PLAIN_SFT_ABLATION, ABOVE, 0.0, 3)]
+    by_lr, by_level = [], []
+    for other, shape, bound, claim in pairs:
+        if PAIRED_AGAINST not in sweep or other not in sweep or not skills:
+            continue
+        for lr in sorted(set(sweep[PAIRED_AGAINST]) & set(sweep[other]), key=float):
+            mine = {0: {g: decode_counts(sweep[PAIRED_AGAINST][lr][g]["correct"]) for g in skills}}
+            theirs = {0: {g: decode_counts(sweep[other][lr][g]["correct"]) for g in skills}}
+            boot = paired_bootstrap(mine, theirs)
+            verdict = interval_verdict(boot["ci95"], shape, bound)
+            by_lr.append({"claim": claim, "against": other, "lr": lr, "verdict": verdict, **_interval(boot)})
+        by_level.append({"claim": claim, "against": other, **_matched_level(summary.get("tradeoff", {}), other)})
+    return {"matched_lr": by_lr, "matched_in_domain": by_level}
+
+
+def _interval(boot: dict[str, Any]) -> dict[str, Any]:
+    return {"d": boot["d"], "ci95": boot["ci95"]}
+
+
+def _matched_level(tradeoff: dict[str, Any], other: str) -> dict[str, Any]:
+    """Retained of TRAPO and ``other`` at the highest in-domain validation level both trade-off curves reach."""
+    a, b = tradeoff.get(PAIRED_AGAINST, []), tradeoff.get(other, [])
+    if not a or not b:
+        return {"level": None, "trapo": None, "other": None, "d": None}
+    level = min(max(p["in_domain"] for p in a), max(p["in_domain"] for p in b))
+    mine, theirs = readings.at_matched_level(a, level), readings.at_matched_level(b, level)
+    d = None if mine is None or theirs is None else mine - theirs
+    return {"level": level, "trapo": mine, "other": theirs, "d": None if d is None else float(np.round(d, 6))}

@@ -186,11 +186,17 @@ def plot_passk(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_xscale("log", base=2)
     ticks = [t for t in (1, 2, 4, 8, 16, 32, 64) if t <= max(len(e["k"]) for e in passk.values())]
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("k (samples per problem)")
-    ax.set_ylabel("pass@k, in-domain tiers (%)")
-    ax.set_title("Test-time scaling: pass@k (mean over seeds)")
+    labels = ("k (samples per problem)", "pass@k, in-domain tiers (%)", "Test-time scaling: pass@k (mean over seeds)")
+    return _finish(fig, ax, labels, path, legend_size=8)
+
+
+def _finish(fig, ax, labels: tuple[str, str, str], path: str | os.PathLike, legend_size: int = 8) -> Path:
+    """Axis labels and title, grid and legend, then save (:func:`_save`)."""
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(labels[2])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -203,3 +209,28 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
     plt.close(fig)
     return path
+
+
+def plot_tradeoff(summary: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Retained against in-domain validation accuracy per method: its sweep runs (one point per learning
+    rate, labelled) and the chosen rate's checkpoints (a line from the base model onward)."""
+    plt = _pyplot()
+    tradeoff = summary["tradeoff"]
+    colors = method_colors(list(tradeoff))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method, points in tradeoff.items():
+        sweep = [p for p in points if p["step"] == "final"]
+        curve = sorted((p for p in points if p["step"] != "final"), key=lambda p: p["step"])
+        if curve:
+            xs, ys = [100 * p["in_domain"] for p in curve], [100 * p["retained"] for p in curve]
+            ax.plot(xs, ys, color=colors[method], lw=1.4, marker=".", label=f"{method} (chosen rate, checkpoints)")
+        for p in sweep:
+            x, y = 100 * p["in_domain"], 100 * p["retained"]
+            ax.scatter([x], [y], color=colors[method], marker="s", s=22)
+            ax.annotate(p["lr"], (x, y), fontsize=6, color=colors[method], xytext=(3, 2), textcoords="offset points")
+    labels = (
+        "in-domain accuracy, validation (%)",
+        "retained skills, validation (%)",
+        "Trade-off: squares = final model per learning rate (sweep seed)",
+    )
+    return _finish(fig, ax, labels, path, legend_size=7)

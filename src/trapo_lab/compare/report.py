@@ -21,14 +21,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .aggregate import PAIRED_COLUMNS, condense_dynamics
 from .cache import format_lr
-from .claims import claims_table
-from .plots import plot_curves, plot_dynamics, plot_guidance, plot_passk
+from .claims import claims_table, matched_readings
+from .plots import plot_curves, plot_dynamics, plot_guidance, plot_passk, plot_tradeoff
+from .report_claims import claims_markdown, matched_markdown, readings_markdown
+from .report_claims import table as markdown_table
 
 # Output shares shown in the cost-and-mechanism table rather than in the accuracy tables.
 MECHANISM_TABLE_COLUMNS = ("degenerate", "expert_style")
@@ -57,11 +58,6 @@ def _signed_points(value: float | None, scale: float = 100.0) -> str:
     return "–" if value is None else f"{scale * value:+.1f}"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    return [*lines, *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
-
-
 def _column_title(name: str) -> str:
     return {
         "in_domain": "**in-domain avg**",
@@ -74,7 +70,7 @@ def _column_title(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- markdown
 
 
-def results_markdown(
+def results_markdown(  # noqa: C901 (one branch per optional report section)
     summary: dict[str, Any],
     *,
     title: str = "Comparison",
@@ -89,6 +85,7 @@ def results_markdown(
     out = [f"# {title}", ""]
     if note:
         out += [note, ""]
+    out += claims_markdown(summary["claims"] if "claims" in summary else claims_table(summary))
     if command:
         out += ["Reproduce with:", "", "```", command, "```", ""]
     seeds = ", ".join(str(s) for s in spec["seeds"])
@@ -120,7 +117,7 @@ def results_markdown(
             )
         facts.append(line)
     out += [*facts, ""]
-    out += claims_markdown(claims_table(summary))
+    out += matched_markdown(summary["claims_matched"] if "claims_matched" in summary else matched_readings(summary))
 
     # equal optimizer steps
     out += [
@@ -143,7 +140,7 @@ def results_markdown(
                 "–" if timing is None else f"{mean_std_cell(timing['train_seconds'], 1.0, 0)} s",
             ]
         )
-    out += _table(head, rows)
+    out += markdown_table(head, rows)
 
     # equal wall-clock
     wall = summary.get("equal_wallclock")
@@ -160,7 +157,7 @@ def results_markdown(
             entry = wall["methods"][name]
             steps = ", ".join(str(v["step"]) for v in entry.get("checkpoints", {}).values()) or "0"
             rows.append([name, steps, *(mean_std_cell(entry["summary"][c]) for c in columns)])
-        out += _table(head, rows)
+        out += markdown_table(head, rows)
 
     # paired
     paired = summary.get("paired_vs_trapo") or {}
@@ -192,7 +189,9 @@ def results_markdown(
                         f"{p['wins']}/{p['losses']}/{p['ties']}",
                     ]
                 rows.append(row)
-        out += _table(head, rows)
+        out += markdown_table(head, rows)
+
+    out += readings_markdown(summary)
 
     # learning rates
     out += [
@@ -211,7 +210,7 @@ def results_markdown(
         ]
         for name in methods
     ]
-    out += _table(["method", *grid, "chosen"], rows)
+    out += markdown_table(["method", *grid, "chosen"], rows)
 
     # timing + mechanism
     out += [
@@ -239,7 +238,7 @@ def results_markdown(
                 mean_std_cell(test.get("expert_style")),
             ]
         )
-    out += _table(
+    out += markdown_table(
         [
             "method",
             "s / step",
@@ -273,25 +272,19 @@ def results_markdown(
         "",
         "pass@k (unbiased estimator) on the pass@k test subset, in-domain tiers averaged.",
         "",
+        *(
+            [
+                "![trade-off](tradeoff.png)",
+                "",
+                "Retained against in-domain accuracy (validation) for every method over its learning rates "
+                "(sweep runs, final models) and the chosen rate's checkpoints (mean over test seeds).",
+                "",
+            ]
+            if summary.get("tradeoff")
+            else []
+        ),
     ]
     return "\n".join(out)
-
-
-def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
-    """The claims table (:func:`~trapo_lab.compare.claims.claims_table`) as Markdown lines (none if empty)."""
-    if not claims:
-        return []
-    out = [
-        "## The paper's claims",
-        "",
-        "Each claim with our numbers (test split, equal optimizer steps, mean ± std over seeds, in points; "
-        "d = TRAPO − other, paired by seed) and a verdict: **holds** when the paired difference is on the "
-        "claimed side on every seed, **fails** when it is on the other side on every seed, **within noise** "
-        "otherwise.",
-        "",
-    ]
-    rows = [[str(i), c["claim"], c["evidence"], f"**{c['verdict']}**"] for i, c in enumerate(claims, 1)]
-    return out + _table(["#", "claim", "our numbers", "verdict"], rows)
 
 
 def _lr(lr: float | str) -> str:
@@ -316,6 +309,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     condensed = condense_dynamics(dynamics)
+    summary = {**summary, "claims": claims_table(summary), "claims_matched": matched_readings(summary)}
     meta = {"command": command, "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1)}
     paths = {
         "results.md": out / "results.md",
@@ -334,4 +328,6 @@ def write_report(
     paths["guidance.png"] = plot_guidance(condensed, out / "guidance.png")
     paths["curves.png"] = plot_curves(summary, out / "curves.png")
     paths["passk.png"] = plot_passk(summary, out / "passk.png")
+    if summary.get("tradeoff"):
+        paths["tradeoff.png"] = plot_tradeoff(summary, out / "tradeoff.png")
     return paths

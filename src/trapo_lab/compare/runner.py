@@ -19,10 +19,12 @@ from typing import Any
 from trapo.data import Example
 
 from . import aggregate
-from .aggregate import group_average, select_lr
+from .aggregate import select_lr
 from .cache import DEFAULT_RUNS_DIR, FORMAT, RunCache, RunKey, eval_settings, format_lr, model_identity
 from .data import CompareData
 from .spec import CompareSpec
+from .stats import decode_counts, problem_outcomes
+from .views import benchmark_checkpoint, readings_summary, wallclock_view
 
 # What trapo_base.json of the base model contributes to the summary.
 BASE_INFO_KEYS = (
@@ -57,6 +59,8 @@ class Comparison:
         runs_dir: where runs are cached (``<method>-lr<lr>-s<seed>-<hash>/``, :mod:`trapo_lab.compare.cache`).
         progress: tqdm bars of the evaluations (the trainer always shows its own bar).
         log: where progress lines go.
+        step_cost: a ``benchmarks/step_cost.py`` JSON (``step_time_ratio_to_grpo``) for the equal-time view
+            read from an interleaved benchmark; None: no such view.
     """
 
     def __init__(
@@ -68,10 +72,14 @@ class Comparison:
         runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        step_cost: str | os.PathLike | None = None,
     ):
         self.spec = spec
         self.data_dir, self.base_dir, self.runs_dir = Path(data_dir), Path(base_dir), Path(runs_dir)
         self.progress, self.log = progress, log
+        # the interleaved step-cost benchmark's JSON (benchmarks/step_cost.py) for the equal-time view
+        self.step_cost_source = None if step_cost is None else str(step_cost)
+        self.step_cost = {} if step_cost is None else json.loads(Path(step_cost).read_text())
         self.data = CompareData.load(self.data_dir, spec)
         self.cache = RunCache(
             spec,
@@ -84,6 +92,7 @@ class Comparison:
         self.trained_runs: list[tuple[RunKey, int]] = []  # (run, step it resumed from) trained by this object
         self.evaluations_computed = 0  # evaluations computed (not read from the cache) by this object
         self._max_runs: int | None = None
+        self._sweep_done = False
         self._deadline: float | None = None
 
     def run_dir(self, key: RunKey) -> Path:
@@ -132,7 +141,7 @@ class Comparison:
         if key is None:
             step = 0
         cached = self.cache.read_evaluation(key, split, step, settings)
-        if cached is not None:
+        if cached is not None and "outcomes" in cached:  # evaluations cached before outcomes were kept: redo
             return cached
         result = self._evaluate(self.cache.model_dir(key, step), examples, k=k, pass_at_k=split == "passk")
         result["settings"] = settings
@@ -164,18 +173,15 @@ class Comparison:
             progress=self.progress,
             keep_completions=True,
         )
+        outcomes = problem_outcomes(report.problems, extract_boxed, solution_style)
         groups: dict[str, dict[str, Any]] = {}
         for name, metrics in report.groups.items():
-            completions = [c for p in report.problems if p.group == name for c in (p.completions or [])]
+            samples = k * metrics.n_problems
             groups[name] = {
                 "n": metrics.n_problems,
                 "acc": metrics.avg_at_k,
-                "degenerate": (
-                    sum(extract_boxed(c) is None for c in completions) / len(completions) if completions else None
-                ),
-                "expert_style": (
-                    sum(solution_style(c) == "expert" for c in completions) / len(completions) if completions else None
-                ),
+                "degenerate": sum(decode_counts(outcomes[name]["degenerate"])) / samples if samples else None,
+                "expert_style": sum(decode_counts(outcomes[name]["expert_style"])) / samples if samples else None,
                 "mean_tokens": metrics.mean_completion_tokens,
                 "truncated": metrics.truncated_rate,
             }
@@ -183,6 +189,7 @@ class Comparison:
                 groups[name]["pass@k"] = {str(j): v for j, v in report.pass_at_k_curve(name).items()}
         return {
             "groups": groups,
+            "outcomes": outcomes,
             "k": k,
             "seconds": round(time.perf_counter() - started, 2),
             "tokens_per_s": report.overall.tokens_per_s,
@@ -192,17 +199,19 @@ class Comparison:
     # ------------------------------------------------------------------ the protocol
     def status(self) -> dict[str, Any]:
         """How many runs the comparison needs and how many are finished, overall and per method (for
-        progress across pieces); a method's rate is known once its sweep is trained and validated."""
+        progress across pieces); a method's rate is known once its sweep is trained and validated (until
+        then its total counts the rates known so far)."""
         done = total = 0
-        first = self.spec.seeds[0]
+        spec = self.spec
         methods = {}
-        for method in self.spec.methods:
-            sweep = [RunKey(method, lr, first) for lr in self.spec.lr_grid[method]]
-            n_total = len(sweep) + len(self.spec.seeds) - 1
-            n_done = sum(self.is_trained(k) for k in sweep)
-            chosen = self._cached_chosen_lr(method) if n_done == len(sweep) else None
+        for method in spec.methods:
+            rows = self.sweep(method, train=False)
+            chosen = select_lr({lr: r["in_domain"] for lr, r in rows.items()}) if self._sweep_done else None
+            sweep_keys = [RunKey(method, lr, spec.selection_seed) for lr in rows]
+            n_total = max(len(rows), len(spec.lr_grid[method])) + len(self._test_seeds())
+            n_done = sum(self.is_trained(k) for k in sweep_keys)
             if chosen is not None:
-                n_done += sum(self.is_trained(RunKey(method, chosen, s)) for s in self.spec.seeds[1:])
+                n_done += sum(self.is_trained(RunKey(method, chosen, s)) for s in self._test_seeds())
             methods[method] = {
                 "runs_done": n_done,
                 "runs_total": n_total,
@@ -211,30 +220,59 @@ class Comparison:
             done, total = done + n_done, total + n_total
         return {"runs_total": total, "runs_done": done, "methods": methods}
 
-    def _cached_chosen_lr(self, method: str) -> float | None:
-        """The chosen rate if every sweep run's validation evaluation is cached, else None."""
-        scores = {}
-        for lr in self.spec.lr_grid[method]:
-            groups = self.cache.final_validation_groups(RunKey(method, lr, self.spec.seeds[0]))
-            if groups is None:
-                return None
-            scores[lr] = group_average(groups, self.data.in_domain)
-        return select_lr(scores)
+    def _test_seeds(self) -> list[int]:
+        """Test seeds that need a run besides the sweep (the sweep's run is reused at its own seed)."""
+        return [s for s in self.spec.seeds if s != self.spec.selection_seed]
+
+    def sweep(self, method: str, *, train: bool = True) -> dict[float, dict[str, Any]]:
+        """Stage 1 for ``method``: per learning rate, the validation row (in-domain, retained, ...) of the
+        final model at the sweep seed; rates are added beyond an edge of the grid while the best rate is at
+        that edge (:func:`~trapo_lab.compare.aggregate.grid_extension`, at most ``spec.lr_extensions``).
+        ``train=False`` reads the cache only and stops at the first rate without a validation (then
+        ``self._sweep_done`` is False)."""
+        spec = self.spec
+        grid, rows, added = list(spec.lr_grid[method]), {}, 0
+        self._sweep_done = False
+        while True:
+            for lr in grid:
+                if lr in rows:
+                    continue
+                key = RunKey(method, lr, spec.selection_seed)
+                if train:
+                    self.ensure_trained(key)
+                    groups = self.evaluation(key, "val", spec.max_steps)["groups"]
+                elif (groups := self.cache.final_validation_groups(key)) is None:
+                    return rows
+                rows[lr] = aggregate.table_row(groups, self.data.in_domain, self.data.retained)
+            extra = aggregate.grid_extension({lr: r["in_domain"] for lr, r in rows.items()})
+            if extra is None or added >= spec.lr_extensions:
+                self._sweep_done = True
+                return rows
+            grid.append(extra)
+            added += 1
 
     def lr_selection(self, method: str) -> dict[str, Any]:
-        """Stage 1 for ``method``: train and validate every rate of its grid at the first seed; choose by the
-        in-domain validation average (never the test split)."""
-        first, spec = self.spec.seeds[0], self.spec
-        scores: dict[float, float | None] = {}
-        for lr in spec.lr_grid[method]:
-            key = RunKey(method, lr, first)
-            self.ensure_trained(key)
-            scores[lr] = group_average(self.evaluation(key, "val", spec.max_steps)["groups"], self.data.in_domain)
+        """Stage 1 for ``method`` (:meth:`sweep`): choose by the in-domain validation average (never the
+        test split); keep every sweep run's in-domain and retained validation accuracy."""
+        rows = self.sweep(method)
+        scores = {lr: r["in_domain"] for lr, r in rows.items()}
+        chosen = select_lr(scores)
         return {
             "scores": {format_lr(lr): s for lr, s in scores.items()},
-            "chosen": select_lr(scores),
-            "criterion": "in-domain validation average of the final model at the first seed",
+            "retained": {format_lr(lr): r["retained"] for lr, r in rows.items()},
+            "chosen": chosen,
+            "grid": [format_lr(lr) for lr in self.spec.lr_grid[method]],
+            "added": [format_lr(lr) for lr in rows if lr not in self.spec.lr_grid[method]],
+            "at_edge": chosen in (min(rows), max(rows)) and len(rows) > 1,
+            "criterion": f"in-domain validation average of the final model at seed {self.spec.selection_seed}",
         }
+
+    def run_sweeps(self, *, max_runs: int | None = None, time_budget_s: float | None = None) -> dict[str, Any]:
+        """Stage 1 only: every method's learning-rate sweep, trained and validated (:meth:`lr_selection`);
+        budgets as in :meth:`run`."""
+        self._max_runs = max_runs
+        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+        return {m: self.lr_selection(m) for m in self.spec.methods}
 
     def run(self, *, max_runs: int | None = None, time_budget_s: float | None = None) -> CompareResult:
         """Run (or resume) the whole comparison and return its results.
@@ -243,14 +281,14 @@ class Comparison:
         is spent before the next one would start (everything finished so far is cached).
         """
         spec = self.spec
-        self._max_runs = max_runs
-        self._deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-        selection = {m: self.lr_selection(m) for m in spec.methods}
+        selection = self.run_sweeps(max_runs=max_runs, time_budget_s=time_budget_s)
         for method in spec.methods:
             lr = selection[method]["chosen"]
             for seed in spec.seeds:
                 key = RunKey(method, lr, seed)
                 self.ensure_trained(key)
+                for step in self.benchmark_steps(method):
+                    self.evaluation(key, "test", step)
                 self.evaluation(key, "test", spec.max_steps)
                 self.evaluation(key, "passk", spec.max_steps)
                 for step in spec.checkpoint_steps:
@@ -324,7 +362,7 @@ class Comparison:
             curves[method] = aggregate.validation_curves(points, cumulative[method], val_rows)
             passk[method] = aggregate.passk_summary(ks, passk_curves)
 
-        wallclock = self._wallclock_view(selection, cumulative, timing, base_row, columns)
+        wallclock = wallclock_view(self, selection, cumulative, timing, base_row, columns)
         paired = {}
         if aggregate.PAIRED_AGAINST in spec.methods:
             views = {"equal_steps": steps_view, **({"equal_wallclock": wallclock["methods"]} if wallclock else {})}
@@ -353,50 +391,20 @@ class Comparison:
                 "trapo_lab.tasks.solution_style; tier 1's two forms coincide, so about 20% is the floor"
             ),
         }
+        summary.update(self._readings(selection, curves))
         return CompareResult(summary=summary, dynamics=dynamics)
 
-    def _wallclock_view(
-        self,
-        selection: dict[str, dict[str, Any]],
-        cumulative: dict[str, dict[int, dict[int, float]]],
-        timing: dict[str, Any],
-        base_row: dict[str, Any],
-        columns: list[str],
-    ) -> dict[str, Any] | None:
-        """The equal-wall-clock table: each run at its latest checkpoint within the reference method's longest
-        full-run training time (None when the reference method is not compared)."""
-        spec = self.spec
-        ref = spec.wallclock_reference
-        if ref not in spec.methods:
-            return None
-        budget = max(timing[ref]["per_seed"].values())
-        methods: dict[str, Any] = {
-            "base": {"per_seed": {"-": base_row}, "summary": aggregate.summarize_rows({0: base_row}, columns)}
-        }
-        for method in spec.methods:
-            lr = selection[method]["chosen"]
-            rows, picked = {}, {}
-            for seed in spec.seeds:
-                step = aggregate.wallclock_step(cumulative[method][seed], budget)
-                picked[str(seed)] = {"step": step, "seconds": cumulative[method][seed][step]}
-                rows[seed] = self._row(None if step == 0 else RunKey(method, lr, seed), "test", step)
-            methods[method] = {
-                "lr": lr,
-                "per_seed": {str(s): r for s, r in rows.items()},
-                "summary": aggregate.summarize_rows(rows, columns),
-                "checkpoints": picked,
-            }
-        return {
-            "reference": ref,
-            "budget_seconds": budget,
-            "methods": methods,
-            "rule": (
-                f"budget = the longest full-run training time of {ref} over its seeds (sum of perf/step_s); "
-                "each run is taken at its latest checkpoint (every "
-                f"{spec.save_steps} steps) whose cumulative training time is <= the budget, or the base "
-                "model if none is; runs are never extended past max_steps"
-            ),
-        }
+    def _outcomes(self, key: RunKey | None, split: str, step: int) -> dict[str, Any]:
+        return self.evaluation(key, split, step)["outcomes"]
+
+    def _readings(self, selection: dict[str, dict[str, Any]], curves: dict[str, Any]) -> dict[str, Any]:
+        return readings_summary(self, selection, curves)
+
+    def benchmark_steps(self, method: str) -> list[int]:
+        """The checkpoint the step-cost benchmark's equal-time view reads ``method``'s runs at (none without
+        a benchmark or a ratio for the method, or when it is the final model)."""
+        step = benchmark_checkpoint(self, method)
+        return [] if step is None or step in (0, self.spec.max_steps) else [step]
 
     def _base_info(self) -> dict[str, Any]:
         from trapo_lab.pretrain import read_base_info

@@ -26,8 +26,13 @@ class CompareSpec:
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (1, 2, 3)  # the test seeds: every method at its chosen rate, on the test split
+    # the learning-rate sweep's seed (None: the first test seed, which then also plays in the choice)
+    sweep_seed: int | None = 0
     lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_LR_GRID))
+    # rates added to a grid whose best rate is at its edge, one half-decade beyond it at a time, until the
+    # best is interior (at most this many per method; 0: the grid as given)
+    lr_extensions: int = 2
     max_steps: int = 200
     prompts_per_step: int = 8
     max_completion_length: int = 128
@@ -42,13 +47,13 @@ class CompareSpec:
     temperature: float = 1.0
     max_new_tokens: int = 128
     passk_max: int = 16  # pass@k curve for k = 1..passk_max ...
-    n_passk_per_tier: int = 40  # ... on this many test problems of each tier
-    curve_points: int = 5  # checkpoints (every max_steps / curve_points steps), each evaluated on validation
+    n_passk_per_tier: int = 300  # ... on this many test problems of each tier (all of them by default)
+    curve_points: int = 10  # checkpoints (every max_steps / curve_points steps), each evaluated on validation
     wallclock_reference: str = "grpo"  # its longest full run's training time is the equal-wall-clock budget
     eval_seed: int = 0
     eval_batch_size: int = 512
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 (a flat list of independent checks)
         self.methods = tuple(self.methods)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.methods:
@@ -83,10 +88,12 @@ class CompareSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("n_val_skill", "n_test_skill", "n_test_ood"):
+        for name in ("n_val_skill", "n_test_skill", "n_test_ood", "lr_extensions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.sweep_seed is not None:
+            self.sweep_seed = int(self.sweep_seed)
         if self.curve_points > self.max_steps:
             raise ValueError(f"curve_points ({self.curve_points}) must be <= max_steps ({self.max_steps})")
         if self.temperature < 0:
@@ -102,6 +109,8 @@ class CompareSpec:
         tiny evaluation sets. Its numbers say nothing about the methods; it checks the machinery."""
         values: dict[str, Any] = dict(
             seeds=(0, 1),
+            sweep_seed=None,
+            lr_extensions=0,
             lr_grid=dict.fromkeys(METHODS, (3e-5, 1e-4)),
             max_steps=6,
             prompts_per_step=4,
@@ -116,6 +125,11 @@ class CompareSpec:
         )
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def selection_seed(self) -> int:
+        """The seed of the learning-rate sweep (:attr:`sweep_seed`, else the first test seed)."""
+        return self.seeds[0] if self.sweep_seed is None else self.sweep_seed
 
     @property
     def save_steps(self) -> int:

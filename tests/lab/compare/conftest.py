@@ -32,6 +32,7 @@ def tiny_spec(**overrides) -> CompareSpec:
         passk_max=2,
         curve_points=2,
         max_new_tokens=12,
+        lr_extensions=0,
     )
     values.update(overrides)
     return CompareSpec(**values)

@@ -1,112 +1,143 @@
-"""The claims table: verdict rules and each claim against a hand-made summary."""
+"""The claims table: each claim's verdict from hand-made per-problem outcomes, and the verdict recomputed from a
+written results.json."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from trapo_lab.compare.aggregate import mean_std
-from trapo_lab.compare.claims import FAILS, HOLDS, MISSING, NOISE, claims_table, combine, verdict
-from trapo_lab.compare.report import claims_markdown
+from trapo_lab.compare.claims import FAILS, HOLDS, MISSING, NOISE, claims_table, matched_readings
+from trapo_lab.compare.report_claims import claims_markdown, matched_markdown
+
+TIERS, SKILLS = ["arith-t1", "arith-t2"], ["reverse", "sort"]
+SEEDS = ("1", "2", "3")
+PUBLISHED = Path(__file__).parents[3] / "docs/results/compare/results.json"
 
 
-@pytest.mark.parametrize(
-    ("diffs", "margin", "expected"),
-    [
-        ([0.01, 0.02, 0.03], 0.0, HOLDS),
-        ([-0.01, -0.02, -0.03], 0.0, FAILS),
-        ([0.05, -0.01, 0.02], 0.0, NOISE),
-        ([0.0, 0.01, 0.02], 0.0, NOISE),  # a tie is not "on the claimed side"
-        ([-0.01, -0.015, 0.0], 0.02, HOLDS),  # within the margin on every seed
-        ([-0.03, -0.05, -0.021], 0.02, FAILS),
-        ([], 0.0, MISSING),
-    ],
-)
-def test_verdict_is_a_sign_rule_over_seeds(diffs, margin, expected):
-    assert verdict(diffs, margin) == expected
+def _outcome(correct: str, degenerate: str | None = None, style: str | None = None) -> dict[str, str]:
+    zeros = " ".join("0" for _ in correct.split())
+    return {"correct": correct, "degenerate": degenerate or zeros, "expert_style": style or zeros}
 
 
-def test_combine():
-    assert combine([HOLDS, HOLDS]) == HOLDS
-    assert combine([HOLDS, NOISE]) == NOISE
-    assert combine([HOLDS, FAILS, NOISE]) == FAILS
-    assert combine([HOLDS, MISSING]) == MISSING
+def _model(tiers: str, skills: str, degenerate: str | None = None, style: str | None = None) -> dict:
+    """The same outcomes on every seed: every tier gets ``tiers``, every skill ``skills`` (10 problems each)."""
+    per_group = {g: _outcome(tiers, degenerate, style) for g in TIERS} | {g: _outcome(skills) for g in SKILLS}
+    return {s: per_group for s in SEEDS}
 
 
-def _entry(rows: dict[int, dict[str, float]]) -> dict:
-    columns = {c for r in rows.values() for c in r}
+ALL, NONE = "1 1 1 1 1 1 1 1 1 1", "0 0 0 0 0 0 0 0 0 0"
+HALF = "1 0 1 0 1 0 1 0 1 0"
+
+
+def _summary() -> dict:
+    test = {
+        "trapo": _model(ALL, "1 1 1 1 1 1 1 1 1 0", degenerate=NONE, style=NONE),  # retained 90%
+        "trapo-sft": _model(HALF, HALF, degenerate=ALL, style=ALL),
+        "grpo": _model(HALF, "1 1 1 1 1 1 1 1 1 0"),  # same retained as TRAPO
+        "sft": _model(ALL, NONE),  # ties TRAPO in-domain
+        "sft-then-grpo": _model(HALF, HALF),
+    }
+    passk = {m: {s: {g: {"correct": "2 2 2 0"} for g in TIERS} for s in SEEDS} for m in test}
+    passk["trapo"] = {s: {g: {"correct": "2 2 2 2"} for g in TIERS} for s in SEEDS}
+    sweep = {m: {"1e-4": {g: {"correct": "1 1 0 0"} for g in SKILLS}} for m in ("trapo", "grpo", "sft", "trapo-sft")}
+    tradeoff = {
+        "trapo": [{"in_domain": 0.3, "retained": 0.9}, {"in_domain": 0.7, "retained": 0.6}],
+        "grpo": [{"in_domain": 0.3, "retained": 0.9}, {"in_domain": 0.5, "retained": 0.8}],
+    }
     return {
-        "per_seed": {str(s): r for s, r in rows.items()},
-        "summary": {c: mean_std(r[c] for r in rows.values()) for c in columns},
+        "in_domain": TIERS,
+        "retained": SKILLS,
+        "outcomes": {"test": test, "passk": passk, "val_sweep": sweep},
+        "outcome_counts": {"test": 1, "passk": 2, "val_sweep": 1},
+        "tradeoff": tradeoff,
     }
 
 
-def _row(in_domain, retained, degenerate=0.0, expert_style=0.5):
-    return {"in_domain": in_domain, "retained": retained, "degenerate": degenerate, "expert_style": expert_style}
-
-
-def _summary():
-    # seeds 0, 1, 2; TRAPO beats grpo on every seed in-domain, ties-or-loses against sft-then-grpo on one seed
-    steps = {
-        "trapo": _entry(
-            {0: _row(0.60, 0.80, 0.01, 0.9), 1: _row(0.62, 0.82, 0.02, 0.9), 2: _row(0.58, 0.78, 0.0, 0.9)}
-        ),
-        "trapo-sft": _entry(
-            {0: _row(0.55, 0.50, 0.05, 0.99), 1: _row(0.57, 0.52, 0.04, 0.98), 2: _row(0.56, 0.49, 0.03, 0.97)}
-        ),
-        "grpo": _entry({0: _row(0.40, 0.81), 1: _row(0.41, 0.83), 2: _row(0.39, 0.79)}),
-        "sft": _entry({0: _row(0.55, 0.30), 1: _row(0.50, 0.35), 2: _row(0.52, 0.33)}),
-        "sft-then-grpo": _entry({0: _row(0.61, 0.60), 1: _row(0.60, 0.61), 2: _row(0.57, 0.62)}),
-    }
-    ks = [1, 2, 4]
-    passk = {
-        "trapo": {
-            "k": ks,
-            "mean": [0.6, 0.7, 0.8],
-            "per_seed": {"0": [0.6, 0.7, 0.8], "1": [0.62, 0.7, 0.8], "2": [0.58, 0.7, 0.8]},
-        },
-        "grpo": {
-            "k": ks,
-            "mean": [0.4, 0.6, 0.85],
-            "per_seed": {"0": [0.4, 0.6, 0.85], "1": [0.41, 0.6, 0.86], "2": [0.39, 0.6, 0.84]},
-        },
-        "sft": {"k": ks, "mean": [0.5, 0.6, 0.7], "per_seed": {s: [0.5, 0.6, 0.7] for s in "012"}},
-        "sft-then-grpo": {"k": ks, "mean": [0.5, 0.6, 0.7], "per_seed": {s: [0.5, 0.6, 0.7] for s in "012"}},
-    }
-    return {"equal_steps": steps, "passk": passk, "retained": ["reverse", "sort"]}
-
-
-def test_claims_against_a_hand_made_summary():
+def test_claims_from_hand_made_outcomes():
     claims = claims_table(_summary())
-    assert [c["verdict"] for c in claims] == [NOISE, HOLDS, HOLDS, FAILS]
-    # 1: d vs sft-then-grpo per seed = -0.01, +0.02, +0.01 -> within noise; best baseline named
-    assert "best baseline sft-then-grpo 59.3 ± 2.1" in claims[0]["evidence"]
-    assert "d vs grpo: +20.0 ± 1.0 (3/3 seeds)" in claims[0]["evidence"]
-    # 2: d vs GRPO = -0.01, -0.01, -0.01 (within 2 points), d vs SFT = +0.5, +0.47, +0.45
-    assert "d vs GRPO -1.0 ± 0.0 (0/3 seeds)" in claims[1]["evidence"]
-    # 3: lower degenerate and expert-style shares, higher retained than trapo-sft on every seed
-    assert claims[2]["evidence"].count("(holds)") == 3
-    # 4: grpo is above TRAPO at k = 4 on every seed
-    assert "grpo: mean curve below TRAPO's at 2/3 k" in claims[3]["evidence"]
+    assert [c["claim"] for c in claims] == [1, 2, 3, 4]
+    # 1: TRAPO ties sft exactly (interval [0, 0]): within noise, decided by sft
+    assert claims[0]["verdict"] == NOISE and claims[0]["ci95"] == [0.0, 0.0]
+    assert claims[0]["deciding"] == "in-domain accuracy vs sft"
+    by = {p["against"]: p for p in claims[0]["parts"]}
+    assert by["grpo"]["verdict"] == HOLDS and by["grpo"]["d"] == pytest.approx(0.5)
+    assert by["grpo"]["per_seed"] == {s: pytest.approx(0.5) for s in SEEDS}
+    assert claims[0]["seeds"] == list(SEEDS) and claims[0]["problems"] == {"arith-t1": 10, "arith-t2": 10}
+    # 2: near GRPO (identical: [0, 0] inside ±2) holds; well above SFT (+90 points on every problem) holds
+    assert claims[1]["verdict"] == HOLDS
+    assert [p["verdict"] for p in claims[1]["parts"]] == [HOLDS, HOLDS]
+    # 3: degenerate and expert style lower (other − TRAPO = +1), retained higher: holds
+    assert claims[2]["verdict"] == HOLDS and all(p["lower_is_better"] for p in claims[2]["parts"][:2])
+    assert claims[2]["parts"][0]["d"] == pytest.approx(1.0)
+    # 4: per-problem pass@k area of TRAPO 1.0 vs (1, 1, 1, 0) of every baseline: d = 0.25, but a bootstrap
+    # draw misses the fourth problem in both tiers with chance (3/4)^8 = 10%: the interval reaches 0
+    assert claims[3]["parts"][0]["d"] == pytest.approx(0.25)
+    assert claims[3]["verdict"] == NOISE and claims[3]["ci95"][0] == pytest.approx(0.0)
+
+
+def test_a_failing_part_fails_the_claim():
+    summary = _summary()
+    summary["outcomes"]["test"]["sft"] = _model(ALL, NONE)
+    summary["outcomes"]["test"]["trapo"] = _model(NONE, ALL)
+    assert claims_table(summary)[0]["verdict"] == FAILS
 
 
 def test_claims_need_trapo_and_a_baseline():
     summary = _summary()
-    assert claims_table({"equal_steps": {"trapo": summary["equal_steps"]["trapo"]}}) == []
-    del summary["equal_steps"]["trapo-sft"]
+    assert claims_table({**summary, "outcomes": {"test": {"trapo": summary["outcomes"]["test"]["trapo"]}}}) == []
+    del summary["outcomes"]["test"]["trapo-sft"]
     assert claims_table(summary)[2]["verdict"] == MISSING
+
+
+def test_matched_readings():
+    matched = matched_readings(_summary())
+    # same outcomes at 1e-4 for every method: d = 0, [0, 0]; near GRPO holds, well above SFT fails, more
+    # retained than trapo-sft is within noise
+    assert [(m["against"], m["verdict"]) for m in matched["matched_lr"]] == [
+        ("grpo", HOLDS),
+        ("sft", FAILS),
+        ("trapo-sft", NOISE),
+    ]
+    # highest in-domain level both curves reach: 0.5; TRAPO's frontier there: 0.9 + (0.6 − 0.9) * 0.5 = 0.75
+    grpo = matched["matched_in_domain"][0]
+    assert grpo["level"] == 0.5 and grpo["trapo"] == pytest.approx(0.75) and grpo["other"] == pytest.approx(0.8)
+    assert grpo["d"] == pytest.approx(-0.05)
+    lines = matched_markdown(matched)
+    assert lines[0].startswith("## Claims 2 and 3") and any("| 2 | grpo | 1e-4 |" in line for line in lines)
 
 
 def test_claims_markdown_is_a_table_with_every_verdict():
     lines = claims_markdown(claims_table(_summary()))
     assert lines[0] == "## The paper's claims"
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| #")]
-    assert len(rows) == 4 and rows[3].endswith("| **fails** |")
+    assert len(rows) == 4 and rows[0].endswith("| **within noise** |") and rows[1].endswith("| **holds** |")
+    assert "[+0.0, +0.0]" in rows[0]
     assert claims_markdown([]) == []
 
 
-def test_demo_line_reads_the_published_comparison(tmp_path):
-    import json
+def test_written_results_json_recomputes_its_verdicts(tmp_path):
+    from trapo_lab.compare.report import claims_table as report_claims
 
+    path = tmp_path / "results.json"
+    summary = _summary()
+    path.write_text(json.dumps({**summary, "claims": report_claims(summary)}))
+    stored = json.loads(path.read_text())
+    recomputed = claims_table(stored)
+    assert [(c["verdict"], c["ci95"]) for c in recomputed] == [(c["verdict"], c["ci95"]) for c in stored["claims"]]
+
+
+def test_published_claim_1_recomputes_from_its_stored_outcomes():
+    summary = json.loads(PUBLISHED.read_text())
+    if "claims" not in summary:
+        pytest.skip(f"{PUBLISHED} predates per-problem outcomes (no claims with intervals yet)")
+    stored = summary["claims"][0]
+    recomputed = claims_table(summary)[0]
+    assert recomputed["verdict"] == stored["verdict"] and recomputed["ci95"] == stored["ci95"]
+
+
+def test_demo_line_reads_the_published_comparison(tmp_path):
     from trapo_lab.cli.demo import comparison_line
 
     path = tmp_path / "results.json"
@@ -114,4 +145,8 @@ def test_demo_line_reads_the_published_comparison(tmp_path):
     path.write_text(json.dumps({**_summary(), "command": "trapo compare --publish"}))
     line = comparison_line(path)
     assert "reproduce: `trapo compare --publish`" in line
-    assert line.endswith(": within noise (TRAPO 60.0 ± 2.0, best baseline sft-then-grpo 59.3 ± 2.1).")
+    assert line.endswith(
+        "claim 1 (TRAPO's in-domain average ≥ the best baseline's): within noise, d vs sft +0.0 [+0.0, +0.0]."
+    )
+    path.write_text(json.dumps({"command": "trapo compare --publish", "equal_steps": {}}))
+    assert "per-problem outcomes" in comparison_line(path)

@@ -45,6 +45,14 @@ def test_quick_flags_become_the_spec():
     assert (sized.n_test_skill, sized.n_test_ood, sized.n_val_per_tier, sized.n_val_skill) == (7, 0, 9, 3)
 
 
+def test_sweep_flags_become_the_spec():
+    spec = spec_from_args(parse("--sweep-seed", "7", "--lr-extensions", "0", "--seeds", "1", "2"))
+    assert (spec.sweep_seed, spec.selection_seed, spec.lr_extensions, spec.seeds) == (7, 7, 0, (1, 2))
+    shared = spec_from_args(parse("--sweep-seed", "-1", "--seeds", "4", "5"))
+    assert shared.sweep_seed is None and shared.selection_seed == 4  # the first test seed also chooses
+    assert parse("--sweep-only").sweep_only and parse("--step-cost", "none").step_cost == "none"
+
+
 def test_default_grids_bracket_sft_higher_than_rl():
     grid = CompareSpec().lr_grid
     assert grid["sft"] == grid["sft-then-grpo"] == (3e-5, 1e-4, 3e-4)
@@ -63,7 +71,7 @@ def test_help_says_what_it_runs_and_that_it_resumes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "validation" in text.lower() and "resum" in text.lower() and "--quick" in text
     # the defaults in the help are the spec's
-    assert "(default: 0 1 2; quick: 0 1)" in text
+    assert "(default: 1 2 3; quick: 0 1)" in text
     assert "(default: 1e-5 3e-5 1e-4 (sft, sft-then-grpo: 3e-5 1e-4 3e-4); quick: 3e-5 1e-4)" in text
     assert "(default: 200; quick: 6)" in text and "--publish" in text
 

@@ -11,14 +11,23 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trapo.trainer import TRAPOTrainer, read_metrics
 from trapo_lab.compare import Comparison, RunKey, StopRequested, write_report
+from trapo_lab.compare.claims import claims_table
 
 
 @pytest.fixture(scope="module")
 def finished(data_dir, base_dir, tmp_path_factory, tiny_spec):
     """One complete comparison (trapo at two rates, grpo at one; two seeds), run once for the module."""
     runs = tmp_path_factory.mktemp("runs")
+    step_cost = runs.parent / "step_cost.json"  # trapo's step costs 1.5 grpo steps: 2 / 1.5 -> checkpoint 1
+    step_cost.write_text(json.dumps({"machine": "test", "step_time_ratio_to_grpo": {"grpo": 1.0, "trapo": 1.5}}))
     comparison = Comparison(
-        tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=runs, progress=False, log=lambda _: None
+        tiny_spec(),
+        data_dir=data_dir,
+        base_dir=base_dir,
+        runs_dir=runs,
+        progress=False,
+        log=lambda _: None,
+        step_cost=step_cost,
     )
     result = comparison.run()
     return comparison, result, runs
@@ -32,6 +41,7 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     assert trained == sorted(
         [("trapo", 1e-4, 0), ("trapo", 3e-4, 0), ("grpo", 1e-4, 0), ("trapo", chosen, 1), ("grpo", 1e-4, 1)]
     )
+    summary = result.summary
     run_dirs = sorted(p.name for p in runs.iterdir() if not p.name.startswith("base-"))
     assert len(run_dirs) == 5 and all(p.count("-") >= 3 for p in run_dirs)
     key = RunKey("trapo", chosen, 1)
@@ -41,6 +51,10 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     assert {"test@2", "passk@2", "val@1", "val@2"} <= set(cache)
     measured = cache["test@2"]["result"]["groups"]["arith-t1"]
     assert {"acc", "degenerate", "expert_style"} <= set(measured) and measured["n"] == 2
+    # per-problem outcomes: one count per problem, and they add up to the group's accuracy
+    outcome = cache["test@2"]["result"]["outcomes"]["arith-t1"]
+    assert len(outcome["correct"].split()) == 2 and sum(map(int, outcome["correct"].split())) / 2 == measured["acc"]
+    assert set(summary["lr_selection"]["trapo"]["retained"]) == {"1e-4", "3e-4"}
     assert len(read_metrics(run_dir)) == 2
     summary = result.summary
     assert set(summary["equal_steps"]) == {"base", "trapo", "grpo"}
@@ -49,6 +63,9 @@ def test_every_run_is_trained_once_and_evaluated(finished):
     assert summary["equal_wallclock"]["reference"] == "grpo"
     assert summary["curves"]["grpo"]["steps"] == [0, 1, 2]
     assert summary["passk"]["trapo"]["k"] == [1, 2]
+    bench = summary["equal_time_benchmark"]["methods"]
+    assert bench["trapo"]["step"] == 1 and bench["grpo"]["step"] == 2 and bench["trapo"]["ratio"] == 1.5
+    assert bench["trapo"]["per_seed"]["1"] == comparison._row(RunKey("trapo", chosen, 1), "test", 1)
 
 
 def test_a_second_invocation_trains_and_evaluates_nothing(finished, data_dir, base_dir, tiny_spec):
@@ -152,6 +169,7 @@ def test_report_writes_tables_json_and_plots(finished, tmp_path):
         "guidance.png",
         "curves.png",
         "passk.png",
+        "tradeoff.png",
     }
     for name, path in paths.items():
         assert path.stat().st_size > 0, name
@@ -169,10 +187,32 @@ def test_report_writes_tables_json_and_plots(finished, tmp_path):
         "## The paper's claims",
     ):
         assert heading in text
+    assert text.split("\n## ")[1].startswith("The paper's claims")  # the report leads with the claims
     data = json.loads(paths["results.json"].read_text())
+    # claims with intervals, recomputable from the per-problem outcomes stored beside them
+    assert [c["claim"] for c in data["claims"]] == [1, 2, 3, 4]
+    assert [(c["verdict"], c["ci95"]) for c in claims_table(data)] == [
+        (c["verdict"], c["ci95"]) for c in data["claims"]
+    ]
+    assert set(data["outcomes"]) == {"test", "passk", "val_sweep"} and set(data["late_gain"]) == {"trapo", "grpo"}
+    assert set(data["leakage"]["per_seed"]["trapo"]["0"]) == {"no_t1", "no_t1_clean_t2", "t2_clean"}
     # the out-of-distribution tiers are test-only columns, averaged apart from the in-domain tiers
     assert data["ood"] == ["ood-t6", "ood-t7"] and data["columns"].index("ood") > data["columns"].index("in_domain")
     assert data["equal_steps"]["trapo"]["summary"]["ood"]["n"] == 2
     assert data["equal_steps"]["grpo"]["lr"] == 1e-4 and data["wall_seconds"] == 12.0
     dynamics = json.loads(paths["dynamics.json"].read_text())
     assert dynamics["trapo"]["steps"] == [1, 2] and "guidance/level_3" in dynamics["trapo"]["metrics"]
+
+
+def test_a_grid_whose_best_rate_is_its_edge_is_extended(data_dir, base_dir, tmp_path, tiny_spec):
+    spec = tiny_spec(methods=("grpo",), seeds=(1,), sweep_seed=0, lr_grid={"grpo": (1e-4,)}, lr_extensions=1)
+    comparison = Comparison(spec, data_dir=data_dir, base_dir=base_dir, runs_dir=tmp_path, progress=False, log=print)
+    selection = comparison.lr_selection("grpo")
+    # a one-rate grid is its own top edge: one rate half a decade above is added, and no more (limit 1)
+    assert selection["grid"] == ["1e-4"] and selection["added"] == ["3e-4"]
+    assert set(selection["scores"]) == set(selection["retained"]) == {"1e-4", "3e-4"}
+    assert selection["criterion"].endswith("at seed 0")
+    trained = [(k.lr, k.seed) for k, _ in comparison.trained_runs]
+    assert trained == [(1e-4, 0), (3e-4, 0)]
+    status = comparison.status()
+    assert status["runs_total"] == 3 and status["runs_done"] == 2  # the test seed 1 is still to run

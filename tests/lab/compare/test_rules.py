@@ -75,7 +75,10 @@ def test_format_lr():
 def test_spec_defaults_follow_the_protocol_and_quick_is_small():
     spec = CompareSpec()
     assert len(spec.seeds) >= 3 and spec.n_test_per_tier >= 300 and spec.n_test_ood >= 300 and spec.passk_max == 16
-    assert spec.checkpoint_steps == list(range(40, 201, 40))
+    assert spec.checkpoint_steps == list(range(20, 201, 20))  # a checkpoint every 20 steps
+    # the learning rate is chosen at a seed that no test seed repeats; pass@k on every in-domain test problem
+    assert spec.selection_seed not in spec.seeds and spec.n_passk_per_tier == spec.n_test_per_tier
+    assert spec.lr_extensions >= 1
     quick = CompareSpec.quick()
     assert quick.max_steps <= 10 and len(quick.seeds) <= 2 and quick.checkpoint_steps == [3, 6]
     assert set(quick.methods) == set(spec.methods)

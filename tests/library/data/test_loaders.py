@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trapo.data import Example, LoadResult, SkippedRow, load_examples, write_examples
+from trapo.data import Example, LoadResult, SkippedRow, examples_from_rows, load_examples, write_examples
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / ".." / "shared" / "benchmarks"
 
@@ -219,3 +219,43 @@ def test_real_benchmarks_load_and_dedupe():
     assert not result.skipped and result.n_rows == 6023
     aime = next(e for e in result if e.data_source == "aime")
     assert aime.meta["repeats"] == 32 and aime.prompt[0]["role"] == "system"
+
+
+def test_several_candidate_expert_columns_stop_and_name_them(tmp_path):
+    """LUFFY's `target` beside the authors' `extra_info.answer_list`: which one is the user's call."""
+    rows = [{"prompt": "1+1", "answer": "2", "target": "t", "extra_info": {"answer_list": ["a"]}}]
+    with pytest.raises(
+        ValueError, match=r"several that may hold the expert solutions: target, extra_info\.answer_list"
+    ):
+        examples_from_rows(rows)
+    chosen = examples_from_rows(rows, expert_key="extra_info.answer_list")
+    assert chosen.examples[0].expert_solutions == ("a",) and "from 'extra_info.answer_list'" in chosen.summary()
+    assert examples_from_rows(rows, expert_key="target").examples[0].expert_solutions == ("t",)
+
+
+def test_prompt_text_is_the_last_user_message_whatever_follows_it(tmp_path):
+    """A trailing system or assistant message is not the problem (issue 24 #4), in every prompt template."""
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an earlier answer"},
+        {"role": "user", "content": "2+2"},
+        {"role": "assistant", "content": "Let me think."},
+    ]
+    ex = Example(prompt=messages, answer="4")
+    assert ex.prompt_text == "2+2"
+    assert Example(prompt=[{"role": "system", "content": "x"}], answer="4").prompt_text == ""
+    data = write_jsonl(tmp_path / "d.jsonl", [{**row("q", "4"), "prompt": messages}])
+    assert load_examples(data).examples[0].prompt_text == "2+2"
+
+
+def test_a_prompt_without_a_user_message_is_skipped_naming_the_roles(tmp_path):
+    only_system = {**row("q", "4"), "prompt": [{"role": "system", "content": "you are helpful"}]}
+    data = write_jsonl(tmp_path / "d.jsonl", [row("ok", "1"), only_system])
+    loaded = load_examples(data)
+    assert [ex.prompt_text for ex in loaded.examples] == ["ok"]
+    (skip,) = loaded.skipped
+    assert (skip.row, skip.field) == (2, "prompt")
+    assert "no user message" in skip.reason and "system" in skip.reason
+    with pytest.raises(ValueError, match=r"d.jsonl: line 2: field 'prompt': has no user message"):
+        load_examples(data, strict=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from trapo.cli import main
 from trapo.data import Example, write_examples
 
@@ -107,3 +109,67 @@ def test_threads_default_and_validation(monkeypatch):
     assert resolve_threads(None) == 3 and resolve_threads(2) == 2 and resolve_threads(0) == 0
     with pytest.raises(ValueError, match="--threads"):
         resolve_threads(-1)
+
+
+def _eval(model, data, *extra) -> list[str]:
+    return ["eval", "--model", str(model), "--data", str(data), "--max-tokens", "3", "--no-progress", *extra]
+
+
+def test_eval_checks_its_output_before_generating(tiny_model_dir, tmp_path, capsys):
+    """Issue 24 #9: no silent overwrite, no second writer, an unwritable path found before any work."""
+    from trapo.locking import FileLock
+
+    data = data_file(tmp_path)
+    out = tmp_path / "eval.json"
+    out.write_text('{"another": "run"}')
+    assert main(_eval(tiny_model_dir, data, "--output", str(out))) == 2
+    assert "already exists (another evaluation's result?); pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == '{"another": "run"}'
+    with FileLock(tmp_path / ".eval.json.lock", "x"):  # another eval is writing it
+        assert main(_eval(tiny_model_dir, data, "--output", str(out), "--overwrite")) == 2
+    assert "is in use by another trapo process" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(_eval(tiny_model_dir, data, "--output", str(blocker / "eval.json"))) == 2
+    err = capsys.readouterr().err
+    assert "a_file" in err and "Traceback" not in err and "torch threads" not in err  # nothing generated
+    assert main(_eval(tiny_model_dir, data, "--output", str(out), "--overwrite")) == 0
+    assert json.loads(out.read_text())["k"] == 1
+    assert not (tmp_path / ".eval.json.lock").exists()
+
+
+def test_eval_reads_only_the_test_files_of_a_split_directory(tiny_model_dir, tmp_path, capsys):
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for split, n in (("train", 5), ("val", 4), ("test", 2)):
+        write_examples(
+            [Example(prompt=[{"role": "user", "content": f"{split} {i}"}], answer="1") for i in range(n)],
+            splits / f"{split}.jsonl",
+        )
+    assert main(_eval(tiny_model_dir, splits)) == 0
+    captured = capsys.readouterr()
+    assert "used the test file(s) of splits/ only" in captured.err and "| **all problems** | 2 |" in captured.out
+    assert main(_eval(tiny_model_dir, splits, "--split", "val")) == 0
+    assert "| **all problems** | 4 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--group-by", "data_sorce"], "--group-by 'data_sorce': no problem has it; choose one of data_source"),
+        (["--device", "cuda"], "--device cuda: no CUDA GPU is available here"),
+        (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--output", "."], "is a directory; name a file"),
+    ],
+    ids=["group_by_typo", "cuda_without_gpu", "device_garbled", "nan_temperature", "top_p_zero", "output_dir"],
+)
+def test_eval_refuses_bad_flags_before_generating(tiny_model_dir, tmp_path, capsys, flags, message):
+    import torch
+
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(_eval(tiny_model_dir, data_file(tmp_path), *flags)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

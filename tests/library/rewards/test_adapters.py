@@ -12,8 +12,9 @@ import pytest
 from trapo.data import Example
 from trapo.rewards import (
     FailedScore,
+    Reward,
+    RewardSet,
     as_reward_function,
-    bounded_reward,
     default_reward,
     detect_kind,
     load_reward,
@@ -174,7 +175,7 @@ def test_default_reward_flags_an_unverifiable_ground_truth():
     assert result.scores == [0.0] and result.failures == {"unverifiable": 1}
 
 
-def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thread():
+def test_a_reward_in_a_worker_process_is_stopped_when_it_hangs_from_any_thread():
     import threading
     import time
 
@@ -183,7 +184,7 @@ def test_bounded_reward_in_a_worker_process_stops_a_hanging_reward_from_any_thre
             time.sleep(30)
         return 1.0
 
-    reward = bounded_reward(as_reward_function(hang), 0.5, process=True)
+    reward = RewardSet([Reward(hang, process=True, timeout=0.5)])
     out = {}
 
     def go():
@@ -235,3 +236,24 @@ def test_load_reward_from_file_and_module(tmp_path, monkeypatch):
     broken.write_text("raise RuntimeError('bad import')\n")
     with pytest.raises(ValueError, match=r"importing reward file .*broken\.py.*bad import"):
         load_reward(f"{broken}:f")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("import sys\nsys.exit(0)\n", r"it called sys.exit\(0\) while being imported"),
+        ("raise SystemExit('no GPU')\n", r"it called sys.exit\('no GPU'\)"),
+        ("def f(:\n", r"SyntaxError: .*line 1"),
+        ("import no_such_dependency_xyz\n", r"ModuleNotFoundError: No module named 'no_such_dependency_xyz'"),
+        ("raise KeyError('config')\n", r"KeyError: 'config'"),
+    ],
+    ids=["sys_exit_0", "system_exit_text", "syntax_error", "missing_dependency", "raises"],
+)
+def test_a_reward_module_that_fails_on_import_is_one_clear_error(tmp_path, monkeypatch, body, message):
+    """As a file and as a module name: one ValueError naming the module (issue 24 #5), never SystemExit."""
+    (tmp_path / "bad_reward_mod.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=rf"importing reward file .*bad_reward_mod\.py' failed: {message}"):
+        load_reward(f"{tmp_path / 'bad_reward_mod.py'}:f")
+    with pytest.raises(ValueError, match=rf"cannot import module 'bad_reward_mod': {message}"):
+        load_reward("bad_reward_mod:f")

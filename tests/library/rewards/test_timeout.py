@@ -73,3 +73,35 @@ def test_worker_thread_bound_and_exceptions_pass_through():
 def test_no_bound():
     assert call_with_timeout(lambda: spin(0.05), None) == "done"
     assert call_with_timeout(lambda: 3, 0) == 3
+
+
+def _start_child_and_hang(pid_file: str) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    with open(pid_file, "w") as f:
+        f.write(str(child.pid))
+    time.sleep(60)
+
+
+def test_a_worker_that_times_out_is_ended_with_the_processes_it_started(tmp_path):
+    """Issue 24 #5: the reward's subprocess does not outlive the timed-out worker."""
+    import os
+
+    from trapo.rewards.timeout import ProcessCaller
+
+    pid_file = tmp_path / "child.pid"
+    caller = ProcessCaller(_start_child_and_hang)
+    with pytest.raises(CallTimeout):
+        caller(str(pid_file), timeout_s=2.0)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the reward's child process {child} still runs after the timeout")
+    caller.close()

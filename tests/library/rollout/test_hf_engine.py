@@ -48,7 +48,7 @@ def test_bad_input(model):
         engine.generate([[1], [2]], [3])
     with pytest.raises(ValueError, match="every prompt needs at least one token"):
         engine.generate([[]], 3)
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         SamplingParams(temperature=-1)
 
 

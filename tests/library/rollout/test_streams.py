@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trapo.rollout import HFEngine, HFGenerateEngine, SamplingParams
+from trapo.rollout import HFEngine, HFGenerateEngine, RolloutEngine, SamplingParams
 from trapo.rollout.base import BatchedStream
 from trapo.rollout.sampling import mix64, row_seed, stream_uniforms
 
@@ -70,7 +70,7 @@ def test_requests_submitted_while_others_decode_sample_what_generate_samples(mod
         if submitted < len(PROMPTS) and steps % 2 == 0:  # one request every other step, in mid-decode
             stream.submit(submitted, PROMPTS[submitted], BUDGETS[submitted], SEEDS[submitted])
             submitted += 1
-        got.update(stream.step())
+        got.update({key: ids for key, ids, _ in stream.step()})
         steps += 1
     assert [got[i] for i in range(len(PROMPTS))] == expected
 
@@ -81,9 +81,27 @@ def test_the_default_stream_of_an_engine_is_one_generate_per_step(model):
     for i in range(4):
         stream.submit(i, PROMPTS[i], BUDGETS[i], SEEDS[i])
     assert stream.busy
-    got = dict(stream.step())
+    got = {key: ids for key, ids, logprobs in stream.step() if logprobs is None}  # HFEngine reports none
     assert not stream.busy and stream.step() == []
     assert [got[i] for i in range(4)] == engine.generate(PROMPTS[:4], BUDGETS[:4], SamplingParams(), seeds=SEEDS[:4])
+
+
+class _LogprobEngine(RolloutEngine):
+    """An engine that reports its log-probs (as VLLMEngine does): token i of a row is seed + i, log-prob -i."""
+
+    def generate(self, prompts, max_new_tokens, sampling=None, generator=None, seeds=None):
+        return self.generate_with_logprobs(prompts, max_new_tokens, sampling, generator, seeds)[0]
+
+    def generate_with_logprobs(self, prompts, max_new_tokens, sampling=None, generator=None, seeds=None):
+        ids = [[seed + i for i in range(budget)] for seed, budget in zip(seeds, max_new_tokens, strict=True)]
+        return ids, [[-float(i) for i in range(budget)] for budget in max_new_tokens]
+
+
+def test_the_default_stream_hands_on_the_engines_logprobs():
+    stream = _LogprobEngine().open_stream()
+    stream.submit("a", [1], 3, 10)
+    stream.submit("b", [2], 1, 20)
+    assert sorted(stream.step()) == [("a", [10, 11, 12], [0.0, -1.0, -2.0]), ("b", [20], [0.0])]
 
 
 def test_a_stream_refuses_mixed_seeding_and_bad_requests(model):

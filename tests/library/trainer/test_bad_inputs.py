@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -235,7 +234,12 @@ case("data_unknown_chat_role", 2, "d.jsonl:1: the tokenizer's chat template cann
     lambda b, t: _args(
         b.model,
         _jsonl(
-            t / "d.jsonl", _rows(b, lambda r: r.update(prompt=[{"role": "wizard", "content": "1+1"}]), first_only=True)
+            t / "d.jsonl",
+            _rows(
+                b,
+                lambda r: r.update(prompt=[{"role": "user", "content": "1+1"}, {"role": "wizard", "content": "x"}]),
+                first_only=True,
+            ),
         ),
         t / "out",
     )
@@ -278,7 +282,7 @@ case("data_directory_of_non_data_files", 2, "directory has no *.parquet or *.jso
 
 # ---------------------------------------------------------------------------------------------- the config
 case("config_unknown_method", 2, "unknown method 'ppo'; valid methods")(_flags("--method", "ppo"))
-case("config_zero_steps", 2, "max_steps must be >= 1, got 0")(_flags("--max_steps", "0"))
+case("config_zero_steps", 2, "max_steps must be >= 1 (or -1, TRL's default")(_flags("--max_steps", "0"))
 case("config_zero_prompts", 2, "prompts_per_step must be >= 1, got 0")(_flags("--prompts_per_step", "0"))
 case("config_zero_completion_length", 2, "max_completion_length must be >= 1")(_flags("--max_completion_length", "0"))
 case("config_negative_learning_rate", 2, "learning_rate must be > 0")(_flags("--learning_rate=-1e-5"))
@@ -466,17 +470,128 @@ case("resume_state_file_garbled", 2, "no readable checkpoint to resume from")(
         [*_args(b.model, b.data, t / "run_copy"), "--resume", "--max_steps", "3"],
     ][1]
 )
+HELD: list = []  # locks the cases below hold (kept referenced for the length of the module)
+
+
+def _locked(out: Path) -> Path:
+    """``out`` locked by this process as another run would lock it (an flock, not just a file)."""
+    from trapo.locking import FileLock
+
+    out.mkdir()
+    HELD.append(FileLock(out / ".trapo.lock", str(out)).acquire())
+    return out
+
+
 case("output_locked_by_a_live_process", 2, "is in use by another trapo process")(
-    lambda b, t: (
-        (t / "out").mkdir()
-        or (
-            (t / "out" / ".trapo.lock").write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename}))
-            and _args(b.model, b.data, t / "out")
-        )
-    )
+    lambda b, t: _args(b.model, b.data, _locked(t / "out"))
 )
 case("updates_explode", 3, "steps in a row had a NaN/inf loss or gradient or an update out of range")(
     _flags("--learning_rate", "1e6", "--max_steps", "3")
+)
+
+
+# ---------------------------------------------------------------------------------------------- issue 24
+def _yaml(t: Path, text: str) -> str:
+    path = t / "cfg.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _nan_checkpoints(run: Path, which: str = "checkpoint-*") -> Path:
+    from safetensors.torch import load_file, save_file
+
+    for f in run.glob(f"{which}/model.safetensors"):
+        weights = load_file(f)
+        first = next(iter(weights))
+        weights[first] = weights[first].clone().fill_(float("nan"))
+        save_file(weights, f, metadata={"format": "pt"})
+    return run
+
+
+for name, flag, value, text in [
+    ("temperature_nan", "--temperature", "nan", "--temperature: temperature must be a finite number, got nan"),
+    ("temperature_inf", "--temperature", "inf", "temperature must be a finite number, got inf"),
+    ("warmup_negative", "--warmup_steps", "-1", "--warmup_steps must be >= 0, got -1"),
+    ("save_steps_negative", "--save-steps", "-5", "--save-steps must be >= 0, got -5"),
+    ("lora_r_negative", "--lora_r", "-2", "--lora_r must be >= 0, got -2"),
+    ("logging_steps_zero", "--logging_steps", "0", "--logging_steps must be >= 1, got 0"),
+    ("top_p_above_one", "--top_p", "1.5", "top_p must be in (0, 1], got 1.5"),
+    ("adam_beta2_one", "--adam_beta2", "1", "--adam_beta2 must be in [0, 1), got 1.0"),
+    ("seed_negative", "--seed", "-1", "seed must be >= 0, got -1"),
+    ("generation_batch_zero", "--generation_batch_size", "0", "--generation_batch_size must be >= 1"),
+    ("max_prompt_length_zero", "--max_prompt_length", "0", "--max_prompt_length must be >= 1"),
+    ("epsilon_zero", "--epsilon", "0", "epsilon must be > 0, got 0"),
+    ("weight_decay_negative", "--weight_decay", "-0.1", "--weight_decay must be >= 0"),
+    ("max_grad_norm_nan", "--max_grad_norm", "nan", "--max_grad_norm must be a finite number"),
+    ("prefix_slack_negative", "--prefix_slack", "-0.2", "--prefix_slack must be >= 0"),
+    ("lora_alpha_zero", "--lora_alpha", "0", "--lora_alpha must be > 0"),
+]:
+    case(f"domain_{name}", 2, text)(_flags(flag, value))
+
+for name, text, message in [
+    ("int_field_float", "save_total_limit: 2.5\n", "cfg.yaml: field 'save_total_limit': save_total_limit must be an"),
+    ("int_field_bool", "num_iterations: true\n", "num_iterations must be an integer, got True (bool)"),
+    ("float_field_list", "weight_decay: [1, 2]\n", "weight_decay must be a finite number, got [1, 2]"),
+    ("temperature_dict", "temperature: {a: 1}\n", "temperature must be a finite number, got {'a': 1}"),
+    ("sizes_not_ints", "micro_group_sizes: [4, x]\n", "micro_group_sizes must be a list of integers or null"),
+    ("lora_modules_not_strings", "lora_target_modules: [1]\n", "lora_target_modules must be a list of strings"),
+    ("logging_steps_list", "logging_steps: [2]\n", "logging_steps must be a whole number or a share"),
+    ("warmup_steps_not_whole", "warmup_steps: 1.5\n", "warmup_steps must be a whole number or a share"),
+    ("save_minutes_nan", "save_minutes: .nan\n", "save_minutes must be a finite number, got nan"),
+    ("bf16_string", "bf16: maybe\n", "bf16 must be true or false, got 'maybe'"),
+]:
+    case(f"yaml_{name}", 2, message)(
+        lambda b, t, text=text: _args(b.model, b.data, t / "out", "--config", _yaml(t, text))
+    )
+
+case("reward_module_exits_on_import", 2, "it called sys.exit(0) while being imported")(
+    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", _reward_file(t, "import sys\nsys.exit(0)\n") + ":f"]
+)
+case("reward_module_syntax_error", 2, "SyntaxError")(
+    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", _reward_file(t, "def f(:\n") + ":f"]
+)
+case("reward_module_missing_dependency", 2, "No module named 'no_such_dep_xyz'")(
+    lambda b, t: [*_args(b.model, b.data, t / "out"), "--reward", _reward_file(t, "import no_such_dep_xyz\n") + ":f"]
+)
+case("data_prompt_only_system_messages", 2, "has no user message with text (roles: system)")(
+    lambda b, t: _args(
+        b.model,
+        _jsonl(t / "d.jsonl", _rows(b, lambda r: r.update(prompt=[{"role": "system", "content": "hi"}]))),
+        t / "out",
+    )
+)
+case("resume_max_steps_below_the_checkpoint", 2, "max_steps 1 is below the step of the checkpoint resumed")(
+    lambda b, t: [*_args(b.model, b.data, _run_copy(b, t)), "--resume", "--max_steps", "1"]
+)
+case("resume_with_other_data_rows", 2, "training data: the rows changed (6 -> 5 rows")(
+    lambda b, t: [*_args(b.model, _jsonl(t / "d.jsonl", b.rows[:5]), _run_copy(b, t)), "--resume", "--max_steps", "3"]
+)
+case("resume_with_another_reward", 2, "--reward: 'math' -> ")(
+    lambda b, t: [
+        *_args(b.model, b.data, _run_copy(b, t)),
+        "--resume",
+        "--max_steps",
+        "3",
+        "--reward",
+        _reward_file(t, "def f(completion, ground_truth):\n    return 1.0\n") + ":f",
+    ]
+)
+case("resume_with_another_expert_key", 2, "--expert-key: ['extra_info.expert_solutions'] -> ['target']")(
+    lambda b, t: [
+        *_args(
+            b.model,
+            _jsonl(t / "d.jsonl", _rows(b, lambda r: r.update(target=r["extra_info"]["expert_solutions"]))),
+            _run_copy(b, t),
+        ),
+        "--resume",
+        "--max_steps",
+        "3",
+        "--expert-key",
+        "target",
+    ]
+)
+case("resume_every_checkpoint_nan", 2, "its weights hold NaN/inf")(
+    lambda b, t: [*_args(b.model, b.data, _nan_checkpoints(_run_copy(b, t))), "--resume", "--max_steps", "3"]
 )
 
 

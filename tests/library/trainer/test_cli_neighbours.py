@@ -65,7 +65,7 @@ def data(tmp_path):
 
 def test_errors_name_the_flag_as_typed(tmp_path, data, capsys):
     assert main(["train", "--model", "m", "--data", str(data), "--max-steps", "0"]) == 2
-    assert "argument --max-steps: --max-steps must be >= 1, got 0" in capsys.readouterr().err
+    assert "argument --max-steps: --max-steps must be >= 1 (or -1, TRL's default" in capsys.readouterr().err
     assert main(["train", "--model", "m", "--data", str(data), "--learning_rate", "-1e-3"]) == 2
     assert "argument --learning_rate: --learning_rate must be > 0, got -0.001" in capsys.readouterr().err
 

@@ -342,8 +342,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokeni
             reward_fn=interrupt_in_step_3,
         ).train()
     assert (tmp_path / "cut" / "run" / "checkpoint-2").is_dir()
+    state["calls"] = -(10**9)  # the same reward (a resume checks it is), no longer interrupting
     resumed = TRAPOTrainer(
-        make_model(tokenizer, seed=123), processing_class=tokenizer, train_dataset=rows, args=cfg("cut")
+        make_model(tokenizer, seed=123),
+        processing_class=tokenizer,
+        train_dataset=rows,
+        args=cfg("cut"),
+        reward_fn=interrupt_in_step_3,
     ).train(resume_from_checkpoint=True)
     a = load_file(full.final_model_dir / "model.safetensors")
     b = load_file(resumed.final_model_dir / "model.safetensors")

@@ -134,8 +134,8 @@ def test_reward_set_weights_nan_and_per_function_stats():
     rewards = reward_set([a, b], [1.0, 0.5])
     ex = Example([{"role": "user", "content": "q"}], "x")
     assert rewards(["c1", "c2"], [ex, ex]) == [2.0, 2.0]  # None leaves a function out of that item's sum
-    assert rewards.pop_stats() == {"a": (1.0, 1.0), "b": (6.0, 2.0)}
-    assert rewards.pop_stats() == {"a": (0.0, 0.0), "b": (0.0, 0.0)}
+    assert rewards.pop_stats() == {"a": (1.0, 1.0, 1.0), "b": (6.0, 20.0, 2.0)}  # sum, squares, count
+    assert rewards.pop_stats() == {"a": (0.0, 0.0, 0.0), "b": (0.0, 0.0, 0.0)}
     only_none = RewardSet([as_reward_function(lambda completions, **kw: [None])])
     assert math.isnan(only_none(["c"], [ex])[0])
     with pytest.raises(ValueError, match="reward_weights has 1 weights for 2 reward functions"):
@@ -195,10 +195,10 @@ def test_sharded_parameters_are_refused_not_trained_wrongly():
 
     from trapo.trainer.trainer import check_not_sharded
 
-    with pytest.raises(NotImplementedError, match="FSDP is not supported: rollouts generate on the unwrapped model"):
+    with pytest.raises(NotImplementedError, match=r"accelerate's FSDP plugin .* is not supported.*--fsdp full_shard"):
         check_not_sharded(SimpleNamespace(distributed_type=DistributedType.FSDP, state=None))
     zero3 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3))
-    with pytest.raises(NotImplementedError, match="DeepSpeed ZeRO-3 is not supported"):
+    with pytest.raises(NotImplementedError, match=r"DeepSpeed ZeRO-3 is not supported.*--fsdp full_shard"):
         check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero3))
     zero2 = SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2))
     check_not_sharded(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=zero2))
