@@ -25,10 +25,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from transformers import Qwen2ForCausalLM
 
-from trapo_lab.models import build_tokenizer, tiny_config
-from trapo_lab.pretrain import BaseModelConfig, length_bucketed_batches, pretraining_stream, solution_nll
+from trapo_lab.models import build_tokenizer
+from trapo_lab.pretrain import (
+    BaseModelConfig,
+    length_bucketed_batches,
+    new_student,
+    pretraining_stream,
+    solution_nll,
+)
 
 VARIANTS = {
     "1 thread, fp32": (1, False),
@@ -42,17 +47,7 @@ WARMUP = 5
 def time_variant(config: BaseModelConfig, tokenizer, threads: int, bf16: bool) -> dict[str, float]:
     """Steps per second of the recipe's pre-training loop (AdamW, clipping, the recipe's batches)."""
     torch.set_num_threads(threads)
-    model_config = tiny_config(
-        len(tokenizer),
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(config.seed)
-    model = Qwen2ForCausalLM(model_config).train()
+    model = new_student(config, tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas)
     batches = length_bucketed_batches(
         tokenizer, pretraining_stream(config.seed, config.mix), config.batch_size, config.bucket_batches, config.seed

@@ -50,23 +50,9 @@ KEYS = ("step_s", "generation_s", "generated_tokens", "completion_length")
 def load_model(base: str | None, tokenizer):
     if base:
         return AutoModelForCausalLM.from_pretrained(base)
-    from transformers import Qwen2ForCausalLM
+    from trapo_lab.pretrain import BaseModelConfig, new_student
 
-    from trapo_lab.models.config import tiny_config
-    from trapo_lab.pretrain import BaseModelConfig
-
-    shape = BaseModelConfig()  # the shortcut recipe's student
-    torch.manual_seed(0)
-    config = tiny_config(
-        len(tokenizer),
-        hidden_size=shape.hidden_size,
-        num_layers=shape.num_layers,
-        num_heads=shape.num_heads,
-        intermediate_size=shape.intermediate_size,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return Qwen2ForCausalLM(config)
+    return new_student(BaseModelConfig(), tokenizer)  # the shortcut recipe's student, random weights
 
 
 def run_variant(args, tokenizer, examples, overrides: dict, seed: int) -> dict[str, float]:

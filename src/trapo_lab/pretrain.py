@@ -451,13 +451,12 @@ def build_base_model(
         torch.set_num_threads(previous_threads)
 
 
-def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
+def new_student(config: BaseModelConfig, tokenizer) -> torch.nn.Module:
+    """The recipe's Qwen2 with its initial weights (seeded by ``config.seed``), before pre-training."""
     from transformers import Qwen2ForCausalLM
 
-    from trapo_lab.models import build_tokenizer, tiny_config
+    from trapo_lab.models import tiny_config
 
-    started = time.perf_counter()
-    tokenizer = build_tokenizer()
     model_config = tiny_config(
         len(tokenizer),
         hidden_size=config.hidden_size,
@@ -468,7 +467,15 @@ def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(config.seed)
-    model = Qwen2ForCausalLM(model_config)
+    return Qwen2ForCausalLM(model_config)
+
+
+def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
+    from trapo_lab.models import build_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = build_tokenizer()
+    model = new_student(config, tokenizer)
     run = pretrain(model, tokenizer, config, progress_bar=progress)
     train_seconds = time.perf_counter() - started
     measured = measure_base_model(model, tokenizer, config, seed=config.seed)
