@@ -15,9 +15,7 @@ MAX_FILE_LINES = 450
 MAX_FUNCTION_LINES = 60
 
 # "path" or "path::qualified.name" -> its size today. Shrink it as the code is split; never add to it.
-KNOWN_OVER: dict[str, int] = {
-    "trapo/rollout/hf.py::HFEngine._generate_chunk": 91,
-}
+KNOWN_OVER: dict[str, int] = {}
 
 
 def _docstring_lines(node: ast.AST) -> int:

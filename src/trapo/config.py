@@ -95,11 +95,11 @@ class TRAPOConfig(EngineFields, TRLFields):
     )
     temperature: float = _help("Sampling temperature of rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling of rollouts.", default=1.0)
-    rollout_mode: Literal["sequential", "speculative"] = _help(
-        "sequential: one generation pass per micro-group, generating only what is kept; speculative: all "
-        "candidates (guided and unguided) of every micro-group in one pass, keeping what the schedule picks "
-        "(same distribution; fewer passes, about a third more rows). Speculative pays off where a pass's "
-        "latency, not its rows, dominates (docs/results/step_cost.md).",
+    rollout_mode: Literal["sequential", "speculative", "pipelined"] = _help(
+        "sequential: one generation pass per micro-group; speculative: all candidates (guided and unguided) in "
+        "one pass, keeping what the schedule picks (a third more rows); pipelined: one running batch that a "
+        "prompt's next micro-group joins once its last is scored (continuous batching). All three sample the "
+        "same trajectories for a seed; speeds in docs/results/step_cost.md.",
         default="sequential",
     )
     generation_batch_size: int = _help("Sequences per generation forward pass.", default=512)
@@ -190,7 +190,11 @@ class TRAPOConfig(EngineFields, TRLFields):
     adam_beta2: float = _help("AdamW beta2.", default=0.999)
     max_grad_norm: float = _help("Gradient clipping (0 disables).", default=1.0)
     mini_batch_size: int = _help("Trajectories per forward/backward (gradients accumulate over the batch).", default=64)
-    bf16: bool = _help("bfloat16 mixed precision (GPUs).", default=False)
+    bf16: bool = _help(
+        "bfloat16 compute for rollouts and updates, on CPU and GPU (autocast; weights and optimizer state stay "
+        "float32). Pays on large matrices; the miniature's 4.27M model ran 1.1-1.3x slower (step_cost.md).",
+        default=False,
+    )
     save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
         "dtype of final/ (auto: the dtype the model came in). Whatever the input's dtype, the trained weights "
         "and the optimizer state are float32 and checkpoints keep float32, so a bfloat16 or float16 model "

@@ -19,6 +19,7 @@ sibling renamed into place at the end, so an interrupted build never leaves a di
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -78,6 +79,7 @@ class BaseModelConfig:
     eval_per_tier: int = 200
     n_expert_probe: int = 400
     format: str = FORMAT
+    bf16: bool = False  # forward passes under bf16 autocast (weights and AdamW state fp32); off: not in the hash
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> BaseModelConfig:
@@ -105,7 +107,11 @@ class BaseModelConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``bf16`` only when on, so that the fp32 recipe keeps the hash it was published with."""
+        values = asdict(self)
+        if not values["bf16"]:
+            del values["bf16"]
+        return values
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -204,6 +210,7 @@ def pretrain(model: torch.nn.Module, tokenizer, config: BaseModelConfig, progres
     batches = length_bucketed_batches(
         tokenizer, pretraining_stream(config.seed, config.mix), config.batch_size, config.bucket_batches, config.seed
     )
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
     model.train()
     start = time.perf_counter()
     losses: list[float] = []
@@ -216,7 +223,8 @@ def pretrain(model: torch.nn.Module, tokenizer, config: BaseModelConfig, progres
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ids, labels = next(batches)
-            loss = solution_nll(model, ids, labels)
+            with autocast:
+                loss = solution_nll(model, ids, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -443,13 +451,12 @@ def build_base_model(
         torch.set_num_threads(previous_threads)
 
 
-def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
+def new_student(config: BaseModelConfig, tokenizer) -> torch.nn.Module:
+    """The recipe's Qwen2 with its initial weights (seeded by ``config.seed``), before pre-training."""
     from transformers import Qwen2ForCausalLM
 
-    from trapo_lab.models import build_tokenizer, tiny_config
+    from trapo_lab.models import tiny_config
 
-    started = time.perf_counter()
-    tokenizer = build_tokenizer()
     model_config = tiny_config(
         len(tokenizer),
         hidden_size=config.hidden_size,
@@ -460,7 +467,15 @@ def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(config.seed)
-    model = Qwen2ForCausalLM(model_config)
+    return Qwen2ForCausalLM(model_config)
+
+
+def _build(out: Path, config: BaseModelConfig, *, progress: bool) -> Path:
+    from trapo_lab.models import build_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = build_tokenizer()
+    model = new_student(config, tokenizer)
     run = pretrain(model, tokenizer, config, progress_bar=progress)
     train_seconds = time.perf_counter() - started
     measured = measure_base_model(model, tokenizer, config, seed=config.seed)

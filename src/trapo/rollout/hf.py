@@ -1,33 +1,36 @@
 """Rollout engines on a ``transformers`` causal LM, sharing the training model's weights.
 
-:class:`HFEngine` is the default: a batched sampling loop over the model's forward pass with a KV cache
-and left padding. It supports what guided rollouts need and ``model.generate`` does not give directly:
-a token budget per prompt (a guided trajectory's continuation may be shorter than an unguided one's) and
-an explicit ``torch.Generator``, so every sample has its own reproducible random stream.
+:class:`HFEngine` is the default: a sampling loop over the model's forward pass with a KV cache and left
+padding, and continuous batching (:class:`HFStream`): requests join the running batch while it decodes, and
+finished rows leave it. It supports what guided rollouts need and ``model.generate`` does not give directly: a
+token budget per prompt (a guided trajectory's continuation may be shorter than an unguided one's), an explicit
+``torch.Generator`` or a random stream per row (:mod:`trapo.rollout.sampling`), so every sample is reproducible.
 
-A decode step writes its keys, values and mask column into buffers allocated once per batch
-(:class:`_PreallocatedLayer`), where a ``DynamicCache`` copies the whole cache with ``torch.cat`` every step:
-on CPU that copy was most of a decode step's time (benchmarks/vs_trl.py measures the engine against
-``model.generate``). Finished rows are dropped from the batch as they accumulate. On a plain float32 Qwen2 model
-the decode steps run :class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
-:class:`HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two agree under greedy
-decoding.
+The KV cache lives in buffers allocated ahead (:mod:`trapo.rollout.kv_cache`; a ``DynamicCache`` copies the
+whole cache with ``torch.cat`` every step, on CPU most of a decode step's time; benchmarks/vs_trl.py measures
+the engine against ``model.generate``). On a plain Qwen2 model the decode steps run
+:class:`~trapo.rollout.qwen2_decode.Qwen2Decoder`, the same step in fewer tensor ops.
+:class:`~trapo.rollout.hf_generate.HFGenerateEngine` wraps ``model.generate`` itself; tests check that the two
+agree under greedy decoding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import NamedTuple
 
 import torch
 
-from trapo.rollout.base import RolloutEngine, SamplingParams, is_full_attention
+from trapo.rollout.base import RolloutEngine, RolloutStream, SamplingParams, distinct_sequences, is_full_attention
+from trapo.rollout.kv_cache import DynamicCache, DynamicLayer, PreallocatedLayer, all_preallocated
+from trapo.rollout.kv_cache import new_cache as _new_cache
 from trapo.rollout.qwen2_decode import qwen2_decoder
+from trapo.rollout.sampling import sample_next, stream_uniforms
 
-try:  # transformers >= 5: a cache is a list of per-layer objects
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-except ImportError:  # pragma: no cover - older transformers: plain DynamicCache behaviour
-    DynamicCache = DynamicLayer = None
+_PreallocatedLayer = PreallocatedLayer  # the former name
+__all__ = ["DynamicCache", "DynamicLayer", "HFEngine", "HFStream", "sample_next"]
 
 
 def _budgets(prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int]) -> list[int]:
@@ -54,115 +57,6 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.devic
     return ids.to(device), mask.to(device)
 
 
-def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw one token per row from ``logits`` (rows, vocab) with temperature, top-k and top-p."""
-    if sampling.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / sampling.temperature
-    if sampling.top_k > 0:
-        kth = torch.topk(logits, min(sampling.top_k, logits.size(-1)), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if sampling.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        sorted_probs = sorted_logits.softmax(dim=-1)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= sampling.top_p  # the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    # Inverse-CDF sampling: one uniform draw per row (torch.multinomial draws one per vocabulary entry, a
-    # visible share of a small model's decode step). Tokens of probability 0 have empty intervals.
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1)
-    # Drawn on the generator's device (a CPU generator may drive a GPU model), then moved.
-    device = generator.device if generator is not None else cdf.device
-    u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=device, dtype=cdf.dtype).to(cdf.device)
-    token = torch.searchsorted(cdf, u * cdf[..., -1:], right=True).squeeze(-1)
-    return token.clamp(max=cdf.size(-1) - 1)
-
-
-if DynamicLayer is not None:
-
-    class _PreallocatedLayer(DynamicLayer):
-        """A full-attention cache layer whose keys and values live in a buffer of ``capacity`` positions,
-        allocated on the first write: each update copies only the new positions in, and ``keys``/``values`` are
-        views of the filled part (what ``DynamicLayer`` returns, without its per-step ``torch.cat``)."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity = capacity
-
-        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-            self.device = key_states.device
-            b, h, _, d = key_states.shape
-            self._key_buffer = key_states.new_empty((b, h, self.capacity, d))
-            self._value_buffer = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
-            self.keys, self.values = self._key_buffer[:, :, :0], self._value_buffer[:, :, :0]
-            self.is_initialized = True
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            start, stop = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
-            if stop > self._key_buffer.shape[-2]:  # more than announced: grow (not reached by HFEngine)
-                grow = max(stop, 2 * self._key_buffer.shape[-2]) - self._key_buffer.shape[-2]
-                self._key_buffer = torch.cat(
-                    [
-                        self._key_buffer,
-                        self._key_buffer.new_empty((*self._key_buffer.shape[:2], grow, self._key_buffer.shape[-1])),
-                    ],
-                    dim=-2,
-                )
-                self._value_buffer = torch.cat(
-                    [
-                        self._value_buffer,
-                        self._value_buffer.new_empty(
-                            (*self._value_buffer.shape[:2], grow, self._value_buffer.shape[-1])
-                        ),
-                    ],
-                    dim=-2,
-                )
-            self._key_buffer[:, :, start:stop].copy_(key_states)
-            self._value_buffer[:, :, start:stop].copy_(value_states)
-            self.keys, self.values = self._key_buffer[:, :, :stop], self._value_buffer[:, :, :stop]
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            """Keep the rows ``indices`` (ascending, as the engine drops finished rows, or repeating a row, as
-            it expands a shared prefill): their filled positions are gathered to the front of the buffer, in
-            place when there are no more rows than before (a new buffer is memory touched for the first time,
-            which on CPU cost more than the copy)."""
-            if not self.is_initialized:
-                return
-            length, rows = self.keys.shape[-2], len(indices)
-            for name in ("_key_buffer", "_value_buffer"):
-                buffer = getattr(self, name)
-                # index_select (a copy: safe to write back over the rows it came from) is several times faster
-                # than advanced indexing on this strided view
-                selected = torch.index_select(buffer[:, :, :length], 0, indices)
-                if rows > buffer.shape[0]:
-                    buffer = buffer.new_empty((rows, *buffer.shape[1:]))
-                buffer = buffer[:rows]
-                buffer[:, :, :length] = selected
-                setattr(self, name, buffer)
-            self.keys, self.values = self._key_buffer[:, :, :length], self._value_buffer[:, :, :length]
-
-
-def _new_cache(model: torch.nn.Module, capacity: int):
-    """A ``DynamicCache`` for ``model`` whose full-attention layers are preallocated for ``capacity`` positions
-    (sliding-window and other layer kinds keep their own behaviour); None where that is not available."""
-    if DynamicCache is None:
-        return None
-    try:
-        cache = DynamicCache(config=model.config)
-    except Exception:  # a model whose config the cache cannot read: let the model build its own
-        return None
-    layers = getattr(cache, "layers", None)
-    if not layers:  # a lazily filled cache: the model's layers are not known up front
-        return None
-    for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer:
-            layers[i] = _PreallocatedLayer(capacity)
-    return cache
-
-
 def _full_attention_sdpa(model: torch.nn.Module) -> bool:
     """Whether every attention layer of ``model`` is full (causal) attention run by ``sdpa``: then a decode
     step's mask is the key-padding mask as it stands, ``(rows, 1, 1, keys)`` booleans, and building it in
@@ -177,30 +71,50 @@ def _cache_argument(model: torch.nn.Module) -> str:
 
 
 class HFEngine(RolloutEngine):
-    """Batched sampling with a KV cache on a ``transformers`` causal LM.
+    """Batched sampling with a KV cache on a ``transformers`` causal LM, with continuous batching.
 
     Args:
         model: the (training) model; generation runs under ``torch.inference_mode`` in eval mode and the
             model's train/eval mode is restored afterwards.
         eos_token_id: stops a continuation (kept as its last token). ``pad_token_id`` fills left padding.
-        max_batch_size: prompts per forward pass; larger inputs are processed in chunks.
+        max_batch_size: rows per forward pass; further requests wait and join as rows finish.
+        dtype: compute dtype of generation (``torch.bfloat16`` for ``--bf16``): forward passes under autocast,
+            decode steps with copies of the matrix weights in that dtype; None computes in the weights' dtype.
     """
 
-    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int, max_batch_size: int = 256):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eos_token_id: int,
+        pad_token_id: int,
+        max_batch_size: int = 256,
+        dtype: torch.dtype | None = None,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self.model = model
+        self.model, self.dtype = model, dtype
         self.eos_token_id = int(eos_token_id)
         self.pad_token_id = int(pad_token_id)
         self.max_batch_size = max_batch_size
 
     @classmethod
-    def from_tokenizer(cls, model: torch.nn.Module, tokenizer, max_batch_size: int = 256) -> HFEngine:
+    def from_tokenizer(
+        cls, model: torch.nn.Module, tokenizer, max_batch_size: int = 256, dtype: torch.dtype | None = None
+    ) -> HFEngine:
         """Take EOS and PAD from a ``transformers`` tokenizer (PAD falls back to EOS)."""
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token_id; set one before rollouts")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return cls(model, tokenizer.eos_token_id, pad, max_batch_size)
+        return cls(model, tokenizer.eos_token_id, pad, max_batch_size, dtype)
+
+    def open_stream(
+        self,
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> HFStream:
+        """A :class:`HFStream`: requests join the running batch while it decodes."""
+        return HFStream(self, sampling or SamplingParams(), generator, progress)
 
     def generate(
         self,
@@ -208,117 +122,269 @@ class HFEngine(RolloutEngine):
         max_new_tokens: int | Sequence[int],
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
         """See :meth:`RolloutEngine.generate`. ``progress(finished, tokens)``, when given, is called after every
         decode step with the number of continuations that finished in it and the tokens it sampled."""
         budgets = _budgets(prompts, max_new_tokens)
-        sampling = sampling or SamplingParams()
-        out: list[list[int]] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(prompts), self.max_batch_size):
-                    stop = start + self.max_batch_size
-                    out.extend(
-                        self._generate_chunk(prompts[start:stop], budgets[start:stop], sampling, generator, progress)
-                    )
-        finally:
-            self.model.train(was_training)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"seeds has {len(seeds)} entries but there are {len(prompts)} prompts")
+        stream = self.open_stream(sampling, generator, progress)
+        for i, (prompt, budget) in enumerate(zip(prompts, budgets, strict=True)):
+            stream.submit(i, prompt, budget, None if seeds is None else seeds[i])
+        out: list[list[int]] = [[] for _ in prompts]
+        while stream.busy:
+            for i, ids, _ in stream.step():
+                out[i] = ids
         return out
 
-    def _generate_chunk(  # noqa: C901 (split on the pipelined-rollouts branch, issue 22)
-        self,
-        prompts: Sequence[Sequence[int]],
-        budgets: list[int],
-        sampling: SamplingParams,
-        generator: torch.Generator | None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[list[int]]:
-        device = next(self.model.parameters()).device
-        outputs: list[list[int]] = [[] for _ in prompts]
-        live_rows = [i for i, b in enumerate(budgets) if b > 0]  # a budget of 0 is an empty continuation
-        if progress is not None and len(live_rows) < len(prompts):
-            progress(len(prompts) - len(live_rows), 0)
-        if not live_rows:
-            return outputs
-        steps = max(budgets)
-        # Identical prompts (a GRPO group: one prompt, several samples) share one prefill; the cache and the
-        # last logits are then copied to every row.
-        first: dict[tuple[int, ...], int] = {}
-        distinct = [first.setdefault(tuple(prompts[i]), len(first)) for i in live_rows]
-        unique = [list(key) for key in first]
-        prompt_ids, prompt_mask = _left_pad(unique, self.pad_token_id, device)
-        width = prompt_ids.shape[1]
-        expand = torch.tensor(distinct, device=device)
-        # The attention mask of every position this chunk can reach, filled as decoding goes; the KV cache
-        # likewise (_PreallocatedLayer): no per-step concatenation.
-        mask = torch.zeros((len(live_rows), width + steps), dtype=torch.bool, device=device)
-        mask[:, :width] = prompt_mask[expand].bool()
-        mask_4d = _full_attention_sdpa(self.model)
-        cache = _new_cache(self.model, width + steps)
-        # Decode steps without transformers' per-op overhead where that computes the same (qwen2_decode)
-        decoder = qwen2_decoder(self.model, width + steps) if mask_4d and cache is not None else None
-        extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
-        cache_arg = _cache_argument(self.model)
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+
+class _Request(NamedTuple):
+    key: Hashable
+    prompt: list[int]
+    budget: int
+    seed: int
+
+
+class HFStream(RolloutStream):
+    """An :class:`HFEngine`'s running batch (:class:`~trapo.rollout.base.RolloutStream`).
+
+    Each :meth:`step` runs one decode pass over the running rows, then admits queued requests while there
+    is room: their prompts are prefilled together (identical prompts once) and their keys and values written
+    into free row slots of the running cache, right-aligned with it (:mod:`trapo.rollout.kv_cache`); their
+    first token is sampled at once and they join the next pass. Finished rows free their slots; the batch is
+    compacted (finished rows dropped, positions no row uses trimmed) when a quarter of it is finished or
+    unused. On a model whose cache cannot be preallocated, requests are admitted only into an empty batch.
+    Rows sample from their own streams where ``seed`` is given (:mod:`trapo.rollout.sampling`), else from
+    ``generator``.
+    """
+
+    _ROW_FIELDS = ("ids", "positions", "budget", "drawn", "seeds", "live")
+
+    def __init__(self, engine: HFEngine, sampling: SamplingParams, generator=None, progress=None):
+        self.engine, self.model, self.sampling = engine, engine.model, sampling
+        self.generator, self.progress = generator, progress
+        self.device = next(self.model.parameters()).device
+        self.mask_4d = _full_attention_sdpa(self.model)
+        self.extra = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
+        self.cache_arg = _cache_argument(self.model)
+        self.queue: list[_Request] = []
+        self.finished: list[tuple[Hashable, list[int], None]] = []  # no log-probs: the trainer computes them
+        self.seeded: bool | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """An empty batch: no rows, no cache."""
+        self.keys: list[Hashable | None] = []  # the request in each row slot (None: free)
+        self.outputs: dict[Hashable, list[int]] = {}
+        self.cache, self.decoder, self.mergeable, self.length = None, None, False, 0
+        self.mask = torch.zeros((0, 0), dtype=torch.bool, device=self.device)
+        for name in self._ROW_FIELDS:
+            setattr(self, name, torch.zeros(0, dtype=torch.bool if name == "live" else torch.long, device=self.device))
+
+    @property
+    def running(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.finished or self.outputs)
+
+    def submit(self, key: Hashable, prompt: Sequence[int], max_new_tokens: int, seed: int | None = None) -> None:
+        """See :meth:`RolloutStream.submit`; ``seed`` None samples from the stream's ``generator`` instead
+        (all requests of a stream alike)."""
+        if self.seeded is None:
+            self.seeded = seed is not None
+        if self.seeded != (seed is not None):
+            raise ValueError("give every request of a stream a seed, or none")
+        if not prompt:
+            raise ValueError("every prompt needs at least one token")
+        if max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        if max_new_tokens == 0:  # an empty continuation
+            self.finished.append((key, [], None))
+            if self.progress is not None:
+                self.progress(1, 0)
+            return
+        self.queue.append(_Request(key, list(prompt), int(max_new_tokens), int(seed or 0)))
+
+    def step(self) -> list[tuple[Hashable, list[int], None]]:
+        """See :meth:`RolloutStream.step`."""
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                if self.running:
+                    self._decode()
+                self._compact()
+                self._admit()
+        finally:
+            if was_training:
+                self.model.train()
+        done, self.finished = self.finished, []
+        return done
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.engine.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.engine.dtype)
+
+    # ------------------------------------------------------------------ one pass
+    def _forward(self) -> torch.Tensor:
+        """Logits of the next token of every row slot, from the tokens in ``ids``."""
+        self.mask[:, self.length] = True
+        self.length += 1
+        ids, positions, mask = self.ids[:, None], self.positions[:, None], self.mask[:, : self.length]
+        if self.decoder is not None:
+            return self.decoder.step(ids, positions, mask[:, None, None, :], self.cache)
         result = self.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+            input_ids=ids,
+            attention_mask=mask[:, None, None, :] if self.mask_4d else mask,
             position_ids=positions,
             use_cache=True,
-            **{cache_arg: cache},
-            **extra,
+            **{self.cache_arg: self.cache},
+            **self.extra,
+        )
+        return result.logits[:, -1, :]
+
+    def _decode(self) -> None:
+        logits = self._forward()
+        self.positions += self.live  # finished rows (until compacted) stay within the rotary table
+        slots = self.live.nonzero().flatten()
+        self._sample_and_record(slots, logits[slots])
+
+    def _sample_and_record(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
+        """Sample a token for each row of ``slots``, append it, and move rows that stop out of the batch."""
+        uniforms = stream_uniforms(self.seeds[slots], self.drawn[slots]) if self.seeded else None
+        tokens = sample_next(logits, self.sampling, self.generator, uniforms)
+        self.drawn[slots] += 1
+        done = (tokens == self.engine.eos_token_id) | (self.drawn[slots] >= self.budget[slots])
+        self.live[slots] = ~done
+        self.ids[slots] = torch.where(done, self.engine.pad_token_id, tokens)
+        for slot, token in zip(slots.tolist(), tokens.tolist(), strict=True):
+            self.outputs[self.keys[slot]].append(token)
+        for slot in slots[done].tolist():
+            key, self.keys[slot] = self.keys[slot], None
+            self.finished.append((key, self.outputs.pop(key), None))
+        if self.progress is not None:
+            self.progress(int(done.sum()), len(slots))
+
+    # ------------------------------------------------------------------ rows in and out
+    def _compact(self) -> None:
+        """Drop finished rows once they are a quarter of the batch, and the leading positions no live row
+        uses once they are a quarter of the filled length (one gather of the cache for both)."""
+        if not self.running:
+            if self.keys:
+                self._reset()
+            return
+        start = int(self.mask[self.live, : self.length].any(0).int().argmax()) if self.mergeable else 0
+        if (len(self.keys) - self.running) * 4 < len(self.keys) and start * 4 < max(self.length, 1):
+            return
+        keep = self.live.nonzero().flatten()
+        if self.mergeable:
+            for layer in self.cache.layers:
+                layer.batch_select_indices(keep, start)
+        else:
+            self.cache.batch_select_indices(keep)
+        for name in self._ROW_FIELDS:
+            setattr(self, name, getattr(self, name)[keep])
+        self.mask = self.mask[keep, start:]
+        self.keys = [self.keys[i] for i in keep.tolist()]
+        self.length -= start
+
+    def _prefill(self, prompts: list[list[int]], capacity: int):
+        """The model over the new rows' (left-padded) prompts, identical prompts once: (last logits per row,
+        cache, index of each row's prompt in the cache, prompt mask per row)."""
+        unique, index = distinct_sequences(prompts)
+        expand = torch.tensor(index, device=self.device)
+        ids, mask = _left_pad(unique, self.engine.pad_token_id, self.device)
+        cache = _new_cache(self.model, capacity)
+        result = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+            **{self.cache_arg: cache},
+            **self.extra,
         )
         if cache is None:
             cache = getattr(result, "past_key_values", None) or getattr(result, "cache", None)
-        logits = result.logits[:, -1, :]
-        if len(unique) < len(live_rows):
-            cache.batch_select_indices(expand)
-            logits = logits[expand]
-        positions = positions[expand, -1:]
-        rows = torch.tensor(live_rows, device=device)  # original row of each batch row
-        budget = torch.tensor([budgets[i] for i in live_rows], device=device)
-        live = torch.ones(len(live_rows), dtype=torch.bool, device=device)
-        length = width  # filled positions of mask and cache
-        ids: torch.Tensor | None = None  # the tokens the next decode step feeds in
-        for step in range(steps):
-            if step > 0 and decoder is not None:
-                logits = decoder.step(ids, positions, mask[:, None, None, :length], cache)
-            elif step > 0:
-                step_mask = mask[:, None, None, :length] if mask_4d else mask[:, :length]
-                result = self.model(
-                    input_ids=ids,
-                    attention_mask=step_mask,
-                    position_ids=positions,
-                    use_cache=True,
-                    **{cache_arg: cache},
-                    **extra,
-                )
-                logits = result.logits[:, -1, :]
-            tokens = sample_next(logits, sampling, generator)
-            done_rows, done_tokens = rows[live].tolist(), tokens[live].tolist()
-            for row, token in zip(done_rows, done_tokens, strict=True):
-                outputs[row].append(token)
-            still = live & (tokens != self.eos_token_id) & (budget > step + 1)
-            if progress is not None:
-                progress(int((live & ~still).sum()), len(done_tokens))
-            live = still
-            if not bool(live.any()):
-                break
-            ids = torch.where(live, tokens, self.pad_token_id).unsqueeze(-1)
-            mask[:, length] = True
-            length += 1
-            positions = positions + 1
-            # Drop finished rows (and their KV cache) once a quarter of the batch is done: rows stop at
-            # different lengths, and computing finished rows is wasted work.
-            if (~live).sum() * 4 >= live.numel():
-                keep = live.nonzero().flatten()
-                rows, ids, mask, positions = rows[keep], ids[keep], mask[keep], positions[keep]
-                budget, live = budget[keep], live[keep]
-                cache.batch_select_indices(keep)
-        return outputs
+        return result.logits[:, -1, :][expand], cache, expand, mask[expand].bool()
+
+    def _admit(self) -> None:
+        room = self.engine.max_batch_size - self.running
+        if not self.queue or room <= 0 or (self.running and not self.mergeable):
+            return
+        new, self.queue = self.queue[:room], self.queue[room:]
+        width = max(len(r.prompt) for r in new)
+        remaining = max(r.budget for r in new)
+        if self.running:
+            remaining = max(remaining, int((self.budget - self.drawn)[self.live].max()))
+        length = max(self.length, width)
+        logits, cache, expand, prompt_mask = self._prefill([r.prompt for r in new], length + remaining)
+        if not self.running:  # an empty batch takes the prefill as its cache
+            self.cache, self.length, self.mergeable = cache, width, all_preallocated(cache)
+            if len(expand) > int(expand.max()) + 1:
+                cache.batch_select_indices(expand)
+            slots = self._add_slots(len(new), width + remaining)
+            self.mask[slots, :width] = prompt_mask
+        else:
+            slots = self._merge(cache, expand, prompt_mask, length + remaining)
+        self._start_rows(new, slots)
+        positions = int((self.positions[slots] + self.budget[slots]).max())  # the rotary table's reach
+        if self.decoder is None and self.mask_4d and self.mergeable:
+            self.decoder = qwen2_decoder(self.model, positions, self.engine.dtype)
+        elif self.decoder is not None:
+            self.decoder.reach(positions)
+        self._sample_and_record(slots, logits)
+
+    def _add_slots(self, n: int, capacity: int) -> torch.Tensor:
+        """Row slots for ``n`` new rows: free ones first, then new ones after the last; the mask and the row
+        fields grow to hold them and ``capacity`` positions."""
+        free = [i for i, key in enumerate(self.keys) if key is None][:n]
+        extra = n - len(free)
+        rows, columns = len(self.keys) + extra, max(capacity, self.mask.shape[1])
+        mask = torch.zeros((rows, columns), dtype=torch.bool, device=self.device)
+        mask[: self.mask.shape[0], : self.mask.shape[1]] = self.mask
+        self.mask = mask
+        for name in self._ROW_FIELDS:
+            field = getattr(self, name)
+            setattr(self, name, torch.cat([field, field.new_zeros(extra)]))
+        self.keys.extend([None] * extra)
+        return torch.tensor(free + list(range(rows - extra, rows)), dtype=torch.long, device=self.device)
+
+    def _merge(self, cache, expand: torch.Tensor, prompt_mask: torch.Tensor, capacity: int) -> torch.Tensor:
+        """Put the prefilled rows into the running cache, right-aligned with it (the running rows move right
+        where the new prompts are wider than what is filled)."""
+        width = prompt_mask.shape[1]
+        shift = max(width - self.length, 0)
+        slots = self._add_slots(len(expand), capacity + shift)
+        if shift:
+            self.mask = torch.cat([self.mask.new_zeros((self.mask.shape[0], shift)), self.mask[:, :-shift]], dim=1)
+            self.length += shift
+        for layer, new in zip(self.cache.layers, cache.layers, strict=True):
+            layer.reserve(len(self.keys), self.mask.shape[1], shift)
+            layer.put_rows(slots, new.keys[expand], new.values[expand])
+        self.mask[slots] = False
+        self.mask[slots, self.length - width : self.length] = prompt_mask
+        return slots
+
+    def _start_rows(self, new: list[_Request], slots: torch.Tensor) -> None:
+        """Set the row fields of the requests ``new`` in ``slots`` (before their first token is sampled)."""
+        values = {
+            "positions": [len(r.prompt) for r in new],  # of the token each row feeds next
+            "budget": [r.budget for r in new],
+            "drawn": [0] * len(new),
+            "seeds": [r.seed for r in new],
+        }
+        for name, column in values.items():
+            getattr(self, name)[slots] = torch.tensor(column, dtype=torch.long, device=self.device)
+        self.live[slots] = True
+        for slot, r in zip(slots.tolist(), new, strict=True):
+            self.keys[slot] = r.key
+            self.outputs[r.key] = []
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
@@ -328,51 +394,3 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
         return name in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-class HFGenerateEngine(RolloutEngine):
-    """``model.generate`` behind the engine interface (uses the global RNG; ``generator`` seeds it)."""
-
-    def __init__(self, model: torch.nn.Module, eos_token_id: int, pad_token_id: int):
-        self.model = model
-        self.eos_token_id = int(eos_token_id)
-        self.pad_token_id = int(pad_token_id)
-
-    def generate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        max_new_tokens: int | Sequence[int],
-        sampling: SamplingParams | None = None,
-        generator: torch.Generator | None = None,
-    ) -> list[list[int]]:
-        budgets = _budgets(prompts, max_new_tokens)
-        sampling = sampling or SamplingParams()
-        device = next(self.model.parameters()).device
-        ids, mask = _left_pad(prompts, self.pad_token_id, device)
-        if generator is not None:
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        kwargs: dict = {"do_sample": False}
-        if sampling.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
-            kwargs["top_k"] = sampling.top_k
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                seqs = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=max(max(budgets), 1),
-                    eos_token_id=self.eos_token_id,
-                    pad_token_id=self.pad_token_id,
-                    **kwargs,
-                )
-        finally:
-            self.model.train(was_training)
-        out = []
-        for row, budget in enumerate(budgets):
-            new = seqs[row, ids.shape[1] :].tolist()[:budget]
-            if self.eos_token_id in new:
-                new = new[: new.index(self.eos_token_id) + 1]
-            out.append(new)
-        return out

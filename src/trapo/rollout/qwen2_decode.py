@@ -20,16 +20,19 @@ import torch.nn.functional as F
 from trapo.rollout.base import is_full_attention
 
 
-def qwen2_decoder(model: torch.nn.Module, positions: int) -> Qwen2Decoder | None:
+def qwen2_decoder(model: torch.nn.Module, positions: int, dtype: torch.dtype | None = None) -> Qwen2Decoder | None:
     """A :class:`Qwen2Decoder` of ``model`` for positions below ``positions``, or None unless ``model`` is a
     plain float32 ``Qwen2ForCausalLM`` whose layers this step reproduces: full attention through sdpa, default
     rotary embeddings, SiLU, plain linear layers (no LoRA or quantised ones) with q/k/v biases all present or
-    all absent, no hooks and no patched ``forward`` (e.g. autocast)."""
+    all absent, no hooks and no patched ``forward`` (e.g. autocast). With ``dtype`` (the engine's autocast
+    dtype, bf16) the matrix weights are copied in that dtype, the step is run under the engine's autocast, and
+    accelerate's autocast patch of ``forward`` is accepted (it computes the same)."""
     try:
         from transformers import Qwen2ForCausalLM
     except ImportError:  # pragma: no cover - transformers without Qwen2
         return None
-    if type(model) is not Qwen2ForCausalLM or "forward" in vars(model):
+    patched = "forward" in vars(model) and not (dtype is not None and "_original_forward" in vars(model))
+    if type(model) is not Qwen2ForCausalLM or patched:
         return None
     config = model.config
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
@@ -51,7 +54,7 @@ def qwen2_decoder(model: torch.nn.Module, positions: int) -> Qwen2Decoder | None
         return None
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return None
-    return Qwen2Decoder(model, positions)
+    return Qwen2Decoder(model, positions, dtype)
 
 
 class DecoderLayerWeights(NamedTuple):
@@ -70,30 +73,42 @@ class DecoderLayerWeights(NamedTuple):
 class Qwen2Decoder:
     """The decode step of a Qwen2 model (see the module docstring); built from its current weights."""
 
-    def __init__(self, model: torch.nn.Module, positions: int):
+    def __init__(self, model: torch.nn.Module, positions: int, dtype: torch.dtype | None = None):
         config, base = model.config, model.model
+        self.dtype = dtype
         self.hidden = config.hidden_size
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.eps = config.rms_norm_eps
-        self.embed, self.norm, self.lm_head = base.embed_tokens.weight, base.norm.weight, model.lm_head.weight
+        self.embed, self.norm = base.embed_tokens.weight, base.norm.weight
+        self.lm_head = self._cast(model.lm_head.weight)
         self.layers = [self._layer(layer) for layer in base.layers]
+        self.rotary_emb, self.cos = base.rotary_emb, None
+        self.reach(positions)
+
+    def reach(self, positions: int) -> None:
+        """Make the rotary table cover positions below ``positions`` (a continuous batch takes new rows)."""
+        if self.cos is not None and self.cos.shape[0] >= positions:
+            return
         steps = torch.arange(positions, device=self.embed.device)[None]
-        cos, sin = base.rotary_emb(self.embed[:1][None], steps)  # the model's own cos/sin, a row per position
+        cos, sin = self.rotary_emb(self.embed[:1][None], steps)  # the model's own cos/sin, a row per position
         self.cos, self.sin = cos[0], sin[0]
 
-    @staticmethod
-    def _layer(layer: torch.nn.Module) -> DecoderLayerWeights:
+    def _cast(self, weight: torch.Tensor | None) -> torch.Tensor | None:
+        """A matrix weight in the decoder's dtype (a copy, made once per generation call), or as it is."""
+        return weight if weight is None or self.dtype is None else weight.to(self.dtype)
+
+    def _layer(self, layer: torch.nn.Module) -> DecoderLayerWeights:
         attn, mlp = layer.self_attn, layer.mlp
         qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
         return DecoderLayerWeights(
             input_norm=layer.input_layernorm.weight,
-            qkv=torch.cat([p.weight for p in qkv]),
-            qkv_bias=torch.cat([p.bias for p in qkv]) if attn.q_proj.bias is not None else None,
-            out=attn.o_proj.weight,
+            qkv=self._cast(torch.cat([p.weight for p in qkv])),
+            qkv_bias=self._cast(torch.cat([p.bias for p in qkv])) if attn.q_proj.bias is not None else None,
+            out=self._cast(attn.o_proj.weight),
             post_attention_norm=layer.post_attention_layernorm.weight,
-            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            down=mlp.down_proj.weight,
+            gate_up=self._cast(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+            down=self._cast(mlp.down_proj.weight),
             scale=attn.scaling,
         )
 

@@ -4,9 +4,10 @@ vLLM holds its own copy of the weights: the engine writes the training model's w
 directory once, starts ``vllm.LLM`` on it, and :meth:`VLLMEngine.sync_weights` loads the trainer's weights into
 it after every optimizer step (a peft model's LoRA merged in; tied embeddings are one tensor, which vLLM's loader
 ties again). Prompts go in as token ids, the expert prefix included, so a guided continuation starts exactly
-after the expert's tokens; each request gets its own seed drawn from the caller's ``torch.Generator``, so a run
-is reproducible. The engine also reports its log-prob of every token it sampled, for the trainer's importance
-weights (:func:`trapo.losses.importance_sampling_weights`): the log-probs of the update stay the trainer's.
+after the expert's tokens; each request gets its own seed (the trainer's per-trajectory seed, else a draw from
+the caller's ``torch.Generator``), so a run is reproducible and a request's sample does not depend on its
+batch. The engine also reports its log-prob of every token it sampled, for the trainer's importance weights
+(:func:`trapo.losses.importance_sampling_weights`): the log-probs of the update stay the trainer's.
 
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), which is what makes its model reachable
 for the weight sync. The sync uses vLLM's in-place ``reload_weights`` where the model runner has it: vLLM's CPU
@@ -210,9 +211,10 @@ class VLLMEngine(RolloutEngine):
         max_new_tokens: int | Sequence[int],
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[int]]:
         """See :meth:`RolloutEngine.generate`."""
-        return self.generate_with_logprobs(prompts, max_new_tokens, sampling, generator)[0]
+        return self.generate_with_logprobs(prompts, max_new_tokens, sampling, generator, seeds)[0]
 
     def generate_with_logprobs(
         self,
@@ -220,12 +222,19 @@ class VLLMEngine(RolloutEngine):
         max_new_tokens: int | Sequence[int],
         sampling: SamplingParams | None = None,
         generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> tuple[list[list[int]], list[list[float]] | None]:
         """See :meth:`RolloutEngine.generate_with_logprobs`: vLLM's log-prob of each sampled token (None when the
-        engine was built with ``logprobs=False``). Request ``i``'s seed is the ``i``-th draw from ``generator``."""
+        engine was built with ``logprobs=False``). Request ``i``'s vLLM seed is ``seeds[i]`` reduced below 2**31
+        (the range vLLM was tested with here), or without ``seeds`` the ``i``-th draw from ``generator``."""
         budgets = _budgets(prompts, max_new_tokens)
         sampling = sampling or SamplingParams()
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator).tolist()
+        if seeds is None:
+            seeds = torch.randint(0, 2**31 - 1, (len(prompts),), generator=generator).tolist()
+        elif len(seeds) != len(prompts):
+            raise ValueError(f"seeds has {len(seeds)} entries but there are {len(prompts)} prompts")
+        else:
+            seeds = [int(seed) % (2**31 - 1) for seed in seeds]
         live = [i for i, b in enumerate(budgets) if b > 0]  # vLLM needs max_tokens >= 1
         ids: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]

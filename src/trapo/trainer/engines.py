@@ -17,7 +17,7 @@ from trapo.config import TRAPOConfig
 from trapo.objective import LossTerms, TokenBatch
 from trapo.rollout import HFEngine, RolloutEngine
 from trapo.rollout.vllm import VLLMEngine
-from trapo.trainer import sharding
+from trapo.trainer import precision, sharding
 
 
 def _sharded(model: torch.nn.Module) -> bool:
@@ -38,7 +38,8 @@ def make_engine(config: TRAPOConfig, model: torch.nn.Module, tokenizer: Any) -> 
     :class:`~trapo.rollout.vllm.VLLMEngine` on a copy of its weights (``engine="vllm"``; on the gathered whole
     weights when ``model`` is sharded with FSDP2)."""
     if config.engine == "hf":
-        return HFEngine.from_tokenizer(model, tokenizer, config.generation_batch_size)
+        dtype = precision.compute_dtype(config.bf16)  # --bf16: generation under autocast, bf16 weight copies
+        return HFEngine.from_tokenizer(model, tokenizer, config.generation_batch_size, dtype=dtype)
     if config.engine != "vllm":
         raise ValueError(f"engine must be hf or vllm, got {config.engine!r}")
     dtype = config.vllm_dtype

@@ -4,12 +4,20 @@ input's dtype unless ``save_dtype`` says otherwise; checkpoints keep float32 so 
 
 Why: an AdamW step taken in bfloat16 rounds most of a small update away (bf16 keeps 8 bits of mantissa:
 an update below ~1/256 of a weight is lost), and one taken in float16 overflows to inf/NaN. With float32
-master weights the update is the one the update guard judged. What the forward pass computes in (``--bf16``
-mixed precision) is a separate choice, made by the accelerator.
+master weights the update is the one the update guard judged.
+``--bf16`` is what the forward passes compute in, a separate choice: updates run them under
+``torch.autocast(..., dtype=torch.bfloat16)`` (matrix products and attention in bf16; the float32 master
+weights, their gradients and AdamW's state untouched) and take the logits back in float32 before any
+log-softmax; :class:`~trapo.rollout.HFEngine` with ``dtype=torch.bfloat16`` prefills under autocast and
+decodes with bf16 copies of the matrix weights. The trainer does this itself instead of through
+``Accelerator(mixed_precision="bf16")``, whose process-wide state cannot change within a process: runs in
+fp32 and bf16 can then share one process (tests, benchmarks/step_cost.py). On CPU, bf16 pays where the
+cores have bf16 matrix units (AMX, AVX512-BF16).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -92,3 +100,15 @@ def save_pretrained_as(
         values.pop("torch_dtype", None)
         config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     return dtype
+
+
+def compute_dtype(bf16: bool) -> torch.dtype | None:
+    """The dtype of forward passes: bfloat16 with ``--bf16``, else None (the weights' own, float32)."""
+    return torch.bfloat16 if bf16 else None
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``'s kind, or nothing where ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

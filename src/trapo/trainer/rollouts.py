@@ -11,10 +11,19 @@ its guidance level depends on the prompt's cumulative return. Two ways to run it
   authors' 4/2/1/1, since a whole-solution level needs no generation), the gain is one pass instead of
   three or four. On CPU the rows cost more than the passes, and sequential is faster
   (measured in benchmarks/step_cost.py); speculative is for engines where a pass's latency dominates.
+- ``pipelined``: one running batch (:meth:`RolloutEngine.open_stream`, continuous batching): a prompt's
+  micro-group ``g + 1`` is submitted as soon as its group ``g`` is scored, while the other prompts' rows are
+  still decoding; no prompt waits for the slowest row of the batch.
+
+Every trajectory samples from its own random stream, seeded by (the step's draw from ``generator``, prompt,
+micro-group, member) and not by its guidance level: the three modes sample the same tokens for a fixed seed
+(up to float rounding of different batch shapes), and a speculative candidate that is kept is the sequential
+sample.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,8 +33,9 @@ import torch
 
 from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
-from trapo.rewards import Completion, RewardScores, RewardSet, score_rewards
+from trapo.rewards import Completion, RewardSet, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
+from trapo.rollout.sampling import row_seed
 
 
 @dataclass
@@ -93,6 +103,9 @@ class _Request:
     member: int
 
 
+ROLLOUT_MODES = ("sequential", "speculative", "pipelined")
+
+
 class GuidedSampler:
     """Samples every prompt's micro-groups and scores them with ``reward_fn``."""
 
@@ -109,6 +122,7 @@ class GuidedSampler:
         prefix_slack: float = 0.3,
         speculative: bool = False,
         prefix_strict: bool = False,
+        mode: str | None = None,
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -118,7 +132,13 @@ class GuidedSampler:
         self.max_completion_length = max_completion_length
         self.sampling = sampling
         self.prefix_slack = prefix_slack
-        self.speculative = speculative
+        self.mode = mode or ("speculative" if speculative else "sequential")
+        if self.mode not in ROLLOUT_MODES:
+            raise ValueError(f"rollout mode must be one of {', '.join(ROLLOUT_MODES)}, got {self.mode!r}")
+        self.speculative = self.mode == "speculative"
+        # engines written before per-row seeds sample from the step's generator instead
+        method = getattr(engine, "generate_with_logprobs", engine.generate)
+        self._seeds = "seeds" in inspect.signature(method).parameters
         self.prefix_strict = prefix_strict
         self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
@@ -147,10 +167,18 @@ class GuidedSampler:
     def _generates(self, level: int) -> bool:
         return self.schedule.prefix_ratio(level) < 1.0
 
+    def _seed(self, base: int, r: _Request) -> int:
+        """The random stream of a trajectory: (the step's draw, prompt, micro-group, member), not its level."""
+        return row_seed(base, r.prompt, r.group, r.member)
+
+    def _budget(self, prefix: list[int]) -> int:
+        return max(self.max_completion_length - len(prefix), 0)
+
     def _generate(
         self,
         items: Sequence[PreparedExample],
         requests: list[_Request],
+        base: int,
         generator: torch.Generator,
         prefix_of: Callable[[_Request], list[int]],
     ) -> dict[_Request, tuple[list[int], list[float] | None]]:
@@ -160,48 +188,60 @@ class GuidedSampler:
             return {}
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
-        budgets = [max(self.max_completion_length - len(p), 0) for p in prefixes]
+        budgets = [self._budget(p) for p in prefixes]
+        seeds = {"seeds": [self._seed(base, r) for r in todo]} if self._seeds else {}
         if hasattr(self.engine, "generate_with_logprobs"):
-            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator)
+            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator, **seeds)
         else:  # an engine written against the bare interface
-            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator), None
+            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator, **seeds), None
         return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
-    def _trajectories(
+    def _trajectory(
         self,
-        items: Sequence[PreparedExample],
-        chosen: Sequence[_Request],
-        pool: dict[_Request, tuple[list[int], list[float] | None]],
-        prefix_of: Callable[[_Request], list[int]],
-    ) -> list[Trajectory]:
-        """The trajectories of ``chosen`` requests: their prefix and, where the level generates, continuation."""
-        counts = self.schedule.prefix_loss_counts
-        return [
-            Trajectory(
-                prompt_index=r.prompt,
-                group=r.group,
-                level=r.level,
-                prompt_ids=items[r.prompt].prompt_ids,
-                prefix_ids=prefix_of(r),
-                completion_ids=pool[r][0] if r in pool else [],
-                trains_prefix=r.level > 0 and r.member < counts[r.group],
-                sampling_logprobs=pool[r][1] if r in pool else None,
-            )
-            for r in chosen
-        ]
+        item: PreparedExample,
+        r: _Request,
+        prefix: list[int],
+        completion: list[int],
+        logprobs: list[float] | None = None,
+    ) -> Trajectory:
+        return Trajectory(
+            prompt_index=r.prompt,
+            group=r.group,
+            level=r.level,
+            prompt_ids=item.prompt_ids,
+            prefix_ids=prefix,
+            completion_ids=completion,
+            trains_prefix=r.level > 0 and r.member < self.schedule.prefix_loss_counts[r.group],
+            sampling_logprobs=logprobs,
+        )
 
-    def _score(self, items: Sequence[PreparedExample], trajectories: Sequence[Trajectory]) -> RewardScores:
-        decode = self.tokenizer.decode
+    def _requests(self, item: PreparedExample, p: int, g: int, returns: list[float]) -> list[_Request]:
+        """Micro-group ``g`` of prompt ``p``, its level from the prompt's return so far (TRAPO.md §2)."""
+        level = self.schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
+        return [_Request(p, g, level, m) for m in range(self.schedule.sizes[g])]
+
+    def _score(
+        self, trajs: list[Trajectory], items: Sequence[PreparedExample], batch: RolloutBatch, returns: list[float]
+    ) -> None:
+        """Reward every trajectory of ``trajs`` (prefix + continuation) and keep what the rewards logged for it,
+        counting failures in ``batch``; the prompts' cumulative ``returns`` grow."""
         texts = [
-            Completion(decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state)
-            for t in trajectories
+            Completion(
+                self.tokenizer.decode(t.response_ids, skip_special_tokens=True), t.response_ids, self.trainer_state
+            )
+            for t in trajs
         ]
-        return score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajectories])
+        scored = score_rewards(self.reward_fn, texts, [items[t.prompt_index].example for t in trajs])
+        batch.reward_failures.update(scored.failures)
+        batch.first_reward_error = batch.first_reward_error or scored.first_error
+        for i, traj in enumerate(trajs):
+            traj.reward = float(scored.scores[i])
+            traj.logged = {column: values[i] for column, values in scored.extra.items()}
+            returns[traj.prompt_index] += traj.reward
 
     # ------------------------------------------------------------------ the schedule
     def sample(self, items: Sequence[PreparedExample], generator: torch.Generator) -> RolloutBatch:
         """Micro-group sampling for every prompt of ``items`` (TRAPO.md §2, Algorithm 1's rollout phase)."""
-        schedule = self.schedule
         cuts: dict[tuple[int, int, int], list[int]] = {}
 
         def prefix_of(r: _Request) -> list[int]:  # one cut per (prompt, group, level), not per member
@@ -210,57 +250,94 @@ class GuidedSampler:
                 cuts[key] = self.prefix(items[r.prompt], r.group, r.level)
             return cuts[key]
 
+        base = int(torch.randint(0, 2**62, (1,), generator=generator))
+        batch = RolloutBatch(trajectories=[], examples=[item.example for item in items])
+        if self.mode == "pipelined":
+            self._sample_pipelined(items, base, prefix_of, batch)
+        else:
+            self._sample_rounds(items, base, generator, prefix_of, batch)
+        if not self.speculative:
+            batch.generated_tokens = sum(len(t.completion_ids) for t in batch.trajectories)
+        return batch
+
+    def _sample_rounds(self, items, base, generator, prefix_of, batch: RolloutBatch) -> None:
+        """sequential / speculative: micro-group ``g`` of every prompt, then ``g + 1``."""
         start = time.perf_counter()
         pool: dict[_Request, tuple[list[int], list[float] | None]] = {}
         if self.speculative:
-            pool = self._generate(
-                items,
-                [
-                    _Request(p, g, level, m)
-                    for p, item in enumerate(items)
-                    for g, size in enumerate(schedule.sizes)
-                    for level in self.candidate_levels(item, g)
-                    for m in range(size)
-                ],
-                generator,
-                prefix_of,
-            )
-        generation_seconds = time.perf_counter() - start
-
+            every = [
+                _Request(p, g, level, m)
+                for p, item in enumerate(items)
+                for g, size in enumerate(self.schedule.sizes)
+                for level in self.candidate_levels(item, g)
+                for m in range(size)
+            ]
+            pool = self._generate(items, every, base, generator, prefix_of)
+            batch.generated_tokens = sum(len(ids) for ids, _ in pool.values())
+        batch.generation_seconds = time.perf_counter() - start
         returns = [0.0] * len(items)
-        trajectories: list[Trajectory] = []
-        failures, first_error = Counter(), ""
-        for g, size in enumerate(schedule.sizes):
-            chosen = []
-            for p, item in enumerate(items):
-                level = schedule.level(g, returns[p]) if item.expert_ids else 0  # no expert: RL only
-                chosen.extend(_Request(p, g, level, m) for m in range(size))
+        for g in range(len(self.schedule.sizes)):
+            chosen = [r for p, item in enumerate(items) for r in self._requests(item, p, g, returns)]
             if not self.speculative:
                 t0 = time.perf_counter()
-                pool = self._generate(items, chosen, generator, prefix_of)
-                generation_seconds += time.perf_counter() - t0
-            group_trajs = self._trajectories(items, chosen, pool, prefix_of)
-            scored = self._score(items, group_trajs)
-            failures.update(scored.failures)
-            first_error = first_error or scored.first_error
-            _take_scores(group_trajs, scored, returns)
-            trajectories.extend(group_trajs)
+                pool = self._generate(items, chosen, base, generator, prefix_of)
+                batch.generation_seconds += time.perf_counter() - t0
+            group = [self._trajectory(items[r.prompt], r, prefix_of(r), *pool.get(r, ([], None))) for r in chosen]
+            self._score(group, items, batch, returns)
+            batch.trajectories.extend(group)
 
-        pooled = [ids for ids, _ in pool.values()] if self.speculative else [t.completion_ids for t in trajectories]
-        generated = sum(map(len, pooled))
-        return RolloutBatch(
-            trajectories=trajectories,
-            examples=[item.example for item in items],
-            generated_tokens=generated,
-            generation_seconds=generation_seconds,
-            reward_failures=failures,
-            first_reward_error=first_error,
-        )
+    def _sample_pipelined(self, items, base, prefix_of, batch: RolloutBatch) -> None:
+        """pipelined: each prompt's next micro-group joins the engine's running batch once its last is scored."""
+        stream = self.engine.open_stream(self.sampling)
+        run = _Pipeline(self, items, base, prefix_of, stream)
+        returns = [0.0] * len(items)
+        for p in range(len(items)):
+            run.start(p, 0, returns)
+        while run.ready or stream.busy:
+            if not run.ready:
+                t0 = time.perf_counter()
+                run.collect()
+                batch.generation_seconds += time.perf_counter() - t0
+                continue
+            scored, run.ready = run.ready, []
+            trajs = [t for key in scored for t in run.groups.pop(key)]
+            self._score(trajs, items, batch, returns)
+            batch.trajectories.extend(trajs)
+            for p, g in scored:
+                if g + 1 < len(self.schedule.sizes):
+                    run.start(p, g + 1, returns)
+        batch.trajectories.sort(key=lambda t: (t.group, t.prompt_index))  # the order of the other modes
 
 
-def _take_scores(trajectories: Sequence[Trajectory], scored: RewardScores, returns: list[float]) -> None:
-    """Each trajectory's reward and what the rewards logged for it; the prompts' cumulative returns grow."""
-    for i, traj in enumerate(trajectories):
-        traj.reward = float(scored.scores[i])
-        traj.logged = {column: values[i] for column, values in scored.extra.items()}
-        returns[traj.prompt_index] += traj.reward
+class _Pipeline:
+    """Pipelined rollouts' bookkeeping: each started (prompt, micro-group)'s trajectories, how many of them are
+    still decoding, and the groups ready to be scored."""
+
+    def __init__(self, sampler: GuidedSampler, items: Sequence[PreparedExample], base: int, prefix_of, stream):
+        self.sampler, self.items, self.base, self.prefix_of, self.stream = sampler, items, base, prefix_of, stream
+        self.groups: dict[tuple[int, int], list[Trajectory]] = {}  # (prompt, group) -> its trajectories
+        self.waiting: dict[tuple[int, int], int] = {}  # continuations still being generated
+        self.ready: list[tuple[int, int]] = []
+
+    def start(self, p: int, g: int, returns: list[float]) -> None:
+        """Submit micro-group ``g`` of prompt ``p``, its level from the prompt's return so far."""
+        s, item = self.sampler, self.items[p]
+        requests = s._requests(item, p, g, returns)
+        self.groups[p, g] = [s._trajectory(item, r, self.prefix_of(r), []) for r in requests]
+        self.waiting[p, g] = 0
+        for r, traj in zip(requests, self.groups[p, g], strict=True):
+            if s._generates(r.level):
+                budget = s._budget(traj.prefix_ids)
+                self.stream.submit(r, item.prompt_ids + traj.prefix_ids, budget, s._seed(self.base, r))
+                self.waiting[p, g] += 1
+        if not self.waiting[p, g]:  # a whole expert solution: nothing to generate
+            self.ready.append((p, g))
+
+    def collect(self) -> None:
+        """One step of the stream: finished continuations go to their trajectories; complete groups are ready."""
+        for r, ids, logprobs in self.stream.step():
+            traj = self.groups[r.prompt, r.group][r.member]
+            traj.completion_ids, traj.sampling_logprobs = ids, logprobs
+            self.waiting[r.prompt, r.group] -= 1
+            if not self.waiting[r.prompt, r.group]:
+                self.ready.append((r.prompt, r.group))

@@ -26,7 +26,7 @@ from trapo.advantages import step_advantages
 from trapo.losses import token_logprobs
 from trapo.objective import LossTerms, Normaliser, TokenBatch, batch_normaliser, sft_batch_loss, trapo_loss
 from trapo.rewards import RewardSet
-from trapo.trainer import sharding
+from trapo.trainer import precision, sharding
 from trapo.trainer.batch import build_token_batch, length_sorted_mini_batches, row_length
 from trapo.trainer.engines import record_importance_weights, record_sync
 from trapo.trainer.metrics import Metrics, record_batch
@@ -200,18 +200,21 @@ class TrainingStep:
             self._normaliser(kind, [b.response_mask for b in tokens]) if every_response_token else None,
         )
 
-    @staticmethod
-    def _logits(model: torch.nn.Module, mb: MiniBatch, cache: PromptCache | None) -> Tensor:
+    def _logits(self, model: torch.nn.Module, mb: MiniBatch, cache: PromptCache | None) -> Tensor:
+        """The mini-batch's logits, in float32 (``--bf16``: computed under autocast, :mod:`.precision`)."""
         b = mb.tokens
-        if cache is None:
-            return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-        return cache.logits(model, b.input_ids, b.attention_mask, mb.prompt_rows)
+        with precision.autocast(precision.compute_dtype(self.config.bf16), b.input_ids.device):
+            if cache is None:
+                return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
+            return cache.logits(model, b.input_ids, b.attention_mask, mb.prompt_rows).float()
 
     def _prompt_cache(self, model: torch.nn.Module, prompts: list[list[int]] | None) -> PromptCache | None:
         """The distinct prompts' KV cache on ``model`` (None on the plain path: ``prompts`` is None)."""
         if prompts is None:
             return None
-        return PromptCache.encode(model, prompts, self.tokenizer.pad_token_id, self.accelerator.device)
+        device = self.accelerator.device
+        with precision.autocast(precision.compute_dtype(self.config.bf16), device):
+            return PromptCache.encode(model, prompts, self.tokenizer.pad_token_id, device)
 
     @torch.no_grad()
     def _fixed_logprobs(
@@ -303,7 +306,8 @@ class TrainingStep:
         idle = self._idle_count(len(tokens))
         for i, b in enumerate(tokens):
             with self._gradient_sync(last=i == len(tokens) - 1):
-                logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+                with precision.autocast(precision.compute_dtype(self.config.bf16), device):
+                    logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits.float()
                 loss = sft_batch_loss(logits, b, expert_norm)
                 metrics.add_total("loss/sft", float(loss.detach()))
                 metrics.add_total("loss/total", float(loss.detach()))

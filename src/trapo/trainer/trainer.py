@@ -112,7 +112,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
             max_completion_length=config.max_completion_length,
             sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k),
             prefix_slack=config.prefix_slack,
-            speculative=config.rollout_mode == "speculative",
+            mode=config.rollout_mode,
             prefix_strict=config.prefix_boundary_strict,
         )
         self._init_state()
@@ -217,7 +217,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
 
 def _accelerator(config: TRAPOConfig) -> Accelerator:
     return Accelerator(
-        mixed_precision="bf16" if config.bf16 else "no",
+        mixed_precision="no",  # --bf16 is autocast of the forward passes (trapo.trainer.precision)
         cpu=config.use_cpu,
         log_with=config.report_to or None,
         project_dir=str(config.output_dir),

@@ -83,6 +83,23 @@ def test_pretraining_is_deterministic_and_lowers_the_loss(tok):
     assert run_a["final_loss"] < math.log(len(tok))  # better than uniform after 12 steps
 
 
+def test_bf16_pretraining_is_its_own_recipe_and_keeps_fp32_weights(tok):
+    assert "bf16" not in BaseModelConfig().to_dict()  # the fp32 recipe keeps its published hash
+    assert BaseModelConfig(bf16=True).hash() != BaseModelConfig().hash()
+    config = BaseModelConfig(**{**TINY, "steps": 12, "warmup_steps": 2, "lr": 1e-2})
+    fp32, bf16 = _tiny_model(tok), _tiny_model(tok)
+    pretrain(fp32, tok, config, progress_bar=False)
+    run = pretrain(
+        bf16,
+        tok,
+        BaseModelConfig(**{**TINY, "steps": 12, "warmup_steps": 2, "lr": 1e-2, "bf16": True}),
+        progress_bar=False,
+    )
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    assert run["final_loss"] < math.log(len(tok))
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.parameters(), bf16.parameters(), strict=True))
+
+
 def test_build_is_bounded_by_steps_never_by_seconds(tok):
     # issue 15: a time bound gave each machine another base model; the config has no such field
     assert "max_seconds" not in BaseModelConfig().to_dict()

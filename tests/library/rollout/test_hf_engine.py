@@ -12,16 +12,6 @@ from trapo.rollout import HFEngine, HFGenerateEngine, SamplingParams
 EOS, PAD = 1, 0
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = Qwen2ForCausalLM(tiny_qwen2_config(24, max_position_embeddings=128))
-    with torch.no_grad():  # make EOS likely enough that rows finish at different steps
-        m.lm_head.weight[EOS] += 0.3 * m.lm_head.weight.mean(0)
-        m.model.embed_tokens.weight[EOS] *= 3
-    return m
-
-
 PROMPTS = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15], [2, 3, 4, 5, 6, 7, 8]] * 3
 BUDGETS = [12, 0, 7, 20, 3] * 3
 

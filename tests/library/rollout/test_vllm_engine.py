@@ -129,6 +129,23 @@ def test_sampling_is_reproducible_from_the_generator(engine, vllm_model):
 
 
 @needs_vllm
+def test_a_seeded_request_samples_the_same_alone_in_a_batch_and_through_a_stream(engine, vllm_model):
+    model, tokenizer = vllm_model
+    engine.sync_weights(model)
+    prompts, seeds = _prompts(tokenizer), [11, 2**62 + 5, 7, 123456789]
+    sampling = SamplingParams(temperature=1.0)
+    together, logprobs = engine.generate_with_logprobs(prompts, 10, sampling, seeds=seeds)
+    alone = [engine.generate([p], 10, sampling, seeds=[s])[0] for p, s in zip(prompts, seeds, strict=True)]
+    assert together == alone  # the pipelined and sequential rollout modes sample the same tokens
+    stream = engine.open_stream(sampling)  # the default BatchedStream: pipelined rollouts on vLLM
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+        stream.submit(i, prompt, 10, seed)
+    got = {key: (ids, lp) for key, ids, lp in stream.step()}
+    assert not stream.busy
+    assert [got[i][0] for i in range(4)] == together and [got[i][1] for i in range(4)] == logprobs
+
+
+@needs_vllm
 def test_after_an_update_and_a_sync_the_engine_scores_like_the_trainer(engine, vllm_model):
     model, tokenizer = vllm_model
     model = copy.deepcopy(model)  # the module's model stays as it was for the other tests

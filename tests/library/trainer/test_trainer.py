@@ -63,12 +63,12 @@ def test_one_step_of_every_method(method, tmp_path, tokenizer, model, rows):
     assert any(k.endswith("embed_tokens.weight") for k in saved)
 
 
-def make_sampler(model, tokenizer, schedule, reward, speculative=True, temperature=1.0):
+def make_sampler(model, tokenizer, schedule, reward, speculative=True, temperature=1.0, mode=None, batch_size=256):
     from trapo.data import boundary_token_ids
     from trapo.rewards import as_reward_function
 
     return GuidedSampler(
-        HFEngine.from_tokenizer(model, tokenizer),
+        HFEngine.from_tokenizer(model, tokenizer, batch_size),
         tokenizer,
         as_reward_function(reward),
         schedule,
@@ -76,6 +76,7 @@ def make_sampler(model, tokenizer, schedule, reward, speculative=True, temperatu
         max_completion_length=40,
         sampling=SamplingParams(temperature=temperature),
         speculative=speculative,
+        mode=mode,
     )
 
 
@@ -126,6 +127,53 @@ def test_speculative_and_sequential_agree_under_greedy_decoding(tmp_path, tokeni
         batch = sampler.sample(items[:3], torch.Generator().manual_seed(0))
         out.append([(t.prompt_index, t.level, t.prefix_ids, t.completion_ids, t.reward) for t in batch.trajectories])
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("batch_size", [256, 5])
+def test_pipelined_samples_the_same_trajectories_as_sequential_and_speculative(
+    tmp_path, tokenizer, model, rows, batch_size
+):
+    """Sampling at T = 1 with a fixed seed: every mode samples the same tokens, levels and rewards (each
+    trajectory has its own random stream), whether the running batch holds every row or 5 at a time."""
+    trainer, items = prepared(small_config(tmp_path), tokenizer, model, rows)
+
+    def half(completions, examples):  # a real, deterministic reward that depends on the sampled text
+        return [float(len(c) % 2) for c in completions]
+
+    out = {}
+    for mode in ("sequential", "speculative", "pipelined"):
+        sampler = make_sampler(model, tokenizer, trainer.schedule, half, mode=mode, batch_size=batch_size)
+        batch = sampler.sample(items[:4], torch.Generator().manual_seed(11))
+        out[mode] = [
+            (t.prompt_index, t.group, t.level, t.prefix_ids, t.completion_ids, t.reward, t.trains_prefix)
+            for t in batch.trajectories
+        ]
+    assert out["pipelined"] == out["sequential"] == out["speculative"]
+    assert len({r[2] for r in out["pipelined"]}) > 1  # the rewards made some groups guided, others not
+    assert len({tuple(r[4]) for r in out["pipelined"] if r[2] == 0}) > 8  # and the samples differ
+    again = make_sampler(model, tokenizer, trainer.schedule, half, mode="pipelined")
+    other = again.sample(items[:4], torch.Generator().manual_seed(12))
+    assert [t.completion_ids for t in other.trajectories] != [r[4] for r in out["pipelined"]]
+
+
+def test_pipelined_counts_tokens_and_failures(tmp_path, tokenizer, model, rows):
+    trainer, items = prepared(small_config(tmp_path), tokenizer, model, rows)
+
+    def flaky(completions, examples):
+        return [None if i == 0 else 0.0 for i, _ in enumerate(completions)]
+
+    sampler = make_sampler(model, tokenizer, trainer.schedule, flaky, mode="pipelined")
+    batch = sampler.sample(items[:2], torch.Generator().manual_seed(0))
+    assert len(batch.trajectories) == 16
+    assert batch.generated_tokens == sum(len(t.completion_ids) for t in batch.trajectories) > 0
+    assert batch.generation_seconds > 0 and batch.reward_errors >= 1
+
+
+def test_an_unknown_rollout_mode_is_refused(tokenizer, model):
+    from trapo.guidance import MicroGroupSchedule
+
+    with pytest.raises(ValueError, match="sequential, speculative, pipelined"):
+        make_sampler(model, tokenizer, MicroGroupSchedule(), zeros, mode="parallel")
 
 
 def test_token_masks_split_prefix_and_model_tokens(tokenizer):
@@ -267,7 +315,11 @@ def test_nonfinite_losses_skip_steps_then_stop(tmp_path, tokenizer, model, rows)
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, tokenizer, rows, make_model):
     def cfg(name):
-        return small_config(tmp_path / name, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1)
+        # sequential: 4 reward calls per step, so the interruption below lands in step 3 (pipelined rollouts
+        # call the reward once per set of finished micro-groups and sample the same trajectories)
+        return small_config(
+            tmp_path / name, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1, rollout_mode="sequential"
+        )
 
     full = TRAPOTrainer(make_model(tokenizer), processing_class=tokenizer, train_dataset=rows, args=cfg("full")).train()
 
