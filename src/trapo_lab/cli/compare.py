@@ -195,6 +195,15 @@ def register(subparsers) -> None:
         help=f"write the report over the committed results in {PUBLISH_DIR} "
         f"(quick: {QUICK_PUBLISH_DIR}) instead of the runs directory",
     )
+    parser.add_argument(
+        "--beside",
+        action="append",
+        default=[],
+        metavar="LABEL=RESULTS_JSON",
+        help="another comparison's results.json whose verdict and 95%% interval per claim go in a column LABEL "
+        "beside this one's in the claims table, e.g. 'second base=runs/base1/report/results.json' "
+        "(repeatable; read before anything is trained, so a bad path fails at once)",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="data directory (`trapo data make`); built if missing")
     parser.add_argument("--base", default=DEFAULT_BASE, help="base model directory (`trapo base`); built if missing")
     parser.add_argument(
@@ -329,7 +338,10 @@ def run(args: argparse.Namespace) -> int:
     # `kill PID` behaves like Ctrl-C: the trainer checkpoints the current run before exiting
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     hf_logging.disable_progress_bar()  # per-checkpoint "Loading weights" bars would drown the output
+    from trapo_lab.compare.report_claims import read_beside
+
     spec = spec_from_args(args)
+    beside = [read_beside(item) for item in args.beside]
     out = report_dir(args)
     data_dir, base_dir = ensure_inputs(args.data, args.base, progress=not args.no_progress)
     step_cost = None if args.step_cost == "none" or not Path(args.step_cost).is_file() else args.step_cost
@@ -379,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
         if args.quick
         else None
     )
+    if beside:
+        result.summary["beside"] = beside
     paths = write_report(
         result.summary,
         result.dynamics,
@@ -415,10 +429,12 @@ def _raise_keyboard_interrupt(signum, frame):
 def _print_table(summary: dict) -> None:
     from trapo_lab.compare.claims import claims_table
     from trapo_lab.compare.report import mean_std_cell
-    from trapo_lab.compare.report_claims import interval
+    from trapo_lab.compare.report_claims import beside_cell, interval
 
     for claim in claims_table(summary):
         print(f"claim {claim['claim']}: {claim['verdict']:13s} 95% {interval(claim['ci95']):>16s}  {claim['text']}")
+        for other in summary.get("beside", ()):
+            print(f"  {other['label']}: {beside_cell(other, claim['claim'])}")
 
     print(
         f"\n{'method':14s} {'lr':>6s} {'in-domain':>14s} {'retained':>14s}   (test accuracy %, mean ± std over seeds)"

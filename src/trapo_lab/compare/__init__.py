@@ -44,6 +44,7 @@ The modules, by job:
 - :mod:`~trapo_lab.compare.aggregate` — the arithmetic: rules, tables and views (pure functions);
 - :mod:`~trapo_lab.compare.stats`, :mod:`~trapo_lab.compare.claims`, :mod:`~trapo_lab.compare.readings` —
   the bootstrap and interval rule, the claims, the second readings (pure functions);
+- :mod:`~trapo_lab.compare.provenance` — which code (trapo version, git commit) made each run and evaluation;
 - :mod:`~trapo_lab.compare.report` and :mod:`~trapo_lab.compare.plots` — ``results.md`` / ``results.json``
   and the figures.
 """

@@ -5,7 +5,8 @@ Every run lives in ``runs_dir/<method>-lr<lr>-s<seed>-<hash>/`` where the hash c
 training data. A run directory holds ``run.json`` (what it is), the trainer's checkpoints, ``final/`` and
 ``metrics.jsonl``, ``done.json`` once finished, and ``eval.json``: its evaluations, each under
 ``<split>@<step>`` with a key of the evaluation settings and problems. The base model's evaluations live in
-``runs_dir/base-<hash>/eval.json``.
+``runs_dir/base-<hash>/eval.json``. ``run.json``, ``done.json`` and each evaluation's result record the code
+that made them (:mod:`~trapo_lab.compare.provenance`; never hashed).
 
 The hash inputs (:data:`FORMAT`, the config fields under their :data:`FORMER_FIELD_NAMES`, the identities)
 and :data:`EVAL_VERSION` decide which cached runs and evaluations are reused: change them only to
@@ -30,6 +31,7 @@ from trapo.config import TRAPOConfig
 from trapo.config_trl import LORA_KEYWORDS, TRLFields
 from trapo.data import Example
 
+from .provenance import code_provenance, run_label
 from .spec import CompareSpec
 
 FORMAT = "trapo-compare-v1"
@@ -244,6 +246,7 @@ class RunCache:
                     "base_identity": self.base_identity,
                     "data_dir": str(self.data_dir),
                     "train_identity": self.train_identity,
+                    "code": code_provenance(),  # not hashed: see trapo_lab.compare.provenance
                 },
             )
         return run_dir, config
@@ -259,11 +262,17 @@ class RunCache:
                 "train_seconds": train_seconds,
                 "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "resumed_from": resumed_from,
+                "code": code_provenance(),
             },
         )
         for state in run_dir.glob("checkpoint-*/training_state.pt"):
             state.unlink()
         shutil.rmtree(run_dir / f"checkpoint-{self.spec.max_steps}", ignore_errors=True)
+
+    def run_code(self, key: RunKey) -> str:
+        """The code that made run ``key`` (:func:`~trapo_lab.compare.provenance.run_label`)."""
+        run_dir = self.run_dir(key)
+        return run_label(read_json(run_dir / "run.json"), read_json(run_dir / "done.json"))
 
     def model_dir(self, key: RunKey | None, step: int) -> Path:
         """The saved model of run ``key`` at ``step`` (the base model for None or step 0)."""

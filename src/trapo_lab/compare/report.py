@@ -28,7 +28,7 @@ from .aggregate import PAIRED_COLUMNS, condense_dynamics
 from .cache import format_lr
 from .claims import claims_table, matched_readings
 from .plots import plot_curves, plot_dynamics, plot_guidance, plot_passk, plot_tradeoff
-from .report_claims import claims_markdown, matched_markdown, readings_markdown
+from .report_claims import claims_markdown, matched_markdown, provenance_markdown, readings_markdown
 from .report_claims import table as markdown_table
 
 # Output shares shown in the cost-and-mechanism table rather than in the accuracy tables.
@@ -85,7 +85,9 @@ def results_markdown(  # noqa: C901 (one branch per optional report section)
     out = [f"# {title}", ""]
     if note:
         out += [note, ""]
-    out += claims_markdown(summary["claims"] if "claims" in summary else claims_table(summary))
+    out += claims_markdown(
+        summary["claims"] if "claims" in summary else claims_table(summary), summary.get("beside", ())
+    )
     if command:
         out += ["Reproduce with:", "", "```", command, "```", ""]
     seeds = ", ".join(str(s) for s in spec["seeds"])
@@ -192,6 +194,7 @@ def results_markdown(  # noqa: C901 (one branch per optional report section)
         out += markdown_table(head, rows)
 
     out += readings_markdown(summary)
+    out += provenance_markdown(summary.get("provenance"))
 
     # learning rates
     out += [

@@ -1,10 +1,13 @@
-"""The Markdown sections of a comparison report that carry its verdicts: the claims table with intervals, the
-claims at matched settings, and the second readings (late gains, leakage-robust averages, equal time from
-the step-cost benchmark, every sweep run's in-domain and retained accuracy)."""
+"""The Markdown sections of a comparison report that carry its verdicts: the claims table with intervals (and
+other comparisons' verdicts beside them), the claims at matched settings, the second readings (late gains,
+leakage-robust averages, equal time from the step-cost benchmark, every sweep run's in-domain and retained
+accuracy), and which code made the runs and evaluations."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .stats import NEAR
@@ -39,8 +42,45 @@ def part_text(p: dict[str, Any]) -> str:
     )
 
 
-def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
-    """The claims table (:func:`~trapo_lab.compare.claims.claims_table`) as Markdown lines (none if empty)."""
+def beside_entry(label: str, summary: dict[str, Any], source: str) -> dict[str, Any]:
+    """Another comparison's answer to each claim, to read beside this one's: ``{"label", "source",
+    "seeds", "claims": {"1": {"verdict", "ci95"}, ...}}`` (its stored ``claims``, else computed from it)."""
+    from .claims import claims_table
+
+    claims = summary["claims"] if "claims" in summary else claims_table(summary)
+    return {
+        "label": label,
+        "source": source,
+        "seeds": list(summary.get("spec", {}).get("seeds", [])),
+        "claims": {str(c["claim"]): {"verdict": c["verdict"], "ci95": c.get("ci95")} for c in claims},
+    }
+
+
+def read_beside(item: str) -> dict[str, Any]:
+    """:func:`beside_entry` of a ``--beside LABEL=PATH`` item (PATH: another comparison's results.json)."""
+    label, sep, path = item.partition("=")
+    if not sep or not label.strip() or not path:
+        raise ValueError(f"--beside {item!r}: expected LABEL=PATH, e.g. 'second base=runs/base1/report/results.json'")
+    try:
+        summary = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(f"--beside {item!r}: cannot read {path}: {err.strerror}") from None
+    except ValueError as err:
+        raise ValueError(f"--beside {item!r}: {path} is not JSON ({err})") from None
+    if not isinstance(summary, dict) or not ("claims" in summary or "equal_steps" in summary):
+        raise ValueError(f"--beside {item!r}: {path} is not a comparison's results.json (no 'claims')")
+    return beside_entry(label.strip(), summary, path)
+
+
+def beside_cell(entry: dict[str, Any], claim: int) -> str:
+    """``verdict [low, high]`` of ``claim`` in another comparison (``–`` where it has no such claim)."""
+    other = entry["claims"].get(str(claim))
+    return "–" if other is None else f"{other['verdict']} {interval(other['ci95'])}"
+
+
+def claims_markdown(claims: Sequence[dict[str, Any]], beside: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """The claims table (:func:`~trapo_lab.compare.claims.claims_table`) as Markdown lines (none if empty),
+    with one column per other comparison in ``beside`` (:func:`beside_entry`): its verdict and interval."""
     if not claims:
         return []
     seeds = sorted({s for c in claims for s in c.get("seeds", [])}, key=str)
@@ -56,6 +96,13 @@ def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
         "several parts holds when all hold and fails when any fails; the interval shown is its deciding part's.",
         "",
     ]
+    if beside:
+        sources = [f"**{b['label']}** from `{b['source']}` (seeds {', '.join(map(str, b['seeds']))})" for b in beside]
+        out += [
+            "Beside them, the same claims answered by other comparisons (verdict and deciding interval): "
+            f"{'; '.join(sources)}.",
+            "",
+        ]
     rows = [
         [
             str(c["claim"]),
@@ -64,10 +111,28 @@ def claims_markdown(claims: Sequence[dict[str, Any]]) -> list[str]:
             interval(c.get("ci95")),
             "<br>".join(part_text(p) for p in c.get("parts", [])) or "–",
             f"**{c['verdict']}**",
+            *(beside_cell(b, c["claim"]) for b in beside),
         ]
         for c in claims
     ]
-    return out + table(["#", "claim", "deciding part", "95% interval", "every part", "verdict"], rows)
+    head = ["#", "claim", "deciding part", "95% interval", "every part", "verdict", *(b["label"] for b in beside)]
+    return out + table(head, rows)
+
+
+def provenance_markdown(provenance: dict[str, Any] | None) -> list[str]:
+    """Which code made the runs and evaluations (:mod:`~trapo_lab.compare.provenance`)."""
+    if not provenance or not provenance.get("by_code"):
+        return []
+    out = [
+        "## Which code made these numbers",
+        "",
+        "Runs by the commit of the code that trained them (`A → B`: started by A, finished by B), evaluations "
+        "by the commit that computed them; `+dirty`: uncommitted changes; `unrecorded`: made before the code "
+        "was recorded.",
+        "",
+    ]
+    rows = [[label, n["runs"], n["evaluations"]] for label, n in provenance["by_code"].items()]
+    return out + table(["code", "runs", "evaluations"], rows)
 
 
 def matched_markdown(matched: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ from . import aggregate
 from .aggregate import select_lr
 from .cache import DEFAULT_RUNS_DIR, FORMAT, RunCache, RunKey, eval_settings, format_lr, model_identity
 from .data import CompareData
+from .provenance import code_label, code_provenance, provenance_table
 from .spec import CompareSpec
 from .stats import decode_counts, problem_outcomes
 from .views import benchmark_checkpoint, readings_summary, wallclock_view
@@ -91,6 +92,8 @@ class Comparison:
         )
         self.trained_runs: list[tuple[RunKey, int]] = []  # (run, step it resumed from) trained by this object
         self.evaluations_computed = 0  # evaluations computed (not read from the cache) by this object
+        self.runs_used: set[RunKey] = set()  # every run this object trained or found trained
+        self.evaluations_used: dict[tuple[str, str, int], str] = {}  # (run, split, step) -> its code label
         self._max_runs: int | None = None
         self._sweep_done = False
         self._deadline: float | None = None
@@ -108,6 +111,7 @@ class Comparison:
         from trapo.trainer import TRAPOTrainer, read_metrics
         from trapo.trainer.checkpoint import latest_checkpoint
 
+        self.runs_used.add(key)
         if self.is_trained(key):
             return self.run_dir(key)
         if self._max_runs is not None and len(self.trained_runs) >= self._max_runs:
@@ -140,13 +144,17 @@ class Comparison:
         settings = eval_settings(self.spec, split, k, examples)
         if key is None:
             step = 0
+        used = ("base" if key is None else key.label, split, step)
         cached = self.cache.read_evaluation(key, split, step, settings)
         if cached is not None and "outcomes" in cached:  # evaluations cached before outcomes were kept: redo
+            self.evaluations_used[used] = code_label(cached.get("code"))
             return cached
         result = self._evaluate(self.cache.model_dir(key, step), examples, k=k, pass_at_k=split == "passk")
         result["settings"] = settings
+        result["code"] = code_provenance()  # not part of the key: see trapo_lab.compare.provenance
         self.evaluations_computed += 1
         self.cache.write_evaluation(key, split, step, settings, result)
+        self.evaluations_used[used] = code_label(result["code"])
         return result
 
     def _evaluate(self, model_dir: Path, examples: Sequence[Example], *, k: int, pass_at_k: bool) -> dict[str, Any]:
@@ -392,7 +400,17 @@ class Comparison:
             ),
         }
         summary.update(self._readings(selection, curves))
+        summary["provenance"] = self.provenance()
         return CompareResult(summary=summary, dynamics=dynamics)
+
+    def provenance(self) -> dict[str, Any]:
+        """Which code made the runs and evaluations this object used (per code label, how many of each), and
+        the code of this invocation."""
+        runs = [self.cache.run_code(key) for key in sorted(self.runs_used, key=lambda k: k.label)]
+        return {
+            "by_code": provenance_table(runs, self.evaluations_used.values()),
+            "this_invocation": code_provenance(),
+        }
 
     def _outcomes(self, key: RunKey | None, split: str, step: int) -> dict[str, Any]:
         return self.evaluation(key, split, step)["outcomes"]
