@@ -67,8 +67,8 @@ def read_beside(item: str) -> dict[str, Any]:
         raise ValueError(f"--beside {item!r}: cannot read {path}: {err.strerror}") from None
     except ValueError as err:
         raise ValueError(f"--beside {item!r}: {path} is not JSON ({err})") from None
-    if not isinstance(summary, dict) or not ("claims" in summary or "equal_steps" in summary):
-        raise ValueError(f"--beside {item!r}: {path} is not a comparison's results.json (no 'claims')")
+    if not isinstance(summary, dict) or not ("claims" in summary or "outcomes" in summary):
+        raise ValueError(f"--beside {item!r}: {path} is not a comparison's results.json (no 'claims' or 'outcomes')")
     return beside_entry(label.strip(), summary, path)
 
 

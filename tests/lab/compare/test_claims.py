@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trapo_lab.compare.claims import FAILS, HOLDS, MISSING, NOISE, claims_table, matched_readings
-from trapo_lab.compare.report_claims import claims_markdown, matched_markdown
+from trapo_lab.compare.report_claims import claims_markdown, interval, matched_markdown, read_beside
 
 TIERS, SKILLS = ["arith-t1", "arith-t2"], ["reverse", "sort"]
 SEEDS = ("1", "2", "3")
@@ -150,3 +150,44 @@ def test_demo_line_reads_the_published_comparison(tmp_path):
     )
     path.write_text(json.dumps({"command": "trapo compare --publish", "equal_steps": {}}))
     assert "per-problem outcomes" in comparison_line(path)
+
+
+def test_other_comparisons_verdicts_stand_beside_the_claims(tmp_path):
+    main = claims_table(_summary())
+    # a second comparison where TRAPO is only GRPO's half in-domain (SFT gets all): no stored claims, computed on read
+    other = _summary()
+    other["outcomes"]["test"]["trapo"] = other["outcomes"]["test"]["grpo"]
+    (tmp_path / "other.json").write_text(json.dumps({**other, "spec": {"seeds": [1, 2, 3]}}))
+    # a third one with its claims stored (as write_report stores them), claim 4 left out
+    stored = [{"claim": 1, "verdict": FAILS, "ci95": [-0.1, -0.05]}, {"claim": 2, "verdict": HOLDS, "ci95": None}]
+    (tmp_path / "steps.json").write_text(json.dumps({"claims": stored, "spec": {"seeds": [1, 2]}}))
+    beside = [read_beside(f"second base={tmp_path / 'other.json'}"), read_beside(f"400 steps={tmp_path}/steps.json")]
+    expected = claims_table(other)[0]
+    assert expected["verdict"] == FAILS and expected["ci95"][1] < 0
+    assert beside[0]["claims"]["1"] == {"verdict": FAILS, "ci95": expected["ci95"]}
+    assert beside[1]["seeds"] == [1, 2] and set(beside[1]["claims"]) == {"1", "2"}
+    lines = claims_markdown(main, beside)
+    head = next(line for line in lines if line.startswith("| #"))
+    assert head.endswith("| verdict | second base | 400 steps |")
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| #")]
+    assert rows[0].endswith(f"| fails {interval(expected['ci95'])} | fails [-10.0, -5.0] |")
+    assert rows[1].endswith("| holds – |") and rows[3].endswith("| – |")  # no interval; no claim 4 there
+    assert any("**400 steps** from" in line and "(seeds 1, 2)" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("no-label.json", "expected LABEL=PATH"),
+        ("=x.json", "expected LABEL=PATH"),
+        ("second base={dir}/missing.json", "cannot read"),
+        ("second base={dir}/bad.json", "is not JSON"),
+        ("second base={dir}/list.json", "not a comparison's results.json"),
+    ],
+)
+def test_a_bad_beside_is_a_clear_error(tmp_path, item, message):
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=message) as err:
+        read_beside(item.format(dir=tmp_path))
+    assert str(err.value).startswith("--beside ")

@@ -88,3 +88,14 @@ def test_out_and_publish_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         parse("--publish", "--out", "elsewhere")
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_a_bad_beside_stops_the_command_before_anything_runs(tmp_path, capsys):
+    from trapo.cli import main
+
+    assert parse("--beside", "a=x.json", "--beside", "b=y.json").beside == ["a=x.json", "b=y.json"]
+    missing = tmp_path / "missing.json"
+    argv = ["compare", "--data", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--beside", f"second base={missing}"]) == 2
+    assert f"--beside 'second base={missing}': cannot read {missing}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()  # nothing was built or trained

@@ -185,6 +185,7 @@ def test_report_writes_tables_json_and_plots(finished, tmp_path):
         "**OOD avg**",
         "OOD d per seed",
         "## The paper's claims",
+        "## Which code made these numbers",
     ):
         assert heading in text
     assert text.split("\n## ")[1].startswith("The paper's claims")  # the report leads with the claims
@@ -216,3 +217,37 @@ def test_a_grid_whose_best_rate_is_its_edge_is_extended(data_dir, base_dir, tmp_
     assert trained == [(1e-4, 0), (3e-4, 0)]
     status = comparison.status()
     assert status["runs_total"] == 3 and status["runs_done"] == 2  # the test seed 1 is still to run
+
+
+def test_every_run_and_evaluation_records_its_code_outside_the_cache_keys(finished, data_dir, base_dir, tiny_spec):
+    from trapo_lab.compare.provenance import code_label, code_provenance
+
+    comparison, result, runs = finished
+    here = code_provenance()
+    run_dirs = [p for p in runs.iterdir() if (p / "done.json").is_file()]
+    assert len(run_dirs) == 5
+    for run_dir in run_dirs:
+        assert json.loads((run_dir / "run.json").read_text())["code"] == here
+        assert json.loads((run_dir / "done.json").read_text())["code"] == here
+    entries = [e for p in runs.glob("*/eval.json") for e in json.loads(p.read_text()).values()]
+    assert entries and all(e["result"]["code"] == here for e in entries)
+    n_evals = len(comparison.evaluations_used)
+    assert result.summary["provenance"]["by_code"] == {code_label(here): {"runs": 5, "evaluations": n_evals}}
+
+    # runs and evaluations cached before the code was recorded are still found, and count as unrecorded
+    old = runs.parent / "runs-unrecorded"
+    shutil.copytree(runs, old)
+    run_dir = next(p for p in old.iterdir() if (p / "done.json").is_file())
+    for name in ("run.json", "done.json"):
+        data = json.loads((run_dir / name).read_text())
+        del data["code"]
+        (run_dir / name).write_text(json.dumps(data))
+    cache = json.loads((run_dir / "eval.json").read_text())
+    for entry in cache.values():
+        del entry["result"]["code"]
+    (run_dir / "eval.json").write_text(json.dumps(cache))
+    again = Comparison(tiny_spec(), data_dir=data_dir, base_dir=base_dir, runs_dir=old, progress=False, log=print)
+    by_code = again.run().summary["provenance"]["by_code"]
+    assert again.trained_runs == [] and again.evaluations_computed == 0
+    assert by_code["unrecorded"] == {"runs": 1, "evaluations": len(cache)}
+    assert by_code[code_label(here)] == {"runs": 4, "evaluations": n_evals - len(cache)}
