@@ -45,6 +45,9 @@ last checkpoint within the longest full GRPO run's training time) and equal time
 step-cost benchmark (--step-cost), the validation gain over the last 20% of steps, leakage-robust averages,
 every sweep run's in-domain and retained accuracy, the retained-vs-in-domain trade-off plot, training
 time, share of prefix tokens below alpha, of degenerate outputs and of outputs in the expert's style.
+--beside LABEL=results.json adds other comparisons' verdicts (e.g. a second base, more steps) as columns of
+the claims table. Every run and evaluation records the code that made it (trapo version, git commit, dirty
+or not; outside the cache keys) and the report counts them per commit (older ones as "unrecorded").
 
 Resumable: every run is cached in --runs-dir under a hash of its config, the base model and the data. A
 finished run is reused, an interrupted one (Ctrl-C included) resumes from its last checkpoint, and
