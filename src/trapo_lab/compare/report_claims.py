@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .provenance import code_label
 from .stats import NEAR
 
 
@@ -97,7 +98,8 @@ def claims_markdown(claims: Sequence[dict[str, Any]], beside: Sequence[dict[str,
         "",
     ]
     if beside:
-        sources = [f"**{b['label']}** from `{b['source']}` (seeds {', '.join(map(str, b['seeds']))})" for b in beside]
+        seeds = [f" (seeds {', '.join(map(str, b['seeds']))})" if b["seeds"] else "" for b in beside]
+        sources = [f"**{b['label']}** from `{b['source']}`{s}" for b, s in zip(beside, seeds, strict=True)]
         out += [
             "Beside them, the same claims answered by other comparisons (verdict and deciding interval): "
             f"{'; '.join(sources)}.",
@@ -131,6 +133,8 @@ def provenance_markdown(provenance: dict[str, Any] | None) -> list[str]:
         "was recorded.",
         "",
     ]
+    if provenance.get("this_invocation"):
+        out[-2] += f" This report was written by {code_label(provenance['this_invocation'])}."
     rows = [[label, n["runs"], n["evaluations"]] for label, n in provenance["by_code"].items()]
     return out + table(["code", "runs", "evaluations"], rows)
 

@@ -173,6 +173,8 @@ def test_other_comparisons_verdicts_stand_beside_the_claims(tmp_path):
     assert rows[0].endswith(f"| fails {interval(expected['ci95'])} | fails [-10.0, -5.0] |")
     assert rows[1].endswith("| holds – |") and rows[3].endswith("| – |")  # no interval; no claim 4 there
     assert any("**400 steps** from" in line and "(seeds 1, 2)" in line for line in lines)
+    del beside[1]["seeds"][:]  # a results.json without a spec names no seeds
+    assert any(line.endswith(f"**400 steps** from `{tmp_path}/steps.json`.") for line in claims_markdown(main, beside))
 
 
 @pytest.mark.parametrize(

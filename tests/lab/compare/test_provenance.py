@@ -72,4 +72,7 @@ def test_labels_and_counts():
     lines = provenance_markdown({"by_code": table})
     assert lines[0] == "## Which code made these numbers"
     assert "| 56fcca0b | 2 | 1 |" in lines and "| unrecorded | 1 | 0 |" in lines
+    assert lines[2].endswith("was recorded.")
+    written = provenance_markdown({"by_code": table, "this_invocation": b})
+    assert written[2].endswith("was recorded. This report was written by c2b5f322+dirty.")
     assert provenance_markdown(None) == [] and provenance_markdown({"by_code": {}}) == []
