@@ -29,11 +29,15 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def source_provenance(root: Path) -> dict[str, Any]:
-    """``{"trapo": version, "commit": sha or "unknown", "dirty": bool or None}`` of the source tree at ``root``."""
+def source_provenance(root: Path, tracked: str | None = None) -> dict[str, Any]:
+    """``{"trapo": version, "commit": sha or "unknown", "dirty": bool or None}`` of the source tree at ``root``;
+    ``unknown`` also when the file ``tracked`` (relative to ``root``) is not tracked by git there (a copy
+    installed into a virtual environment inside some checkout is not that checkout's code)."""
     import trapo
 
     commit = _git(root, "rev-parse", "HEAD")
+    if commit is not None and tracked is not None and _git(root, "ls-files", "--error-unmatch", tracked) is None:
+        commit = None
     status = None if commit is None else _git(root, "status", "--porcelain", "--untracked-files=no")
     return {
         "trapo": trapo.__version__,
@@ -45,7 +49,8 @@ def source_provenance(root: Path) -> dict[str, Any]:
 @functools.cache
 def code_provenance() -> dict[str, Any]:
     """:func:`source_provenance` of the tree this package was imported from (computed once per process)."""
-    return source_provenance(Path(__file__).resolve().parent)
+    here = Path(__file__).resolve()
+    return source_provenance(here.parent, tracked=here.name)
 
 
 def code_label(code: dict[str, Any] | None) -> str:

@@ -37,6 +37,13 @@ def test_a_checkout_gives_its_commit_and_says_when_it_is_dirty(tmp_path):
     assert source_provenance(tmp_path) == {"trapo": trapo.__version__, "commit": sha, "dirty": False}
     (tmp_path / "untracked.txt").write_text("not code\n")  # untracked files do not make the tree dirty
     assert source_provenance(tmp_path)["dirty"] is False
+    assert source_provenance(tmp_path, tracked="a.py")["commit"] == sha
+    # a file git does not track there (e.g. a copy installed into a .venv inside the checkout): not its code
+    assert source_provenance(tmp_path, tracked="untracked.txt") == {
+        "trapo": trapo.__version__,
+        "commit": "unknown",
+        "dirty": None,
+    }
     (tmp_path / "a.py").write_text("x = 2\n")
     code = source_provenance(tmp_path)
     assert code["dirty"] is True and code_label(code) == sha[:8] + "+dirty"
