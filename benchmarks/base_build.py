@@ -31,8 +31,8 @@ from trapo_lab.pretrain import (
     BaseModelConfig,
     length_bucketed_batches,
     new_student,
+    pretraining_step,
     pretraining_stream,
-    solution_nll,
 )
 
 VARIANTS = {
@@ -58,13 +58,7 @@ def time_variant(config: BaseModelConfig, tokenizer, threads: int, bf16: bool) -
         if step == WARMUP:
             start = time.perf_counter()
         ids, labels = next(batches)
-        with autocast:
-            loss = solution_nll(model, ids, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(pretraining_step(model, optimizer, ids, labels, config.grad_clip, autocast))
     return {
         "steps_per_s": (config.steps - WARMUP) / (time.perf_counter() - start),
         "last10_loss": statistics.mean(losses[-10:]),

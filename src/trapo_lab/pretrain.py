@@ -166,6 +166,25 @@ def solution_nll(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Tensor
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
+def pretraining_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    grad_clip: float,
+    autocast: contextlib.AbstractContextManager,
+) -> float:
+    """One optimizer step on :func:`solution_nll` (forward under ``autocast``, gradients clipped to
+    ``grad_clip``); returns the loss."""
+    with autocast:
+        loss = solution_nll(model, ids, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
 def length_bucketed_batches(
     tokenizer, stream, batch_size: int, bucket_batches: int, seed: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -223,13 +242,7 @@ def pretrain(model: torch.nn.Module, tokenizer, config: BaseModelConfig, progres
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ids, labels = next(batches)
-            with autocast:
-                loss = solution_nll(model, ids, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(pretraining_step(model, optimizer, ids, labels, config.grad_clip, autocast))
             step += 1
             bar.update(1)
             if step % 10 == 0:
