@@ -49,6 +49,10 @@ class SamplingParams:
 class RolloutEngine(ABC):
     """Samples continuations of token-id prompts."""
 
+    #: False for an engine that decodes on a copy of the weights of its own (vLLM), not on the training model:
+    #: a sharded training model then need not be gathered for rollouts.
+    decodes_on_training_model: bool = True
+
     @abstractmethod
     def generate(
         self,

@@ -101,6 +101,8 @@ class VLLMEngine(RolloutEngine):
         llm_kwargs: passed on to ``vllm.LLM``.
     """
 
+    decodes_on_training_model = False
+
     def __init__(
         self,
         model: torch.nn.Module,

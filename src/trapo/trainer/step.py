@@ -136,7 +136,9 @@ class TrainingStep:
     def rollout(self, step: int) -> RolloutBatch:
         """Sample and score this process's trajectories for ``step``."""
         items = [self.items[i] for i in self._indices(step, range(len(self.items)))]
-        with sharding.gathered(self.model) if self.fsdp else contextlib.nullcontext():  # decode without collectives
+        # gathered: decoding on the sharded model then runs no collectives (vLLM decodes on its own synced copy)
+        gather = self.fsdp and self.engine.decodes_on_training_model
+        with sharding.gathered(self.model) if gather else contextlib.nullcontext():
             return self.sampler.sample(items, self._generator(step))
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:
