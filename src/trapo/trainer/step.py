@@ -225,7 +225,7 @@ class TrainingStep:
         """``model``'s token log-probs on each mini-batch, without the gradient (the sampling policy's under
         PPO-style reuse, the reference model's for the KL penalty), then ``idle`` passes (:meth:`_idle_count`)."""
         cache = self._prompt_cache(model, prompts)
-        out = [token_logprobs(self._logits(model, mb, cache)[:, :-1].float(), mb.tokens.labels) for mb in minis]
+        out = [token_logprobs(self._logits(model, mb, cache)[:, :-1], mb.tokens.labels) for mb in minis]
         self._idle_passes(model, idle, backward=False)
         return out
 
