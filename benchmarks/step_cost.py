@@ -43,6 +43,11 @@ VARIANTS = {
     "trapo (sequential rollouts, bf16)": dict(method="trapo", rollout_mode="sequential", bf16=True),
     "trapo (pipelined rollouts, bf16)": dict(method="trapo", rollout_mode="pipelined", bf16=True),
     "sft": dict(method="sft"),
+    # the comparison's other methods, at its defaults, for its equal-time view (trapo compare reads
+    # step_time_ratio_to_grpo; sft-then-grpo is derived: half its steps are sft's, half grpo's)
+    "luffy": dict(method="luffy"),
+    "trapo-sft": dict(method="trapo-sft"),
+    "trapo-fixed": dict(method="trapo-fixed"),
 }
 KEYS = ("step_s", "generation_s", "generated_tokens", "completion_length")
 
@@ -79,8 +84,22 @@ def run_variant(args, tokenizer, examples, overrides: dict, seed: int) -> dict[s
     }
 
 
-def ratio(per_round: dict, a: str, b: str) -> float:
+def ratio(per_round: dict, a: str, b: str) -> float | None:
+    """Median over rounds of ``a``'s step time over ``b``'s (None where ``--variants`` left either out)."""
+    if a not in per_round or b not in per_round:
+        return None
     return statistics.median(x["step_s"] / y["step_s"] for x, y in zip(per_round[a], per_round[b], strict=True))
+
+
+def ratios_to_grpo(per_round: dict) -> dict[str, float | None]:
+    """Each variant's step cost over grpo's; sft-then-grpo's (the first half of its steps sft, then grpo) is
+    the mean of sft's ratio and 1."""
+    if "grpo" not in per_round:
+        return {}
+    out = {n: ratio(per_round, n, "grpo") for n in per_round}
+    if out.get("sft") is not None:
+        out["sft-then-grpo"] = (out["sft"] + 1.0) / 2
+    return out
 
 
 def summarize(per_round: dict, args, wall_s: float) -> dict:
@@ -108,10 +127,14 @@ def summarize(per_round: dict, args, wall_s: float) -> dict:
             ),
             "grpo": ratio(per_round, "grpo (sequential rollouts, bf16)", "grpo"),
         },
-        "step_time_ratio_to_grpo": {n: ratio(per_round, n, "grpo") for n in per_round},
+        "step_time_ratio_to_grpo": ratios_to_grpo(per_round),
         **{f"median_{key}": value for key, value in medians.items()},
         "per_round": per_round,
     }
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
 
 
 def markdown(result: dict) -> str:
@@ -127,21 +150,23 @@ def markdown(result: dict) -> str:
         "step / grpo |",
         "|---|---|---|---|---|---|",
     ]
+    to_grpo = result["step_time_ratio_to_grpo"]
     for n in result["median_step_s"]:
         lines.append(
             f"| {n} | {result['median_step_s'][n]:.3f} | {result['median_generation_s'][n]:.3f} | "
             f"{result['median_generated_tokens'][n]:.0f} | {result['median_completion_length'][n]:.1f} | "
-            f"{result['step_time_ratio_to_grpo'][n]:.2f}x |"
+            f"{_x(to_grpo.get(n))} |"
         )
     bf16 = result["bf16_over_fp32"]
     lines += [
         "",
-        f"- trapo (pipelined) / grpo: **{result['trapo_over_grpo']:.2f}x** (target <= 1.10); trapo (sequential) / "
-        f"grpo: {result['trapo_over_grpo_sequential']:.2f}x",
-        f"- trapo pipelined / sequential: **{result['pipelined_over_sequential']:.2f}x** (target < 1); "
-        f"speculative / sequential: {result['speculative_over_sequential']:.2f}x; grpo pipelined / sequential: "
-        f"{result['grpo_pipelined_over_sequential']:.2f}x",
-        "- bf16 / fp32: " + ", ".join(f"{n} {v:.2f}x" for n, v in bf16.items()),
+        f"- trapo (pipelined) / grpo: **{_x(result['trapo_over_grpo'])}** (target <= 1.10); trapo (sequential) / "
+        f"grpo: {_x(result['trapo_over_grpo_sequential'])}",
+        f"- trapo pipelined / sequential: **{_x(result['pipelined_over_sequential'])}** (target < 1); "
+        f"speculative / sequential: {_x(result['speculative_over_sequential'])}; grpo pipelined / sequential: "
+        f"{_x(result['grpo_pipelined_over_sequential'])}",
+        "- bf16 / fp32: " + ", ".join(f"{n} {_x(v)}" for n, v in bf16.items()),
+        f"- sft-then-grpo / grpo (derived: half its steps sft, half grpo): {_x(to_grpo.get('sft-then-grpo'))}",
         f"- load average (1, 5, 15 min) at the start and the end: {result['load_average']}",
     ]
     return "\n".join(lines) + "\n"

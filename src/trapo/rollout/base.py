@@ -22,9 +22,11 @@ rollouts reproduce sequential ones (:mod:`trapo.rollout.sampling`).
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -84,8 +86,7 @@ class RolloutEngine(ABC):
         """:meth:`generate`, plus the engine's own log-prob of every token it sampled (one list per
         continuation), or None where the engine does not report them (this default: the engine is the
         trainer's model, whose log-probs the update computes anyway)."""
-        per_row = {} if seeds is None else {"seeds": seeds}  # an engine written before per-row seeds takes none
-        return self.generate(prompts, max_new_tokens, sampling, generator, **per_row), None
+        return self.generate(prompts, max_new_tokens, sampling, generator, seeds=seeds), None
 
     def open_stream(self, sampling: SamplingParams | None = None) -> RolloutStream:
         """A :class:`RolloutStream` on this engine. The default runs one :meth:`generate` per step over the
@@ -95,6 +96,66 @@ class RolloutEngine(ABC):
     def sync_weights(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """Called after every optimizer step. Engines that hold their own copy of the weights (vLLM)
         load ``model``'s weights here; engines that share the training model do nothing."""
+
+
+def as_engine(engine: Any) -> RolloutEngine:
+    """``engine`` as a :class:`RolloutEngine` that takes per-row ``seeds``: itself when it is one, else wrapped
+    in :class:`AdaptedEngine`. The one place where engines written against an older or bare interface (any
+    object with ``generate(prompts, max_new_tokens, sampling, generator)``) are adapted."""
+    if isinstance(engine, RolloutEngine) and _takes_seeds(engine.generate):
+        return engine
+    if not callable(getattr(engine, "generate", None)):
+        raise TypeError(f"a rollout engine needs a generate(prompts, max_new_tokens, ...) method; got {type(engine)}")
+    return AdaptedEngine(engine)
+
+
+def _takes_seeds(method: Any) -> bool:
+    return "seeds" in inspect.signature(method).parameters
+
+
+class AdaptedEngine(RolloutEngine):
+    """An engine without per-row seeds, or not derived from :class:`RolloutEngine`, behind the full interface:
+    it samples from the step's ``generator`` (its rows' samples then depend on their batch), gives its own
+    ``generate_with_logprobs`` where it has one, and streams through :class:`BatchedStream`."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.decodes_on_training_model = getattr(inner, "decodes_on_training_model", True)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[int]]:
+        per_row = self._seeds(self.inner.generate, seeds)
+        return self.inner.generate(prompts, max_new_tokens, sampling, generator, **per_row)
+
+    def generate_with_logprobs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        own = getattr(self.inner, "generate_with_logprobs", None)
+        if (
+            own is None
+            or getattr(type(self.inner), "generate_with_logprobs", None) is RolloutEngine.generate_with_logprobs
+        ):
+            return self.generate(prompts, max_new_tokens, sampling, generator, seeds), None
+        return own(prompts, max_new_tokens, sampling, generator, **self._seeds(own, seeds))
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        if callable(getattr(self.inner, "sync_weights", None)):
+            self.inner.sync_weights(model)
+
+    @staticmethod
+    def _seeds(method: Any, seeds: Sequence[int] | None) -> dict:
+        return {"seeds": seeds} if seeds is not None and _takes_seeds(method) else {}
 
 
 class RolloutStream(ABC):

@@ -23,7 +23,6 @@ sample.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from trapo.data import Example
 from trapo.guidance import MicroGroupSchedule, cut_prefix
 from trapo.rewards import Completion, RewardSet, score_rewards
 from trapo.rollout import RolloutEngine, SamplingParams
+from trapo.rollout.base import as_engine
 from trapo.rollout.sampling import row_seed
 
 
@@ -124,7 +124,7 @@ class GuidedSampler:
         prefix_strict: bool = False,
         mode: str | None = None,
     ):
-        self.engine = engine
+        self.engine = as_engine(engine)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.schedule = schedule
@@ -136,9 +136,6 @@ class GuidedSampler:
         if self.mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout mode must be one of {', '.join(ROLLOUT_MODES)}, got {self.mode!r}")
         self.speculative = self.mode == "speculative"
-        # engines written before per-row seeds sample from the step's generator instead
-        method = getattr(engine, "generate_with_logprobs", engine.generate)
-        self._seeds = "seeds" in inspect.signature(method).parameters
         self.prefix_strict = prefix_strict
         self.trainer_state = None  # passed to TRL rewards (set by the trainer each step)
 
@@ -189,11 +186,8 @@ class GuidedSampler:
         prefixes = [prefix_of(r) for r in todo]
         prompts = [items[r.prompt].prompt_ids + p for r, p in zip(todo, prefixes, strict=True)]
         budgets = [self._budget(p) for p in prefixes]
-        seeds = {"seeds": [self._seed(base, r) for r in todo]} if self._seeds else {}
-        if hasattr(self.engine, "generate_with_logprobs"):
-            outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator, **seeds)
-        else:  # an engine written against the bare interface
-            outputs, logprobs = self.engine.generate(prompts, budgets, self.sampling, generator, **seeds), None
+        seeds = [self._seed(base, r) for r in todo]
+        outputs, logprobs = self.engine.generate_with_logprobs(prompts, budgets, self.sampling, generator, seeds)
         return dict(zip(todo, zip(outputs, logprobs or [None] * len(todo), strict=True), strict=True))
 
     def _trajectory(

@@ -21,6 +21,7 @@ from trapo.config import TRAPOConfig
 from trapo.data import LoadResult, boundary_token_ids
 from trapo.rewards import RewardSet, reward_identity, reward_set
 from trapo.rollout import RolloutEngine, SamplingParams
+from trapo.rollout.base import as_engine
 from trapo.trainer import precision, resume, safety, sharding
 from trapo.trainer.data_prep import as_examples, context_length, prepare_examples, tokenizer_of
 from trapo.trainer.engines import make_engine
@@ -56,6 +57,8 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         reward_fn: one reward (``reward_funcs`` is the TRL way).
         engine: a :class:`~trapo.rollout.RolloutEngine`; default: the one ``args.engine`` names (``hf``:
             :class:`~trapo.rollout.HFEngine` on the model; ``vllm``: :class:`~trapo.rollout.vllm.VLLMEngine`).
+            An engine without per-row ``seeds``, or any object with a ``generate`` of that shape, is adapted
+            (:func:`trapo.rollout.base.as_engine`); it then samples from the step's generator.
         accelerator: an ``accelerate.Accelerator``; default one built from the config (``accelerate launch``
             sets the processes).
     """
@@ -102,7 +105,7 @@ class TRAPOTrainer(TrainingStep, TrainingRun):
         self.items, self.data_report = self._prepare_data(examples, loaded, model)
         self.expert_items = [i for i, item in enumerate(self.items) if item.expert_ids]
         self._build_optimization(model)
-        self.engine = engine or make_engine(config, self.unwrapped, tokenizer)
+        self.engine = as_engine(engine or make_engine(config, self.unwrapped, tokenizer))
         self.sampler = GuidedSampler(
             self.engine,
             tokenizer,

@@ -229,6 +229,12 @@ def register(subparsers) -> None:
         help="torch CPU threads (the embedded model is too small to gain from more, and on a shared "
         "machine extra threads make steps many times slower); 0: torch's default",
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train every run with `trapo train --bf16` (autocast forward passes, float32 master weights): "
+        "other runs than the float32 ones (their cache names differ), to compare the two",
+    )
     parser.add_argument("--status", action="store_true", help="print how many runs are done and exit")
     parser.add_argument(
         "--sweep-only",
@@ -323,6 +329,8 @@ def spec_from_args(args: argparse.Namespace):  # noqa: C901 (one branch per opti
             values[field] = getattr(args, flag)
     if args.passk_per_tier is not None:
         values["n_passk_per_tier"] = args.passk_per_tier
+    if args.bf16:
+        values["config_overrides"] = {**base.config_overrides, "bf16": True}
     return replace(base, **values)
 
 

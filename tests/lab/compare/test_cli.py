@@ -53,6 +53,18 @@ def test_sweep_flags_become_the_spec():
     assert parse("--sweep-only").sweep_only and parse("--step-cost", "none").step_cost == "none"
 
 
+def test_bf16_flag_trains_other_runs(tmp_path):
+    from trapo_lab.compare.cache import RunCache, RunKey
+
+    fp32, bf16 = spec_from_args(parse()), spec_from_args(parse("--bf16"))
+    assert fp32.config_overrides == {} and bf16.config_overrides == {"bf16": True}
+    key = RunKey("trapo", 1e-4, 1)
+    where = dict(base_dir=tmp_path / "base", base_identity="b", data_dir=tmp_path / "data", train_identity="d")
+    caches = [RunCache(s, tmp_path, **where) for s in (fp32, bf16)]
+    assert caches[1].config_for(key).bf16 and not caches[0].config_for(key).bf16
+    assert caches[0].run_dir(key) != caches[1].run_dir(key)
+
+
 def test_default_grids_bracket_sft_higher_than_rl():
     grid = CompareSpec().lr_grid
     assert grid["sft"] == grid["sft-then-grpo"] == (3e-5, 1e-4, 3e-4)
