@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_THREADS,
         help=f"torch CPU threads (default {DEFAULT_THREADS}: two, or one on a one-core machine; on an idle 2-core "
         "machine two build the base 1.8x faster than one, the same arithmetic up to summation order, and train "
-        "the tiny model faster too; 0: torch's default).",
+        "the tiny model faster too, though not bit for bit alike from run to run (1 is: a run repeats exactly on "
+        "one machine); 0: torch's default).",
     )
     parser.set_defaults(func=lab_command(COMMAND, run))
 
