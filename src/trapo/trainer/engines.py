@@ -11,17 +11,12 @@ import contextlib
 from typing import Any
 
 import torch
-from torch.distributed.fsdp import FSDPModule
 
 from trapo.config import TRAPOConfig
 from trapo.objective import LossTerms, TokenBatch
 from trapo.rollout import HFEngine, RolloutEngine
 from trapo.rollout.vllm import VLLMEngine
 from trapo.trainer import precision, sharding
-
-
-def _sharded(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 class GatheredVLLMEngine(VLLMEngine):
@@ -49,7 +44,7 @@ def make_engine(config: TRAPOConfig, model: torch.nn.Module, tokenizer: Any) -> 
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if config.vllm_max_model_length is None and isinstance(context, int):
         length = min(length, context)  # the trainer skips longer prompts anyway
-    sharded = _sharded(model)
+    sharded = sharding.is_sharded(model)
     with sharding.gathered(model) if sharded else contextlib.nullcontext():  # vLLM starts on the whole weights
         return (GatheredVLLMEngine if sharded else VLLMEngine).from_tokenizer(
             model,

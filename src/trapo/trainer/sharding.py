@@ -79,7 +79,8 @@ def shard_model(
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
+    """Whether ``model`` or any module inside it is sharded with FSDP2 (a wrapper around a sharded model is)."""
+    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
