@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The comparisons issue 25 needs, in pieces a person can rerun one at a time:
 #
-#   experiments/verdicts.sh PART [PART ...]     PART: data base sweep main seeds5 steps400 base2 report status all
+#   experiments/verdicts.sh PART [PART ...]     PART: data base sweep main seeds5 steps400 base2 report publish
+#                                                status all
 #
 #   data      the problems (trapo data make)
 #   base      the main base model (trapo base, seed 0)
@@ -11,7 +12,9 @@
 #   steps400  trapo grpo luffy at 400 steps (twice the steps), 3 seeds, at the rates chosen in `main`
 #   base2     a second base (trapo base --seed 1) with trapo grpo luffy x 3 seeds, at the rates chosen in `main`
 #             (BASE2_SWEEP=1: sweep the rates on the second base instead, at seed 0)
-#   report    the main comparison's report with the other three comparisons' verdicts beside its claims
+#   report    the main comparison's report with the other three comparisons' verdicts beside its claims,
+#             in $V/report
+#   publish   the same report written over the committed one (docs/results/compare), on purpose only
 #   status    how many runs each comparison has finished (reads the cache, trains nothing)
 #
 # Every piece goes through the run cache (runs are named by a hash of their config, base model and data), so
@@ -54,6 +57,12 @@ wait_both() {
     [ "$rc" = 0 ] || exit "$rc"
 }
 
+# the other comparisons' verdicts, one column each beside the main claims
+beside() {
+    echo "--beside 5-seeds=$V/report-5seeds/results.json --beside 400-steps=$V/report-400steps/results.json" \
+        "--beside second-base=$V/report-base1/results.json"
+}
+
 # one rate per method, no sweep of its own: the first test seed is the "sweep" run, no rate is added
 fixed_rates() { echo "--sweep-seed -1 --lr-extensions 0 $(chosen_rates "${FIXED[@]}")"; }
 
@@ -92,12 +101,10 @@ part() {
             base2_compare --methods "${FIXED[@]}" --seeds 1 2 3 $rates --out "$V/report-base1"
         fi
         ;;
-    report)
-        main_compare --out "$V/report" \
-            --beside "5 seeds=$V/report-5seeds/results.json" \
-            --beside "400 steps=$V/report-400steps/results.json" \
-            --beside "second base=$V/report-base1/results.json"
-        ;;
+    # shellcheck disable=SC2046  # beside's flags split into words on purpose
+    report) main_compare --out "$V/report" $(beside) ;;
+    # shellcheck disable=SC2046
+    publish) main_compare --publish $(beside) ;;
     status)
         main_compare --status
         main_compare --status --methods trapo grpo luffy sft --seeds 1 2 3 4 5
