@@ -78,9 +78,14 @@ def shard_model(
     return model
 
 
+def fsdp_modules(model: torch.nn.Module) -> list[FSDPModule]:
+    """``model`` and the modules inside it that are sharded with FSDP2, in ``modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
 def is_sharded(model: torch.nn.Module) -> bool:
     """Whether ``model`` or any module inside it is sharded with FSDP2 (a wrapper around a sharded model is)."""
-    return any(isinstance(m, FSDPModule) for m in model.modules())
+    return bool(fsdp_modules(model))
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -100,7 +105,7 @@ def gathered(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     forward passes then gather nothing), sharded again on exit. Generation runs inside it: each process
     decodes its own prompts for as many steps as they need, with no collective to keep in step. Costs one
     all-gather of the model per call and the whole model's parameters in memory while it lasts."""
-    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    modules = fsdp_modules(model)
     for m in modules:
         m.set_reshard_after_forward(False, recurse=False)
     try:
